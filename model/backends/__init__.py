@@ -1,0 +1,1 @@
+"""Model backends: plt (in process), hf, openai, replay."""
