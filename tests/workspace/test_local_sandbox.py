@@ -1,0 +1,137 @@
+"""LocalSandbox against the escapes and floods model output produces."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from workspace.local import LocalSandbox, bwrap_works
+from workspace.sandbox import Sandbox, SandboxError
+
+needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is not usable here (scripts/sandbox-deps.sh installs it)")
+
+
+@pytest.fixture(params=["bwrap", "plain"])
+def sandbox(request, tmp_path):
+    if request.param == "bwrap" and not bwrap_works():
+        pytest.skip("bubblewrap is not usable here (scripts/sandbox-deps.sh installs it)")
+    work = tmp_path / "work"
+    work.mkdir()
+    with LocalSandbox(work, isolate=request.param == "bwrap") as sb:
+        yield sb
+
+
+def test_is_a_sandbox(local_sandbox):
+    assert isinstance(local_sandbox, Sandbox)
+
+
+def test_exit_code_and_interleaved_output(sandbox):
+    r = sandbox.run("echo out; echo err >&2; exit 3", timeout=10)
+    assert (r.exit_code, r.timed_out, r.truncated) == (3, False, False)
+    assert r.output == "out\nerr\n"
+
+
+def test_environment_stdin_and_cwd(sandbox):
+    r = sandbox.run('echo "$PAGER $GIT_PAGER $TERM $FOO"; test -n "$HOME" && echo home; pwd; cat; echo done', env={"FOO": "bar"}, timeout=10)
+    assert r.output.splitlines() == ["cat cat dumb bar", "home", sandbox.workdir, "done"]
+
+
+def test_timeout_kills_and_keeps_partial_output(sandbox):
+    r = sandbox.run("echo before; sleep 1000; echo after", timeout=1.5)
+    assert r.timed_out and r.exit_code == -1
+    assert "before" in r.output and "after" not in r.output
+
+
+def test_background_process_does_not_block_and_is_gone(sandbox):
+    name = f"loopcoder-orphan-{os.getpid()}"  # a unique command line to look for
+    r = sandbox.run(f"bash -c 'exec -a {name} sleep 1000' & echo started", timeout=30)
+    assert r.output == "started\n" and not r.timed_out
+    assert name not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+
+
+def test_flood_of_output_is_capped(sandbox):
+    r = sandbox.run("yes | head -c 2G; echo tail-marker", timeout=120)
+    assert r.exit_code == 0 and not r.timed_out and r.truncated
+    assert len(r.output) < 2 * sandbox.output_limit
+    assert r.output.startswith("y\ny\n") and r.output.endswith("tail-marker\n")
+    assert "bytes of output omitted" in r.output
+
+
+def test_binary_output_is_decoded_with_replacement(sandbox):
+    r = sandbox.run(r"printf 'ok\xff\xfe\x00end'", timeout=10)
+    assert r.output == "ok\ufffd\ufffd\x00end"
+
+
+@needs_bwrap
+def test_shell_cannot_write_outside_under_bwrap(local_sandbox, tmp_path):
+    outside = tmp_path / "outside.txt"
+    r = local_sandbox.run(f"echo pwned > {outside}; touch /etc/loopcoder-pwned; echo inside > ok.txt", timeout=10)
+    assert not outside.exists() and not os.path.exists("/etc/loopcoder-pwned")
+    assert "Read-only file system" in r.output
+    assert (tmp_path / "work" / "ok.txt").read_text() == "inside\n"
+
+
+@needs_bwrap
+def test_private_tmp_persists_between_commands_and_no_network(local_sandbox):
+    local_sandbox.run("echo 'print(41 + 1)' > /tmp/script.py", timeout=10)
+    assert local_sandbox.run("python3 /tmp/script.py", timeout=10).output == "42\n"
+    assert not os.path.exists("/tmp/script.py")
+    r = local_sandbox.run("python3 -c 'import socket; print([n for _, n in socket.if_nameindex()])'", timeout=10)
+    assert r.output == "['lo']\n"
+
+
+def test_files_roundtrip_and_listing(local_sandbox):
+    local_sandbox.write_file("pkg/mod.py", b"x = 1\n")
+    local_sandbox.write_file(f"{local_sandbox.workdir}/pkg/.hidden/y", b"")
+    assert local_sandbox.read_file("pkg/mod.py") == b"x = 1\n"
+    assert local_sandbox.exists("pkg") and local_sandbox.is_dir("pkg") and not local_sandbox.is_dir("pkg/mod.py")
+    assert local_sandbox.list_dir(".") == ["pkg", "pkg/mod.py"]
+    assert local_sandbox.run("cat pkg/mod.py", timeout=10).output == "x = 1\n"
+    with pytest.raises(SandboxError, match="does not exist"):
+        local_sandbox.read_file("missing.py")
+    with pytest.raises(SandboxError, match="is a directory"):
+        local_sandbox.read_file("pkg")
+
+
+@pytest.mark.parametrize("path", ["../escape.txt", "a/../../escape.txt", "/etc/passwd", "/tmp/x", "..", ""])
+def test_resolve_refuses_escapes(local_sandbox, path):
+    with pytest.raises(SandboxError):
+        local_sandbox.resolve(path)
+    with pytest.raises(SandboxError):
+        local_sandbox.write_file(path, b"pwned")
+
+
+def test_resolve_accepts_inside_paths(local_sandbox):
+    assert local_sandbox.resolve("a/../b.py") == "b.py"
+    assert local_sandbox.resolve(local_sandbox.workdir + "/src/x.py") == "src/x.py"
+    assert local_sandbox.resolve(local_sandbox.workdir) == "."
+
+
+def test_symlink_pointing_outside_is_refused(local_sandbox):
+    os.symlink("/etc", os.path.join(local_sandbox.workdir, "etc_link"))
+    os.symlink("/etc/hostname", os.path.join(local_sandbox.workdir, "host_link"))
+    for path in ["etc_link/passwd", "host_link", "etc_link"]:
+        with pytest.raises(SandboxError, match="symbolic link"):
+            local_sandbox.read_file(path)
+    with pytest.raises(SandboxError, match="symbolic link"):
+        local_sandbox.write_file("etc_link/loopcoder-pwned", b"x")
+    os.symlink("pkg", os.path.join(local_sandbox.workdir, "inner_link"))
+    assert local_sandbox.resolve("inner_link/a.py") == "inner_link/a.py"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="./ab\\\0~", max_size=24))
+def test_resolve_never_leaves_the_copy(tmp_path_factory, path):
+    work = tmp_path_factory.getbasetemp() / "prop-work"
+    work.mkdir(exist_ok=True)
+    sandbox = LocalSandbox(work, isolate=False)
+    try:
+        rel = sandbox.resolve(path)
+    except SandboxError:
+        return
+    finally:
+        sandbox.close()
+    full = os.path.normpath(os.path.join(str(work.resolve()), rel))
+    assert full == str(work.resolve()) or full.startswith(str(work.resolve()) + os.sep)
