@@ -1,0 +1,1 @@
+"""SWE-bench-style batch work: instances, evaluation (harness-compatible reports) and agent batch runs."""
