@@ -1,0 +1,82 @@
+"""One generation at a time: pick the session, check the context window, generate, remember.
+
+The HTTP layer runs a thread per connection; everything that touches a model
+goes through `Engine.generate`, which holds a lock, so requests queue here.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from agent.server.chat_request import ChatRequest, normalize_messages
+from agent.server.errors import bad_request
+from agent.server.pool import SessionPool
+from agent.server.reply import ContentStream
+from model.backends.base import Backend, Completion
+
+
+@dataclass
+class Generated:
+    done: Completion
+    message: dict  # the assistant message in the OpenAI shape
+    last_content: str  # content that was still held back when generation ended
+
+
+class Engine:
+    def __init__(self, factory: Callable[[], Backend], sessions: int = 4):
+        self.pool = SessionPool(factory, sessions)
+        self.lock = threading.Lock()
+        self.context_window = self._probe_window()
+
+    def _probe_window(self) -> int:
+        with self.lock:
+            slot = self.pool.acquire([], None)
+            return slot.backend.context_window
+
+    def generate(
+        self,
+        request: ChatRequest,
+        on_start: Callable[[], None] = lambda: None,
+        on_content: Callable[[str], None] = lambda _: None,
+    ) -> Generated:
+        """Raises ApiError before `on_start` for a prompt that does not fit; exceptions raised by
+        the callbacks (a client gone) abort the generation and drop its session."""
+        with self.lock:
+            slot = self.pool.acquire(request.messages, request.tools)
+            params = self._fit(slot.backend, request)
+            on_start()
+            stream = ContentStream(request.tools, request.parse_tools)
+
+            def on_text(piece: str) -> None:
+                if delta := stream.feed(piece):
+                    on_content(delta)
+
+            try:
+                done = slot.backend.complete(request.messages, request.tools, params, on_text)
+            except BaseException:
+                self.pool.discard(slot)
+                raise
+            last, message = stream.finish()
+            self.pool.record(slot, request.messages, request.tools, normalize_messages([message])[0])
+            return Generated(done, message, last)
+
+    def _fit(self, backend: Backend, request: ChatRequest):
+        """Sampling params whose token limit fits the window; an explicit limit that does not is an error."""
+        window = backend.context_window
+        prompt = backend.count_tokens(request.messages, request.tools)
+        room = window - prompt
+        asked = request.params.max_new_tokens
+        if room < 1 or (request.max_tokens_given and asked > room):
+            wanted = f"{prompt} in the messages" + (f", {asked} in the completion" if request.max_tokens_given else "")
+            raise bad_request(
+                f"This model's maximum context length is {window} tokens; this request needs more ({wanted}). "
+                "Shorten the messages or lower max_tokens.",
+                "messages",
+                "context_length_exceeded",
+            )
+        return replace(request.params, max_new_tokens=min(asked, room))
+
+    def close(self) -> None:
+        with self.lock:
+            self.pool.close()
