@@ -41,7 +41,7 @@ class Engine:
         on_content: Callable[[str], None] = lambda _: None,
     ) -> Generated:
         """Raises ApiError before `on_start` for a prompt that does not fit; exceptions raised by
-        the callbacks (a client gone) abort the generation and drop its session."""
+        the callbacks (a client gone) abort the generation."""
         with self.lock:
             slot = self.pool.acquire(request.messages, request.tools)
             params = self._fit(slot.backend, request)
@@ -55,7 +55,7 @@ class Engine:
             try:
                 done = slot.backend.complete(request.messages, request.tools, params, on_text)
             except BaseException:
-                self.pool.discard(slot)
+                self.pool.forget(slot)
                 raise
             last, message = stream.finish()
             self.pool.record(slot, request.messages, request.tools, normalize_messages([message])[0])

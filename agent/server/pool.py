@@ -48,14 +48,17 @@ class SessionPool:
         self._clock = 0
 
     def acquire(self, messages: list[Message], tools: list[ToolSchema] | None) -> Slot:
-        """The slot that served this conversation's earlier turns; else a new one while there is
-        room; else the one sharing the longest prefix (least recently used on ties)."""
+        """The slot that served this conversation's earlier turns; else an unused one (made while
+        there is room); else the one sharing the longest prefix (least recently used on ties)."""
         key = conversation_key(messages, tools)
         self._clock += 1
         scored = [(_common_prefix(s.history, key), s) for s in self.slots]
         continuing = [(n, s) for n, s in scored if s.prompt_len and n >= s.prompt_len]
+        free = [s for s in self.slots if not s.history]
         if continuing:
             slot = max(continuing, key=lambda pair: pair[0])[1]
+        elif free:
+            slot = free[0]
         elif len(self.slots) < self.size:
             slot = Slot(self.factory())
             self.slots.append(slot)
@@ -68,11 +71,9 @@ class SessionPool:
         slot.history = conversation_key(messages + [reply], tools)
         slot.prompt_len = len(messages) + 1
 
-    def discard(self, slot: Slot) -> None:
-        """Drop a slot whose generation was cut short: its cache state is unknown."""
-        if slot in self.slots:
-            self.slots.remove(slot)
-            slot.backend.close()
+    def forget(self, slot: Slot) -> None:
+        """After a generation cut short: the backend resets its own cache; routing must not count on it."""
+        slot.history, slot.prompt_len = [], 0
 
     def close(self) -> None:
         for slot in self.slots:

@@ -238,7 +238,7 @@ class OpenAIBackend:
         message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
         content = message.get("content") if isinstance(message.get("content"), str) else ""
         calls = _openai_calls(message.get("tool_calls"))
-        text = "\n".join([content] + [hermes_call(c) for c in calls]) if calls else content
+        text = "\n".join([content] * bool(content) + [hermes_call(c) for c in calls])
         usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
         prompt = _int(usage.get("prompt_tokens"))
         if prompt:
@@ -355,29 +355,49 @@ def hermes_call(call: dict) -> str:
 
 
 def wire_messages(messages: list[Message]) -> list[dict]:
-    """Our messages as the OpenAI API wants them: only its keys, arguments as JSON strings,
-    every tool call with an id and every tool result pointing at one."""
-    out, pending = [], []
+    """Our messages as the OpenAI API wants them: only its keys, arguments as JSON strings, every
+    tool call with an id and every tool result answering one.
+
+    The agent keeps calls as Hermes text in the assistant content, so its tool
+    results answer no announced call; those become the user turn of
+    `<tool_response>` blocks that the chat template would have written for them.
+    """
+    out: list[dict] = []
+    pending: list[str] = []  # ids of the last assistant turn's calls not yet answered
+    merged = False  # the last message sent is a user turn of tool responses
     for i, msg in enumerate(messages):
-        wire = {"role": msg.get("role"), "content": msg.get("content")}
+        role, content = msg.get("role"), msg.get("content")
+        if role == "tool":
+            call_id = msg.get("tool_call_id") or (pending[0] if pending else None)
+            if call_id in pending:
+                pending.remove(call_id)
+                out.append({"role": "tool", "tool_call_id": call_id, "content": content or ""})
+                merged = False
+                continue
+            block = f"<tool_response>\n{content or ''}\n</tool_response>"
+            if merged:
+                out[-1]["content"] += "\n" + block
+            else:
+                out.append({"role": "user", "content": block})
+                merged = True
+            continue
+        merged = False
+        wire = {"role": role, "content": content}
         if msg.get("tool_calls"):
-            wire["tool_calls"] = []
-            for j, call in enumerate(msg["tool_calls"]):
-                fn = call.get("function", call)
-                arguments = fn.get("arguments", {})
-                call_id = call.get("id") or f"call_{i}_{j}"
-                wire["tool_calls"].append({
-                    "id": call_id,
-                    "type": "function",
-                    "function": {"name": fn.get("name"), "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)},
-                })
-            pending = [c["id"] for c in wire["tool_calls"]]
-        if msg.get("role") == "tool":
-            wire["tool_call_id"] = msg.get("tool_call_id") or (pending.pop(0) if pending else f"call_{i}")
-        elif msg.get("name"):
+            wire["tool_calls"] = [_wire_call(call, f"call_{i}_{j}") for j, call in enumerate(msg["tool_calls"])]
+        pending = [c["id"] for c in wire.get("tool_calls", [])]
+        if msg.get("name"):
             wire["name"] = msg["name"]
         out.append(wire)
     return out
+
+
+def _wire_call(call: dict, default_id: str) -> dict:
+    fn = call.get("function", call)
+    arguments = fn.get("arguments", {})
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments, ensure_ascii=False)
+    return {"id": call.get("id") or default_id, "type": "function", "function": {"name": fn.get("name"), "arguments": arguments}}
 
 
 def _chars(messages: list[Message], tools: list[ToolSchema] | None) -> int:
