@@ -1,0 +1,79 @@
+"""SWE-style instances made from real local git repos: a bug commit, its fix, its test.
+
+`fabricate` commits the buggy base, then the fix, then the new test into a
+repo under a repo cache (`cache/owner__name`), and returns the instance in the
+official schema: the gold `patch` is the fix commit's diff, `test_patch` the
+test commit's, FAIL_TO_PASS / PASS_TO_PASS stored as JSON strings as the hub
+stores them.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tests.conftest import git
+
+# The sandbox sees the host filesystem read-only, so this interpreter (with pytest) is there too.
+TEST_CMD = f"{sys.executable} -m pytest --no-header -rA --tb=no -p no:cacheprovider"
+
+
+def _commit(repo: Path, files: dict[str, str], message: str) -> str:
+    for name, text in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+    return git(repo, "rev-parse", "HEAD").strip()
+
+
+def fabricate(cache: Path, repo: str, number: int, *, base: dict[str, str], fix: dict[str, str],
+              tests: dict[str, str], fail_to_pass: list[str], pass_to_pass: list[str]) -> dict:
+    path = cache / repo.replace("/", "__")
+    if not path.exists():
+        path.mkdir(parents=True)
+        git(path, "init", "-q", "-b", "main")
+    base_commit = _commit(path, base, f"bug for #{number}")
+    fix_commit = _commit(path, fix, f"fix #{number}")
+    test_commit = _commit(path, tests, f"test #{number}")
+    return {
+        "instance_id": f"{repo.replace('/', '__')}-{number}", "repo": repo, "base_commit": base_commit,
+        "patch": git(path, "diff", base_commit, fix_commit),
+        "test_patch": git(path, "diff", fix_commit, test_commit),
+        "problem_statement": f"Issue #{number}: see the failing behaviour.", "hints_text": "",
+        "created_at": "2024-01-01T00:00:00Z", "version": "1.0", "environment_setup_commit": base_commit,
+        "FAIL_TO_PASS": json.dumps(fail_to_pass), "PASS_TO_PASS": json.dumps(pass_to_pass),
+    }
+
+
+OPS_TESTS = "from calc.ops import add, mul\n\ndef test_mul():\n    assert mul(2, 3) == 6\n"
+
+
+def standard_instances(cache: Path) -> list[dict]:
+    """Three instances over two repos: a modified test file, a second bug on the same repo, a new test file."""
+    first = fabricate(
+        cache, "acme/calc", 1,
+        base={"calc/__init__.py": "", "calc/ops.py": "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n",
+              "tests/test_ops.py": OPS_TESTS},
+        fix={"calc/ops.py": "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n"},
+        tests={"tests/test_ops.py": OPS_TESTS + "\n\ndef test_add():\n    assert add(2, 3) == 5\n"},
+        fail_to_pass=["tests/test_ops.py::test_add"], pass_to_pass=["tests/test_ops.py::test_mul"],
+    )
+    second = fabricate(
+        cache, "acme/calc", 2,
+        base={"calc/neg.py": "def neg(a):\n    return a\n"},
+        fix={"calc/neg.py": "def neg(a):\n    return -a\n"},
+        tests={"tests/test_neg.py": "from calc.neg import neg\n\ndef test_neg():\n    assert neg(2) == -2\n"},
+        fail_to_pass=["tests/test_neg.py::test_neg"], pass_to_pass=[],
+    )
+    third = fabricate(
+        cache, "acme/text", 3,
+        base={"text.py": "def shout(s):\n    return s.lower()\n\n\ndef whisper(s):\n    return s.lower()\n",
+              "test_text.py": "from text import whisper\n\ndef test_whisper():\n    assert whisper('A') == 'a'\n"},
+        fix={"text.py": "def shout(s):\n    return s.upper()\n\n\ndef whisper(s):\n    return s.lower()\n"},
+        tests={"test_text.py": "from text import shout, whisper\n\ndef test_whisper():\n    assert whisper('A') == 'a'\n\n"
+                               "def test_shout():\n    assert shout('a') == 'A'\n"},
+        fail_to_pass=["test_text.py::test_shout"], pass_to_pass=["test_text.py::test_whisper"],
+    )
+    return [first, second, third]
