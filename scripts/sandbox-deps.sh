@@ -1,4 +1,109 @@
 #!/usr/bin/env bash
-# Install and start what the sandboxes need (bubblewrap; Docker engine and a
-# local base image). Filled in by the tools-and-sandboxes work.
-exit 0
+# Install and start what the sandboxes need; idempotent, each step skipped
+# when already done:
+#   1. apt packages: bubblewrap, docker.io, debootstrap, ripgrep, patch, git
+#   2. a Docker engine: dockerd started in the background when none answers
+#      (log: $LOOPCODER_DOCKERD_LOG), with a fallback configuration
+#      (--iptables=false, --bridge=none, vfs storage) when the default fails
+#   3. the base image loopcoder/base:bookworm (debootstrap minbase + python3,
+#      git, patch, imported with `docker import`), built only when missing
+# Needs root (or passwordless sudo). Exit status is non-zero when a step
+# failed; scripts/test.sh then goes on and the tests that need it say why.
+set -euo pipefail
+
+IMAGE=${LOOPCODER_BASE_IMAGE:-loopcoder/base:bookworm}
+SUITE=${LOOPCODER_BASE_SUITE:-bookworm}
+DOCKERD_LOG=${LOOPCODER_DOCKERD_LOG:-/var/log/loopcoder-dockerd.log}
+WAIT_S=${LOOPCODER_DOCKERD_WAIT:-60}
+
+say() { echo "sandbox-deps: $*"; }
+now() { date +%s; }
+T0=$(now)
+
+SUDO=()
+if [ "$(id -u)" != 0 ]; then
+  if sudo -n true 2>/dev/null; then SUDO=(sudo -n); else
+    say "not root and no passwordless sudo: run 'sudo bash scripts/sandbox-deps.sh' once"; exit 1
+  fi
+fi
+as_root() { "${SUDO[@]}" "$@"; }
+
+# --- 1. packages ---------------------------------------------------------------
+missing=()
+for pair in bwrap:bubblewrap dockerd:docker.io debootstrap:debootstrap rg:ripgrep patch:patch git:git; do
+  PATH=$PATH:/usr/sbin:/sbin command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "packages present (bubblewrap, docker.io, debootstrap, ripgrep, patch, git)"
+fi
+export PATH=$PATH:/usr/sbin:/sbin
+
+# --- 2. docker engine ----------------------------------------------------------
+engine_up() { timeout 10 docker info >/dev/null 2>&1; }
+
+start_dockerd() {  # $@: extra dockerd flags; true once `docker info` answers
+  say "starting dockerd $* (log: $DOCKERD_LOG)"
+  as_root mkdir -p "$(dirname "$DOCKERD_LOG")"
+  as_root bash -c "setsid dockerd $* >>'$DOCKERD_LOG' 2>&1 </dev/null &"
+  local deadline=$(( $(now) + WAIT_S ))
+  while [ "$(now)" -lt "$deadline" ]; do
+    engine_up && return 0
+    pgrep -x dockerd >/dev/null || return 1  # it gave up: no point waiting
+    sleep 1
+  done
+  return 1
+}
+
+stop_dockerd() {
+  local pid
+  pid=$(pgrep -x dockerd || true)
+  [ -n "$pid" ] || return 0
+  as_root kill "$pid" 2>/dev/null || true
+  for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.5; done
+}
+
+if engine_up; then
+  say "a Docker engine answers"
+elif pgrep -x dockerd >/dev/null && { sleep 5; engine_up; }; then
+  say "dockerd was starting; it answers now"
+else
+  if ! start_dockerd; then
+    say "dockerd failed with the default configuration; last log lines:"
+    tail -n 5 "$DOCKERD_LOG" | sed 's/^/    /' || true
+    stop_dockerd
+    # Machines without iptables/NAT or without overlayfs: no bridge network
+    # (our containers run without network anyway) and the vfs storage driver.
+    start_dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs || {
+      say "dockerd does not start here; see $DOCKERD_LOG"; exit 1; }
+  fi
+  say "dockerd is up ($(docker info --format '{{.ServerVersion}}, storage {{.Driver}}'))"
+fi
+
+# --- 3. base image -------------------------------------------------------------
+if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  say "image $IMAGE present"
+else
+  # The mirror apt already uses for this suite (debootstrap's own default otherwise).
+  mirror=$(grep -hs -A3 '^URIs:' /etc/apt/sources.list.d/*.sources | awk -v s="$SUITE" '
+    /^URIs:/ {u=$2} /^Suites:/ {for (i=2;i<=NF;i++) if ($i==s) {print u; exit}}')
+  [ -n "$mirror" ] || mirror=$(awk -v s="$SUITE" '$1=="deb" && $3==s {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  root=$(mktemp -d /var/tmp/loopcoder-rootfs.XXXXXX)
+  trap 'as_root rm -rf "$root"' EXIT
+  say "building $IMAGE: debootstrap --variant=minbase $SUITE ${mirror:-(default mirror)} (a minute or two)"
+  t=$(now)
+  as_root debootstrap --variant=minbase --include=python3,git,patch,ca-certificates \
+    "$SUITE" "$root" ${mirror:+"$mirror"} >"$root.log" 2>&1 || {
+      say "debootstrap failed; last lines of $root.log:"; tail -n 10 "$root.log" | sed 's/^/    /'; exit 1; }
+  as_root rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root.log"
+  say "debootstrap took $(( $(now) - t ))s; importing"
+  as_root tar -C "$root" -c . | docker import \
+    --change 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'CMD ["/bin/bash"]' - "$IMAGE" >/dev/null
+  say "image $IMAGE built ($(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%d MB", $1/1e6}'))"
+fi
+say "done in $(( $(now) - T0 ))s"

@@ -63,6 +63,7 @@ class LocalSandbox:
 
     def __init__(self, path: str | os.PathLike, *, isolate: bool | None = None, network: bool = False,
                  output_limit: int = 1 << 20, ro_binds: list[str] | None = None):
+        """isolate: None = bubblewrap when usable (warning once when not), True = require it, False = plain."""
         root = Path(path).resolve()
         if not root.is_dir():
             raise SandboxError(f"The working copy {path} is not a directory.")
@@ -72,7 +73,7 @@ class LocalSandbox:
         self.isolated = bwrap_works() if isolate is None else isolate
         if self.isolated and not bwrap_works():
             raise SandboxError("bubblewrap (bwrap) is not usable here: install it with scripts/sandbox-deps.sh.")
-        if not self.isolated:
+        if isolate is None and not self.isolated:
             _warn_unsandboxed()
         self._state = tempfile.mkdtemp(prefix="loopcoder-sandbox-")
         self._tmp = os.path.join(self._state, "tmp")

@@ -1,0 +1,359 @@
+"""DockerSandbox: one container per working copy, through the docker SDK.
+
+Two ways to get the code in: use the repository the image already holds at
+`workdir` (SWE-bench images have /testbed at the base commit), or copy a host
+working copy in (`copy_from`, through put_archive) or bind-mount it
+(`mount=True`). Every container is labelled `loopcoder=1` and removed on
+close, on errors, at interpreter exit and on SIGTERM; `remove_leftovers()`
+finds the ones a killed process left behind. No network unless asked.
+
+Each command runs under coreutils `timeout` inside the container, in its own
+process group that is killed when the command ends, so a timeout or a
+background process never leaves anything running; stderr is merged into
+stdout in the container so the order of the output is kept, and a per-call
+marker ends the read even if an escaped process holds the stream open.
+"""
+from __future__ import annotations
+
+import atexit
+import io
+import os
+import re
+import secrets
+import select
+import shlex
+import signal
+import tarfile
+import tempfile
+import threading
+import time
+import weakref
+from pathlib import Path
+
+from workspace.capture import OutputCap
+from workspace.local import FIXED_ENV
+from workspace.patching import diff_command, finish_patch
+from workspace.paths import outside_message, relative_inside
+from workspace.sandbox import CommandResult, SandboxError
+
+BASE_IMAGE = "loopcoder/base:bookworm"  # built by scripts/sandbox-deps.sh, no registry needed
+LABEL = {"loopcoder": "1"}
+_GRACE = 15.0  # the in-container timeout acts first; this only guards against a stuck engine
+
+# $0 = timeout seconds, $1 = command, $2 = marker. The command gets its own process group
+# (timeout's); after it ends, whatever it left in that group is killed.
+_WRAPPER = (
+    'exec 2>&1; timeout -s TERM -k 2 "$0" bash -c "$1" </dev/null & p=$!; wait $p; rc=$?; '
+    'kill -KILL -- -$p 2>/dev/null; printf "\\n%s%d\\n" "$2" $rc'
+)
+
+
+def swebench_image(instance_id: str) -> str:
+    """The official SWE-bench evaluation image of an instance (a plain image name)."""
+    return "swebench/sweb.eval.x86_64." + instance_id.replace("__", "_1776_").lower()
+
+
+def docker_client(timeout: int = 120):
+    """A client for the local engine, or a SandboxError saying how to start one."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        return client
+    except Exception as e:  # the SDK raises several unrelated types when no engine answers
+        raise SandboxError(f"No Docker engine answers ({e}). Start one with: sudo bash scripts/sandbox-deps.sh") from None
+
+
+def remove_leftovers(client=None, labels: dict[str, str] | None = None) -> int:
+    """Remove the containers labelled loopcoder=1 (and `labels`) that killed runs left; returns how many."""
+    client = client or docker_client()
+    wanted = [f"{k}={v}" for k, v in {**LABEL, **(labels or {})}.items()]
+    containers = client.containers.list(all=True, filters={"label": wanted})
+    for container in containers:
+        container.remove(force=True)
+    return len(containers)
+
+
+class DockerSandbox:
+    """A container from `image` with the working copy at `workdir`."""
+
+    def __init__(self, image: str = BASE_IMAGE, *, workdir: str = "/testbed", copy_from: str | os.PathLike | None = None,
+                 mount: bool = False, base_commit: str | None = None, network: bool = False,
+                 output_limit: int = 1 << 20, labels: dict[str, str] | None = None,
+                 mem_limit: str | None = None, client=None):
+        if mount and copy_from is None:
+            raise SandboxError("mount=True needs copy_from: the host directory to bind-mount.")
+        self.workdir = workdir.rstrip("/") or "/"
+        self.output_limit = output_limit
+        self.client = client or docker_client()
+        _ensure_image(self.client, image)
+        volumes = {}
+        if mount:
+            host = str(Path(copy_from).resolve())
+            volumes[host] = {"bind": self.workdir, "mode": "rw"}
+            for objects in _alternates(Path(host)):  # objects a shared clone borrows, at the same path
+                volumes[objects] = {"bind": objects, "mode": "ro"}
+        self.container = self.client.containers.create(
+            image, entrypoint=["sleep", "infinity"], command=[], init=True, detach=True,
+            labels={**LABEL, **(labels or {})}, network_mode=None if network else "none",
+            volumes=volumes or None, mem_limit=mem_limit, working_dir="/",
+        )
+        _track(self)
+        try:
+            self.container.start()
+            if copy_from is not None and not mount:
+                self.copy_in(copy_from)
+            setup = self._exec_plain(["bash", "-c", f"test -d {_q(self.workdir)} && git config --global --add "
+                                      "safe.directory '*' 2>/dev/null; test -d " + _q(self.workdir)])
+            if setup[0] != 0:
+                raise SandboxError(f"The image {image} has no {self.workdir}; give copy_from or another workdir.")
+            self.base_commit = base_commit or self._head()
+            self._real_workdir = self._exec_plain(["realpath", "-m", "--", self.workdir])[1].decode().strip()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- commands ---------------------------------------------------------------
+
+    def run(self, command: str, timeout: float = 120.0, env: dict[str, str] | None = None) -> CommandResult:
+        start = time.monotonic()
+        marker = f"__LOOPCODER_EXIT_{secrets.token_hex(8)}__"
+        api = self.client.api
+        environment = {**FIXED_ENV, **(env or {})}
+        exec_id = api.exec_create(
+            self._id(), ["bash", "-c", _WRAPPER, f"{max(timeout, 0.01):.3f}", command, marker],
+            stdin=False, tty=False, workdir=self.workdir, environment=[f"{k}={v}" for k, v in environment.items()],
+        )["Id"]
+        sock = api.exec_start(exec_id, socket=True)
+        raw = getattr(sock, "_sock", sock)
+        cap, code, stuck = OutputCap(self.output_limit), None, False
+        frames, window = bytearray(), b""
+        end_re = re.compile(re.escape(marker.encode()) + rb"(\d+)\n")
+        deadline = start + timeout + _GRACE
+        try:
+            while code is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    stuck = True
+                    break
+                if not select.select([raw], [], [], min(remaining, 1.0))[0]:
+                    continue
+                chunk = raw.recv(1 << 20)
+                if not chunk:
+                    break
+                frames += chunk
+                for payload in _pop_frames(frames):
+                    cap.add(payload)
+                    window = (window + payload)[-(len(marker) + 16):]
+                    found = end_re.search(window)
+                    if found:
+                        code = int(found.group(1))
+                        break
+        finally:
+            sock.close()
+        output = cap.text()
+        cut = output.rfind("\n" + marker)
+        if cut >= 0:
+            output = output[:cut]
+        duration = time.monotonic() - start
+        timed_out = stuck or (code == 124 and duration >= timeout) or code is None
+        return CommandResult(exit_code=-1 if timed_out else code, output=output, timed_out=timed_out,
+                             truncated=cap.truncated, duration=duration)
+
+    def _exec_plain(self, argv: list[str]) -> tuple[int, bytes]:
+        """Our own short commands: full stdout, no cap."""
+        r = self.container.exec_run(argv, workdir="/", demux=True)
+        return r.exit_code, (r.output[0] or b"") if r.output else b""
+
+    def _head(self) -> str | None:
+        code, out = self._exec_plain(["git", "-C", self.workdir, "rev-parse", "HEAD"])
+        return out.decode().strip() if code == 0 else None
+
+    def _id(self) -> str:
+        if self.container is None:
+            raise SandboxError("The sandbox is closed.")
+        return self.container.id
+
+    # -- files ------------------------------------------------------------------
+
+    def resolve(self, path: str) -> str:
+        rel = relative_inside(path, self.workdir)
+        self._inspect(path, rel)
+        return rel
+
+    def _inspect(self, path: str, rel: str) -> tuple[str, str, int]:
+        """(real path, kind, mode) of workdir/rel inside the container; SandboxError if it resolves outside."""
+        script = ('t=$(realpath -m -- "$1"); printf "%s\\0" "$t"; '
+                  'if [ -d "$t" ]; then printf "dir\\0"; elif [ -e "$t" ]; then printf "file\\0"; else printf "none\\0"; fi; '
+                  'stat -c %a -- "$t" 2>/dev/null || echo 644')
+        code, out = self._exec_plain(["bash", "-c", script, "inspect", f"{self.workdir}/{rel}"])
+        real, kind, mode = out.decode("utf-8", "surrogateescape").split("\0")
+        root = self._real_workdir
+        if real != root and not real.startswith(root.rstrip("/") + "/"):
+            raise SandboxError(outside_message(path, real, self.workdir))
+        return real, kind, int(mode.strip() or "644", 8)
+
+    def read_file(self, path: str) -> bytes:
+        real, kind, _ = self._inspect(path, relative_inside(path, self.workdir))
+        if kind == "none":
+            raise SandboxError(f"The path {path} does not exist. Please provide a valid path.")
+        if kind == "dir":
+            raise SandboxError(f"The path {path} is a directory, not a file.")
+        stream, _ = self.container.get_archive(real)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.next()
+            return tar.extractfile(member).read()
+
+    def write_file(self, path: str, data: bytes) -> None:
+        real, kind, mode = self._inspect(path, relative_inside(path, self.workdir))
+        if kind == "dir":
+            raise SandboxError(f"The path {path} is a directory, not a file.")
+        parent, name = real.rsplit("/", 1)
+        code, out = self._exec_plain(["mkdir", "-p", "--", parent or "/"])
+        if code != 0:
+            raise SandboxError(f"Cannot write {path}: {out.decode(errors='replace').strip()}")
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode if kind == "file" else 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+        self.container.put_archive(parent or "/", buf.getvalue())
+
+    def exists(self, path: str) -> bool:
+        return self._inspect(path, relative_inside(path, self.workdir))[1] != "none"
+
+    def is_dir(self, path: str) -> bool:
+        return self._inspect(path, relative_inside(path, self.workdir))[1] == "dir"
+
+    def list_dir(self, path: str = ".", depth: int = 2) -> list[str]:
+        real, kind, _ = self._inspect(path, relative_inside(path, self.workdir))
+        if kind != "dir":
+            raise SandboxError(f"The path {path} is not a directory.")
+        code, out = self._exec_plain(["find", real, "-mindepth", "1", "-maxdepth", str(int(depth)),
+                                      "-name", ".*", "-prune", "-o", "-print0"])
+        root = self._real_workdir.rstrip("/") + "/"
+        found = [p[len(root):] for p in out.decode("utf-8", "surrogateescape").split("\0") if p.startswith(root)]
+        return sorted(found, key=lambda p: p.split("/"))
+
+    # -- copies and patches -------------------------------------------------------
+
+    def copy_in(self, host_dir: str | os.PathLike) -> None:
+        """Replace workdir with a copy of host_dir (a shared clone's borrowed git objects included)."""
+        host = Path(host_dir).resolve()
+        if not host.is_dir():
+            raise SandboxError(f"{host_dir} is not a directory.")
+        self._exec_plain(["bash", "-c", f"rm -rf {_q(self.workdir)} && mkdir -p {_q(self.workdir)}"])
+        with tempfile.TemporaryFile() as spool:
+            with tarfile.open(fileobj=spool, mode="w") as tar:
+                tar.add(host, arcname=".", filter=_as_root)
+                for objects in _alternates(host):  # the alternates file itself is left out by _as_root
+                    tar.add(objects, arcname=".git/objects", filter=_as_root)
+            spool.seek(0)
+            self.container.put_archive(self.workdir, spool)
+
+    def copy_out(self, host_dir: str | os.PathLike) -> None:
+        """Extract the container's workdir into host_dir (created if missing)."""
+        dest = Path(host_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        stream, _ = self.container.get_archive(self.workdir + "/.")
+        with tempfile.TemporaryFile() as spool:
+            for chunk in stream:
+                spool.write(chunk)
+            spool.seek(0)
+            with tarfile.open(fileobj=spool) as tar:
+                tar.extractall(dest, filter="tar")
+
+    def diff(self) -> str:
+        """The patch against base_commit, computed inside the container (see workspace.patching)."""
+        if not self.base_commit:
+            raise SandboxError(f"{self.workdir} is not a git repository with a commit; there is nothing to diff against.")
+        r = self.container.exec_run(diff_command(self.base_commit), workdir=self.workdir, demux=True)
+        out, err = r.output if r.output else (b"", b"")
+        if r.exit_code != 0:
+            raise SandboxError(f"git diff failed in the container: {(err or b'').decode(errors='replace').strip()}")
+        return finish_patch(out or b"")
+
+    def close(self) -> None:
+        container, self.container = getattr(self, "container", None), None
+        _live.discard(self)
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except Exception:  # already gone, or the engine went away: nothing left to do here
+                pass
+
+    def __enter__(self) -> "DockerSandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _pop_frames(buf: bytearray):
+    """Payloads of the complete frames of Docker's multiplexed stream (8-byte header: stream, 0, 0, 0, size)."""
+    while len(buf) >= 8:
+        size = int.from_bytes(buf[4:8], "big")
+        if len(buf) < 8 + size:
+            return
+        payload = bytes(buf[8:8 + size])
+        del buf[:8 + size]
+        yield payload
+
+
+def _ensure_image(client, image: str) -> None:
+    import docker
+
+    try:
+        client.images.get(image)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    hint = "build it with: sudo bash scripts/sandbox-deps.sh" if image == BASE_IMAGE else f"pull it with: docker pull {image}"
+    try:
+        client.images.pull(image)
+    except Exception as e:
+        raise SandboxError(f"The image {image} is not here and could not be pulled ({e}); {hint}") from None
+
+
+def _alternates(root: Path) -> list[str]:
+    from workspace.local import _git_object_dirs
+
+    return [p for p in _git_object_dirs(root) if os.path.isdir(p)]
+
+
+def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    """Files owned by root in the container (git refuses repositories owned by someone else)."""
+    if info.name in ("./.git/objects/info/alternates", ".git/objects/info/alternates"):
+        return None
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def _q(path: str) -> str:
+    return shlex.quote(path)
+
+
+# -- cleanup of containers this process made ----------------------------------------
+
+_live: "weakref.WeakSet[DockerSandbox]" = weakref.WeakSet()
+
+
+def _close_all() -> None:
+    for sandbox in list(_live):
+        sandbox.close()
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds `with` blocks, then atexit runs
+
+
+def _track(sandbox: DockerSandbox) -> None:
+    """Remember a live container; the first one installs the exit and SIGTERM cleanup."""
+    if not _live and not getattr(_track, "installed", False):
+        _track.installed = True
+        atexit.register(_close_all)
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    _live.add(sandbox)

@@ -1,0 +1,174 @@
+"""Working copies of a user's repository, through GitPython.
+
+A working copy is a `git clone --shared` of the repository checked out
+(detached) at the base commit, in a directory outside the repository. The
+clone borrows the repository's objects read-only and keeps its own .git, so
+commands in a sandbox can use git freely (`git stash`, `git commit`) without
+ever writing to the user's repository; removing the directory is the whole
+cleanup. The user's uncommitted work (staged, unstaged, untracked and not
+ignored) can be carried into the copy; the repository itself is only read.
+In-place mode works on the repository directly and takes HEAD as the base.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from workspace.patching import ApplyResult, apply_patch, diff_command, finish_patch
+
+DEFAULT_ROOT = Path(os.environ.get("LOOPCODER_WORKTREES", "~/.cache/loopcoder/worktrees")).expanduser()
+_READ_ONLY_ENV = {"GIT_OPTIONAL_LOCKS": "0"}  # `git status`/`diff` must not refresh the user's index
+
+
+class RepoError(Exception):
+    """A repository problem the user must fix; the message says what to do."""
+
+
+def _run(cwd: Path | str, argv: list[str]) -> bytes:
+    """Run a git command (or a git-driven script) in cwd: raw stdout, trailing newline kept, RepoError on failure."""
+    try:
+        return git.Git(str(cwd)).execute(argv, env=_READ_ONLY_ENV, stdout_as_string=False,
+                                         strip_newline_in_stdout=False)
+    except git.GitCommandError as e:
+        stderr = e.stderr.strip() if isinstance(e.stderr, str) else str(e.stderr)
+        raise RepoError(f"`{' '.join(argv[:3])}` failed in {cwd}: {stderr}") from None
+
+
+def _git(cwd: Path | str, *args: str) -> bytes:
+    return _run(cwd, ["git", *args])
+
+
+def open_repo(path: str | os.PathLike) -> git.Repo:
+    try:
+        repo = git.Repo(path, search_parent_directories=True)
+    except git.NoSuchPathError:
+        raise RepoError(f"{path} does not exist.") from None
+    except git.InvalidGitRepositoryError:
+        raise RepoError(f"{path} is not inside a git repository. Run `git init` and commit your files, "
+                        "or point at a repository.") from None
+    if repo.bare:
+        raise RepoError(f"{path} is a bare repository; point at a repository with a working tree.")
+    return repo
+
+
+def resolve_commit(repo: git.Repo, rev: str) -> str:
+    try:
+        return repo.commit(rev).hexsha
+    except ValueError as e:
+        if rev == "HEAD":
+            raise RepoError(f"{repo.working_tree_dir} has no commits yet; commit your files first.") from None
+        raise RepoError(f"Unknown commit {rev!r} in {repo.working_tree_dir} ({e}). "
+                        "Check it with `git log --oneline`, or fetch it first.") from None
+    except (git.BadName, git.GitCommandError):
+        raise RepoError(f"Unknown commit {rev!r} in {repo.working_tree_dir}. "
+                        "Check it with `git log --oneline`, or fetch it first.") from None
+
+
+@dataclass
+class UncommittedChanges:
+    staged: bytes  # git diff --cached --binary
+    unstaged: bytes  # git diff --binary (index -> working tree)
+    untracked: list[str]  # repo-relative paths, not ignored
+
+
+def read_uncommitted(repo_dir: Path) -> UncommittedChanges:
+    """The user's uncommitted work, read without writing anything to the repository."""
+    unmerged = _git(repo_dir, "ls-files", "--unmerged").decode(errors="replace")
+    if unmerged.strip():
+        paths = sorted({line.split("\t", 1)[-1] for line in unmerged.splitlines()})
+        raise RepoError(f"{repo_dir} has unresolved merge conflicts in {', '.join(paths)}. "
+                        "Resolve and stage them (or commit/stash your work), or run without carrying changes.")
+    flags = ("--binary", "--no-color", "--no-ext-diff", "--no-textconv", "--src-prefix=a/", "--dst-prefix=b/")
+    staged = _git(repo_dir, "-c", "diff.noprefix=false", "diff", "--cached", *flags)
+    unstaged = _git(repo_dir, "-c", "diff.noprefix=false", "diff", *flags)
+    listed = _git(repo_dir, "ls-files", "-z", "--others", "--exclude-standard").decode("utf-8", "surrogateescape")
+    untracked = [p for p in listed.split("\0") if p and not p.endswith("/")]  # "x/" is a nested repository
+    return UncommittedChanges(staged, unstaged, untracked)
+
+
+@dataclass
+class WorkingCopy:
+    path: Path  # where the agent works
+    base_commit: str  # full hash the diff is taken against
+    source: Path  # the user's repository (its top level)
+    in_place: bool = False
+
+    @classmethod
+    def create(cls, repo_path: str | os.PathLike, commit: str | None = None, *, carry_changes: bool = False,
+               in_place: bool = False, root: str | os.PathLike | None = None) -> "WorkingCopy":
+        """A copy at `commit` (default HEAD); with carry_changes, HEAD plus the uncommitted work."""
+        with open_repo(repo_path) as repo:
+            top = Path(repo.working_tree_dir).resolve()
+            head = resolve_commit(repo, "HEAD")
+            base = resolve_commit(repo, commit) if commit else head
+        if in_place:
+            if base != head:
+                raise RepoError(f"In-place mode works on HEAD ({head[:12]}), not {commit}. "
+                                "Check the commit out first, or drop in-place mode to get a separate copy.")
+            return cls(top, head, top, in_place=True)
+        if carry_changes and base != head:
+            raise RepoError(f"Uncommitted changes can only be carried onto HEAD ({head[:12]}), not {commit}. "
+                            "Commit them, or do not ask to carry them.")
+        changes = read_uncommitted(top) if carry_changes else None  # before cloning: fail early on bad state
+        parent = Path(root) if root is not None else DEFAULT_ROOT
+        parent.mkdir(parents=True, exist_ok=True)
+        dest = Path(tempfile.mkdtemp(prefix=f"{top.name}-{base[:10]}-", dir=parent))
+        try:
+            _git(dest, "clone", "--quiet", "--shared", "--no-checkout", str(top), ".")
+            _git(dest, "checkout", "--quiet", "--detach", base)
+            _git(dest, "remote", "remove", "origin")  # nothing can be pushed back by accident
+            if changes is not None:
+                _carry(changes, top, dest)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+        return cls(dest, base, top)
+
+    def diff(self) -> str:
+        """The patch against base_commit, SWE-bench style (binary-safe, new files, no junk, final newline)."""
+        return finish_patch(_run(self.path, diff_command(self.base_commit)))
+
+    def apply_patch(self, patch: str) -> ApplyResult:
+        from workspace.local import LocalSandbox  # our own trusted commands: no isolation needed
+
+        with LocalSandbox(self.path, isolate=False) as sandbox:
+            return apply_patch(sandbox, patch)
+
+    def close(self) -> None:
+        """Remove the copy (never the user's repository)."""
+        if not self.in_place and self.path != self.source:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> "WorkingCopy":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _carry(changes: UncommittedChanges, source: Path, dest: Path) -> None:
+    """Reproduce staged (into the index too), unstaged and untracked work in the copy."""
+    for name, patch, extra in (("staged", changes.staged, ("--index",)), ("unstaged", changes.unstaged, ())):
+        if not patch.strip():
+            continue
+        patch_file = dest / ".git" / f"loopcoder-{name}.patch"
+        patch_file.write_bytes(patch)
+        try:
+            _git(dest, "apply", "--binary", "--whitespace=nowarn", *extra, str(patch_file))
+        except RepoError as e:
+            raise RepoError(f"Could not carry the {name} changes of {source} into the copy: {e}. "
+                            "Commit or stash them, or run without carrying changes.") from None
+        finally:
+            patch_file.unlink()
+    for rel in changes.untracked:
+        src, dst = source / rel, dest / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            os.symlink(os.readlink(src), dst)
+        elif src.is_file():
+            shutil.copy2(src, dst)
