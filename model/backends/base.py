@@ -13,6 +13,10 @@ Message = dict  # {"role": "system"|"user"|"assistant"|"tool", "content": str, "
 ToolSchema = dict  # {"type": "function", "function": {"name", "description", "parameters"}}
 
 
+class BackendError(RuntimeError):
+    """A backend that cannot start (missing or bad model, bad option), worded for the user."""
+
+
 @dataclass
 class GenerationParams:
     """Sampling settings; temperature 0 means greedy."""

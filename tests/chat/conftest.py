@@ -1,7 +1,10 @@
-"""Shared fixtures: one small BPE tokenizer for the whole session (training it takes a second or two)."""
+"""Shared fixtures: one small BPE tokenizer and tiny random checkpoints, built once per session."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
+import torch
 
 from model.tiny_tokenizer import save_test_tokenizer
 
@@ -9,3 +12,18 @@ from model.tiny_tokenizer import save_test_tokenizer
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory):
     return save_test_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory, tokenizer_dir):
+    """A tiny random Llama (for the `hf` backend) with the test tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("llama")
+    shutil.copytree(tokenizer_dir, out, dirs_exist_ok=True)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         bos_token_id=1, eos_token_id=2)
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out
