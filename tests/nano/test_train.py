@@ -1,0 +1,88 @@
+"""`model.train`: span-only loss through the model's own forward, shared-prefix batches, resumable runs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import model  # noqa: F401 - registers the PLT with the Auto classes
+from agent.nano.data import build_tokenizer, render_transcript, write_transcripts
+from agent.nano.tasks import generate_task
+from model.tiny_tokenizer import build_test_tokenizer
+from model.train import IGNORE, Example, TrainConfig, batch_loss, model_config, shared_prefix, tokenize_example, train
+
+TOOLS = [{"type": "function", "function": {"name": "search", "description": "Find text.",
+                                           "parameters": {"type": "object", "properties": {"pattern": {"type": "string"}}}}}]
+
+
+def _conversation(seed: int) -> list[dict]:
+    task = generate_task("train", seed)
+    name = task.facts.get("function") or task.facts.get("name") or task.facts["old"]
+    call = f'<tool_call>\n{{"name": "search", "arguments": {{"pattern": "{name}"}}}}\n</tool_call>'
+    return [
+        {"role": "system", "content": "You are LoopCoder."},
+        {"role": "user", "content": task.text},
+        {"role": "assistant", "content": call},
+        {"role": "tool", "content": f"{task.facts['package']}/x.py:3:{name}"},
+        {"role": "assistant", "content": '<tool_call>\n{"name": "submit", "arguments": {}}\n</tool_call>'},
+    ]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nano-data")
+    renderer = build_test_tokenizer()
+    transcripts = [render_transcript(renderer, _conversation(s), TOOLS) for s in range(24)]
+    write_transcripts(root / "train.jsonl", transcripts)
+    build_tokenizer([t for t, _ in transcripts], 512, root / "tokenizer")
+    return root
+
+
+def test_labels_are_exactly_the_assistant_turns(data_dir):
+    tokenizer = AutoTokenizer.from_pretrained(str(data_dir / "tokenizer"))
+    record = json.loads((data_dir / "train.jsonl").read_text().splitlines()[0])
+    example = tokenize_example(tokenizer, record["text"], record["spans"])
+    trained = tokenizer.decode([t for t, label in zip(example.ids, example.labels) if label != IGNORE])
+    expected = "".join(record["text"][s:e] for s, e in record["spans"])
+    assert trained == expected and expected.count("<|im_end|>") == 2
+
+
+def test_shared_prefix_batches_give_the_full_forward_loss():
+    torch.manual_seed(0)
+    config = model_config("tiny", vocab_size=64)
+    net = model.IQuestPLTCoderForCausalLM(config).eval()
+    head = torch.randint(5, 64, (20,)).tolist()
+    rows = []
+    for n in (9, 14):
+        ids = head + torch.randint(5, 64, (n,)).tolist()
+        labels = [IGNORE] * 22 + ids[22:]
+        rows.append(Example(ids, labels))
+    assert shared_prefix(rows) == 20  # common tokens, and before the first trained label's predictor (21)
+    with torch.no_grad():
+        split = batch_loss(net, rows)
+        full = [net(input_ids=torch.tensor([r.ids]), labels=torch.tensor([r.labels])) for r in rows]
+    counts = [sum(label != IGNORE for label in r.labels[1:]) for r in rows]
+    expected = sum(o.loss * c for o, c in zip(full, counts)) / sum(counts)
+    torch.testing.assert_close(split, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_training_lowers_the_loss_and_resumes_from_the_saved_step(data_dir, tmp_path):
+    out = tmp_path / "run"
+    cfg = TrainConfig(data=data_dir, out=out, preset="tiny", steps=20, batch_tokens=2048, lr=1e-2, warmup=2,
+                      save_every=10, threads=1)
+    first = train(cfg)
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 21))
+    assert sum(r["loss"] for r in log[-5:]) < sum(r["loss"] for r in log[:5]) * 0.8
+    assert first["resumed_from"] == 0
+
+    resumed = train(TrainConfig(**{**cfg.__dict__, "steps": 25, "resume": True}))
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert resumed["resumed_from"] == 20 and [r["step"] for r in log[20:]] == list(range(21, 26))
+    assert json.loads((out / "checkpoint" / "trainer_state.json").read_text())["step"] == 25
+
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    assert loaded.config.vocab_size >= len(AutoTokenizer.from_pretrained(out))
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == [2, 4]
