@@ -36,6 +36,72 @@ def fail(message: str, code: int = 2) -> None:
 
 # --- swebench / refactor (issue: batch) --------------------------------------
 
+SANDBOX_HELP = "local (bubblewrap over a clone from --repo-cache) or docker (the instance image when present)."
+REPO_CACHE_HELP = "Directory of owner__repo git clones or bare mirrors (owner__repo.git)."
+
+
+def _batch_instances(instances: str, filter: str | None):
+    from agent.swebench.instances import InstanceError, load_instances
+
+    try:
+        selected = load_instances(instances, filter)
+    except InstanceError as error:
+        fail(str(error))
+    if not selected:
+        fail(f"no instance in {instances} matches --filter {filter!r}")
+    return selected
+
+
+def _check_sandbox(sandbox: str) -> None:
+    if sandbox not in ("local", "docker"):
+        fail(f"--sandbox must be local or docker, not {sandbox!r}")
+
+
+@swebench_app.command("eval")
+def swebench_eval(
+    predictions: str = typer.Option(..., "--predictions", "-p", help="Predictions .jsonl/.json, or `gold`."),
+    instances: str = typer.Option(..., "--instances", "-i", help="Instances .json/.jsonl, or a hub dataset name[:split]."),
+    filter: str = typer.Option(None, "--filter", help="Regular expression searched in instance_id."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Instances evaluated at the same time."),
+    sandbox: str = typer.Option("local", "--sandbox", help=SANDBOX_HELP),
+    repo_cache: str = typer.Option(None, "--repo-cache", help=REPO_CACHE_HELP),
+    output: str = typer.Option("runs/evaluation", "--output", help="Where reports, logs and the summary go."),
+    run_id: str = typer.Option(None, "--run-id", help="Name of this evaluation (default: the time)."),
+    test_cmd: str = typer.Option(None, "--test-cmd", help="Test command for every repo (default: per-repo spec, else pytest -rA)."),
+    timeout: float = typer.Option(1800.0, "--timeout", help="Seconds the tests of one instance may take."),
+) -> None:
+    """Grade predictions like the SWE-bench harness: report.json per instance and a run summary."""
+    import time
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from agent.swebench.eval import EvalOptions, evaluate
+    from agent.swebench.instances import InstanceError
+    from agent.swebench.predictions import load_predictions
+    from agent.swebench.tables import eval_table
+
+    _check_sandbox(sandbox)
+    selected = _batch_instances(instances, filter)
+    try:
+        preds = load_predictions(predictions, selected)
+    except InstanceError as error:
+        fail(str(error))
+    run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
+    options = EvalOptions(sandbox=sandbox, repo_cache=Path(repo_cache) if repo_cache else None, test_cmd=test_cmd,
+                          timeout=timeout)
+    output = Path(output)
+    console = Console()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("evaluating", total=sum(i.instance_id in preds for i in selected))
+        summary, outcomes, summary_path = evaluate(selected, preds, options, output, run_id, workers,
+                                                   on_done=lambda _: progress.advance(task))
+    console.print(eval_table(outcomes, summary))
+    console.print(f"reports: {output / run_id}\nsummary: {summary_path}", highlight=False)
+    if summary["error_instances"]:
+        raise typer.Exit(1)
+
 # --- serve (issue: serve) ----------------------------------------------------
 
 
