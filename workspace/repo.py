@@ -59,12 +59,9 @@ def open_repo(path: str | os.PathLike) -> git.Repo:
 def resolve_commit(repo: git.Repo, rev: str) -> str:
     try:
         return repo.commit(rev).hexsha
-    except ValueError as e:
+    except (ValueError, git.BadName, git.GitCommandError):
         if rev == "HEAD":
             raise RepoError(f"{repo.working_tree_dir} has no commits yet; commit your files first.") from None
-        raise RepoError(f"Unknown commit {rev!r} in {repo.working_tree_dir} ({e}). "
-                        "Check it with `git log --oneline`, or fetch it first.") from None
-    except (git.BadName, git.GitCommandError):
         raise RepoError(f"Unknown commit {rev!r} in {repo.working_tree_dir}. "
                         "Check it with `git log --oneline`, or fetch it first.") from None
 
