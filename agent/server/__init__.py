@@ -12,7 +12,11 @@ from agent.server.httpd import DEFAULT_MAX_BODY_BYTES, ChatServer
 from model.backends.openai_backend import is_loopback
 from model.backends.base import Backend
 
-__all__ = ["ChatServer", "Engine", "is_loopback", "make_server"]
+__all__ = ["ChatServer", "Engine", "ServeError", "is_loopback", "make_server"]
+
+
+class ServeError(RuntimeError):
+    """A reason the server cannot start, worded for the user."""
 
 
 def make_server(
@@ -27,7 +31,10 @@ def make_server(
     """A bound server (call `serve_forever`); `factory` makes one backend per kept conversation.
 
     The port is bound before the first backend loads, so a busy port fails fast."""
-    server = ChatServer((host, port), [model_name], max_body_bytes, api_key)
+    try:
+        server = ChatServer((host, port), [model_name], max_body_bytes, api_key)
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port or stop what uses it.") from None
     try:
         server.engine = Engine(factory, sessions)
     except BaseException:

@@ -78,5 +78,9 @@ class Engine:
         return replace(request.params, max_new_tokens=min(asked, room))
 
     def close(self) -> None:
-        with self.lock:
-            self.pool.close()
+        """Free the sessions, unless a generation still runs (at shutdown: the process is exiting anyway)."""
+        if self.lock.acquire(blocking=False):
+            try:
+                self.pool.close()
+            finally:
+                self.lock.release()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import socket
 import time
 import traceback
 from http import HTTPStatus
@@ -43,12 +44,13 @@ class ChatServer(ThreadingHTTPServer):
         self.model_names = model_names
         self.max_body_bytes = max_body_bytes
         self.api_key = api_key
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, Handler)
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
 
 
 class Handler(BaseHTTPRequestHandler):

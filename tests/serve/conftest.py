@@ -95,3 +95,25 @@ def serve():
     yield start
     for served in started:
         served.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A random tiny PLT with the test tokenizer and its ChatML + tools template."""
+    from model.presets import init_random_checkpoint
+    from model.tiny_tokenizer import save_test_tokenizer
+
+    root = tmp_path_factory.mktemp("serve-model")
+    tokenizer = save_test_tokenizer(root / "tokenizer")
+    init_random_checkpoint(root / "tiny-plt", "tiny", tokenizer=tokenizer)
+    return root / "tiny-plt"
+
+
+@pytest.fixture
+def plt_server(serve, tiny_checkpoint):
+    """`loopcoder serve`'s server in a thread around the tiny PLT, two kept conversations."""
+    from agent.server.run import shared_weights_factory
+    from model.backends import create_backend
+
+    factory = shared_weights_factory(lambda: create_backend("plt", model_path=tiny_checkpoint, device="cpu"))
+    return serve(factory, sessions=2)

@@ -1,0 +1,82 @@
+"""`loopcoder serve` end to end: load, bind, warn, serve until Ctrl-C or SIGTERM, shut down."""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Callable
+
+from agent.server import ServeError, make_server
+from agent.server.httpd import DEFAULT_MAX_BODY_BYTES
+from model.backends import create_backend
+from model.backends.base import Backend
+from model.backends.openai_backend import is_loopback
+
+log = logging.getLogger("loopcoder.serve")
+
+
+def shared_weights_factory(load: Callable[[], Backend]):
+    """The loaded backend first, then conversations spawned on its weights (no second copy of the model)."""
+    made: list[Backend] = []
+
+    def make() -> Backend:
+        made.append(made[0].spawn() if made else load())
+        return made[-1]
+
+    return make
+
+
+def serve(
+    model_path: Path,
+    backend: str = "plt",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    model_name: str | None = None,
+    sessions: int = 4,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    api_key: str | None = None,
+    backend_options: dict | None = None,
+) -> None:
+    """Blocks until Ctrl-C or SIGTERM; `backend_options` (device, dtype, ...) go to `create_backend`."""
+    from model.backends.base import BackendError
+
+    if backend not in ("plt", "hf"):
+        raise ServeError(f"--backend must be plt or hf, not {backend!r}.")
+    if sessions < 1:
+        raise ServeError("--sessions must be at least 1.")
+    if not is_loopback(host):
+        log.warning(
+            "WARNING: listening on %s, not loopback: anyone who can reach port %d can run the model and "
+            "read what it is sent%s. Use --host 127.0.0.1 unless you mean it.",
+            host, port, "" if api_key else ", with no API key (set --api-key)",
+        )
+
+    def load() -> Backend:
+        log.info("loading %s (%s backend)...", model_path, backend)
+        return create_backend(backend, model_path=model_path, **(backend_options or {}))
+
+    try:  # binds first, so a busy port fails before the model loads
+        server = make_server(shared_weights_factory(load), model_name or Path(model_path).name, host, port,
+                             sessions, max_body_bytes, api_key)
+    except BackendError as exc:
+        raise ServeError(str(exc)) from None
+    log.info("serving %r at %s (context window %d tokens, %d sessions); Ctrl-C stops",
+             server.model_names[0], server.url, server.engine.context_window, server.engine.pool.size)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log.info("shutting down")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.server_close()
+        server.engine.close()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
