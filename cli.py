@@ -32,6 +32,54 @@ def fail(message: str, code: int = 2) -> None:
 
 # --- generate (issue: chat layer) ------------------------------------------
 
+
+@app.command()
+def generate(
+    prompt: str = typer.Argument(..., help="Prompt text; with --chat, the user message."),
+    model: str = typer.Option(..., "--model", "-m", help="Checkpoint directory (config.json, weights, tokenizer)."),
+    chat: bool = typer.Option(False, "--chat", help="Send the prompt as a user turn through the chat template."),
+    max_new_tokens: int = typer.Option(256, help="Most tokens to generate."),
+    temperature: float = typer.Option(0.0, help="0 is greedy."),
+    top_p: float = typer.Option(1.0, help="Nucleus sampling mass (1 turns it off)."),
+    top_k: int = typer.Option(0, help="Sample among the k best tokens (0 turns it off)."),
+    seed: int = typer.Option(None, help="Seed for sampling; the same seed gives the same text."),
+    stop: list[str] = typer.Option([], help="Stop before this string (repeatable)."),
+    backend: str = typer.Option("plt", help="plt (LoopCoder-V2 checkpoints) or hf (any transformers causal LM)."),
+    device: str = typer.Option(None, help="cuda, cuda:1, cpu ... (default: cuda when available)."),
+    dtype: str = typer.Option(None, help="bfloat16 | float16 | float32 (default: bfloat16 on GPU, float32 on CPU)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run tokenizer/model code shipped with the checkpoint."),
+) -> None:
+    """Stream a completion of PROMPT; prefill and decode speed go to stderr."""
+    import sys
+
+    from model.backends import BackendError, create_backend
+    from model.backends.base import GenerationParams
+
+    def on_text(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    if backend not in ("plt", "hf"):
+        fail(f"--backend must be plt or hf for generate, not {backend!r}.")
+    params = GenerationParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+                              max_new_tokens=max_new_tokens, stop=list(stop))
+    try:
+        lm = create_backend(backend, model_path=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        if chat:
+            done = lm.complete([{"role": "user", "content": prompt}], None, params, on_text)
+        else:
+            done = lm.complete_text(prompt, params, on_text)
+    except (BackendError, ValueError) as error:  # ValueError: bad sampling settings, tokenizer problems
+        fail(str(error))
+    sys.stdout.write("\n")
+
+    def rate(tokens: int, seconds: float) -> str:
+        return f"{tokens} tokens in {seconds:.2f}s ({tokens / seconds:.1f} tok/s)" if seconds > 0 else f"{tokens} tokens"
+
+    typer.echo(f"prefill: {rate(done.prefilled_tokens, done.prefill_seconds)}; "
+               f"decode: {rate(done.completion_tokens, done.decode_seconds)}; finish: {done.finish_reason}", err=True)
+
+
 # --- run / chat / replay / inspect (issue: agent) ---------------------------
 
 # --- swebench / refactor (issue: batch) --------------------------------------
