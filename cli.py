@@ -153,5 +153,37 @@ def swebench_eval(
 # --- serve (issue: serve) ----------------------------------------------------
 
 
+@app.command()
+def serve(
+    model: str = typer.Option(..., "--model", help="Checkpoint directory (config.json, weights, tokenizer)."),
+    backend: str = typer.Option("plt", help="plt (our LoopCoder-V2 implementation) or hf (any causal LM)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; anything but loopback is reachable by others."),
+    port: int = typer.Option(8000, help="Port to listen on (0: any free port)."),
+    model_name: str = typer.Option(None, help="Name clients pass as `model` (default: the directory's name)."),
+    sessions: int = typer.Option(4, help="Conversations whose KV cache is kept between requests."),
+    max_body_bytes: int = typer.Option(8 * 1024 * 1024, help="Largest request body accepted (413 above)."),
+    api_key: str = typer.Option(None, envvar="LOOPCODER_SERVE_API_KEY",
+                                help="Require 'Authorization: Bearer KEY' (env LOOPCODER_SERVE_API_KEY)."),
+    device: str = typer.Option(None, help="cuda, cuda:1, cpu (default: cuda when available)."),
+    dtype: str = typer.Option(None, help="bfloat16, float16, float32 (default: bfloat16 on GPU, float32 on CPU)."),
+    context_window: int = typer.Option(None, help="Tokens of context (default: the model's max_position_embeddings)."),
+    trust_remote_code: bool = typer.Option(False, help="Allow the checkpoint's own tokenizer code to run."),
+) -> None:
+    """Serve the model over an OpenAI-compatible API: /v1/models and /v1/chat/completions."""
+    from pathlib import Path
+
+    from agent.server import ServeError
+    from agent.server.run import configure_logging
+    from agent.server.run import serve as run_server
+
+    configure_logging()
+    options = {"device": device, "dtype": dtype, "context_window": context_window, "trust_remote_code": trust_remote_code}
+    try:
+        run_server(Path(model), backend, host, port, model_name, sessions, max_body_bytes, api_key,
+                   {k: v for k, v in options.items() if v is not None})
+    except ServeError as error:
+        fail(str(error))
+
+
 if __name__ == "__main__":
     app()
