@@ -3,8 +3,8 @@
 # when already done:
 #   1. apt packages: bubblewrap, docker.io, debootstrap, ripgrep, patch, git
 #   2. a Docker engine: dockerd started in the background when none answers
-#      (log: $LOOPCODER_DOCKERD_LOG), with a fallback configuration
-#      (--iptables=false, --bridge=none, vfs storage) when the default fails
+#      (log: $LOOPCODER_DOCKERD_LOG), with fallback configurations
+#      (--iptables=false --bridge=none, then vfs storage) when the default fails
 #   3. the base image loopcoder/base:bookworm (debootstrap minbase + python3,
 #      git, patch, imported with `docker import`), built only when missing
 # Needs root (or passwordless sudo). Exit status is non-zero when a step
@@ -67,20 +67,22 @@ stop_dockerd() {
   for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.5; done
 }
 
+# Fallbacks for machines without iptables/NAT, then without overlayfs: no
+# bridge network (our containers run without network anyway), vfs storage.
+CONFIGS=("" "--iptables=false --ip6tables=false --bridge=none"
+         "--iptables=false --ip6tables=false --bridge=none --storage-driver=vfs")
 if engine_up; then
   say "a Docker engine answers"
 elif pgrep -x dockerd >/dev/null && { sleep 5; engine_up; }; then
   say "dockerd was starting; it answers now"
 else
-  if ! start_dockerd; then
-    say "dockerd failed with the default configuration; last log lines:"
+  for flags in "${CONFIGS[@]}"; do
+    start_dockerd $flags && break
+    say "dockerd did not come up with '${flags:-default flags}'; last log lines:"
     tail -n 5 "$DOCKERD_LOG" | sed 's/^/    /' || true
     stop_dockerd
-    # Machines without iptables/NAT or without overlayfs: no bridge network
-    # (our containers run without network anyway) and the vfs storage driver.
-    start_dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs || {
-      say "dockerd does not start here; see $DOCKERD_LOG"; exit 1; }
-  fi
+  done
+  engine_up || { say "dockerd does not start here; see $DOCKERD_LOG"; exit 1; }
   say "dockerd is up ($(docker info --format '{{.ServerVersion}}, storage {{.Driver}}'))"
 fi
 

@@ -16,6 +16,7 @@ marker ends the read even if an escaped process holds the stream open.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
 import os
 import re
@@ -121,11 +122,12 @@ class DockerSandbox:
         marker = f"__LOOPCODER_EXIT_{secrets.token_hex(8)}__"
         api = self.client.api
         environment = {**FIXED_ENV, **(env or {})}
-        exec_id = api.exec_create(
-            self._id(), ["bash", "-c", _WRAPPER, f"{max(timeout, 0.01):.3f}", command, marker],
-            stdin=False, tty=False, workdir=self.workdir, environment=[f"{k}={v}" for k, v in environment.items()],
-        )["Id"]
-        sock = api.exec_start(exec_id, socket=True)
+        with engine_errors():
+            exec_id = api.exec_create(
+                self._id(), ["bash", "-c", _WRAPPER, f"{max(timeout, 0.01):.3f}", command, marker],
+                stdin=False, tty=False, workdir=self.workdir, environment=[f"{k}={v}" for k, v in environment.items()],
+            )["Id"]
+            sock = api.exec_start(exec_id, socket=True)
         raw = getattr(sock, "_sock", sock)
         cap, code, stuck = OutputCap(self.output_limit), None, False
         frames, window = bytearray(), b""
@@ -163,7 +165,9 @@ class DockerSandbox:
 
     def _exec_plain(self, argv: list[str]) -> tuple[int, bytes]:
         """Our own short commands: full stdout, no cap."""
-        r = self.container.exec_run(argv, workdir="/", demux=True)
+        self._id()
+        with engine_errors():
+            r = self.container.exec_run(argv, workdir="/", demux=True)
         return r.exit_code, (r.output[0] or b"") if r.output else b""
 
     def _head(self) -> str | None:
@@ -188,7 +192,10 @@ class DockerSandbox:
                   'if [ -d "$t" ]; then printf "dir\\0"; elif [ -e "$t" ]; then printf "file\\0"; else printf "none\\0"; fi; '
                   'stat -c %a -- "$t" 2>/dev/null || echo 644')
         code, out = self._exec_plain(["bash", "-c", script, "inspect", f"{self.workdir}/{rel}"])
-        real, kind, mode = out.decode("utf-8", "surrogateescape").split("\0")
+        fields = out.decode("utf-8", "surrogateescape").split("\0")
+        if code != 0 or len(fields) != 3:
+            raise SandboxError(f"Cannot inspect {path} in the container (exit {code}).")
+        real, kind, mode = fields
         root = self._real_workdir
         if real != root and not real.startswith(root.rstrip("/") + "/"):
             raise SandboxError(outside_message(path, real, self.workdir))
@@ -200,8 +207,10 @@ class DockerSandbox:
             raise SandboxError(f"The path {path} does not exist. Please provide a valid path.")
         if kind == "dir":
             raise SandboxError(f"The path {path} is a directory, not a file.")
-        stream, _ = self.container.get_archive(real)
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        with engine_errors():
+            stream, _ = self.container.get_archive(real)
+            data = b"".join(stream)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             member = tar.next()
             return tar.extractfile(member).read()
 
@@ -218,7 +227,8 @@ class DockerSandbox:
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), mode if kind == "file" else 0o644, int(time.time())
             tar.addfile(info, io.BytesIO(data))
-        self.container.put_archive(parent or "/", buf.getvalue())
+        with engine_errors():
+            self.container.put_archive(parent or "/", buf.getvalue())
 
     def exists(self, path: str) -> bool:
         return self._inspect(path, relative_inside(path, self.workdir))[1] != "none"
@@ -250,14 +260,15 @@ class DockerSandbox:
                 for objects in _alternates(host):  # the alternates file itself is left out by _as_root
                     tar.add(objects, arcname=".git/objects", filter=_as_root)
             spool.seek(0)
-            self.container.put_archive(self.workdir, spool)
+            with engine_errors():
+                self.container.put_archive(self.workdir, spool)
 
     def copy_out(self, host_dir: str | os.PathLike) -> None:
         """Extract the container's workdir into host_dir (created if missing)."""
         dest = Path(host_dir)
         dest.mkdir(parents=True, exist_ok=True)
-        stream, _ = self.container.get_archive(self.workdir + "/.")
-        with tempfile.TemporaryFile() as spool:
+        with engine_errors(), tempfile.TemporaryFile() as spool:
+            stream, _ = self.container.get_archive(self.workdir + "/.")
             for chunk in stream:
                 spool.write(chunk)
             spool.seek(0)
@@ -268,7 +279,9 @@ class DockerSandbox:
         """The patch against base_commit, computed inside the container (see workspace.patching)."""
         if not self.base_commit:
             raise SandboxError(f"{self.workdir} is not a git repository with a commit; there is nothing to diff against.")
-        r = self.container.exec_run(diff_command(self.base_commit), workdir=self.workdir, demux=True)
+        self._id()
+        with engine_errors():
+            r = self.container.exec_run(diff_command(self.base_commit), workdir=self.workdir, demux=True)
         out, err = r.output if r.output else (b"", b"")
         if r.exit_code != 0:
             raise SandboxError(f"git diff failed in the container: {(err or b'').decode(errors='replace').strip()}")
@@ -288,6 +301,18 @@ class DockerSandbox:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def engine_errors():
+    """Engine failures (container gone, engine stopped) as SandboxError, which tools turn into observations."""
+    import docker
+    import requests
+
+    try:
+        yield
+    except (docker.errors.APIError, requests.exceptions.RequestException) as e:
+        raise SandboxError(f"The Docker engine failed: {e}") from None
 
 
 def _pop_frames(buf: bytearray):

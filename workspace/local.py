@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import weakref
 from functools import lru_cache
 from pathlib import Path
 
@@ -76,6 +77,7 @@ class LocalSandbox:
         if isolate is None and not self.isolated:
             _warn_unsandboxed()
         self._state = tempfile.mkdtemp(prefix="loopcoder-sandbox-")
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._state, True)  # also if never closed
         self._tmp = os.path.join(self._state, "tmp")
         os.makedirs(os.path.join(self._tmp, "home"))
         self._ro_binds = [p for p in (ro_binds or []) + _git_object_dirs(root) if os.path.exists(p)]
@@ -173,9 +175,8 @@ class LocalSandbox:
         return found
 
     def close(self) -> None:
-        if self._state is not None:
-            shutil.rmtree(self._state, ignore_errors=True)
-            self._state = None
+        self._cleanup()
+        self._state = None
 
     def __enter__(self) -> "LocalSandbox":
         return self

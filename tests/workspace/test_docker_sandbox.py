@@ -138,6 +138,24 @@ def test_image_repo_mode_and_bind_mount(docker_client, base_image, git_repo, tmp
         assert (git_repo / "from_container.txt").read_text() == "mounted\n"
 
 
+def test_copy_out_and_a_dead_container(docker_client, base_image, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a\n")
+    with DockerSandbox(base_image, copy_from=src, client=docker_client) as sb:
+        sb.write_file("sub/b.bin", b"\x00\x01")
+        sb.copy_out(tmp_path / "out")
+        assert (tmp_path / "out" / "a.txt").read_text() == "a\n"
+        assert (tmp_path / "out" / "sub" / "b.bin").read_bytes() == b"\x00\x01"
+        sb.container.kill()
+        with pytest.raises(SandboxError, match="Docker engine failed"):
+            sb.run("echo hi", timeout=10)
+        with pytest.raises(SandboxError, match="Docker engine failed"):
+            sb.read_file("a.txt")
+    with pytest.raises(SandboxError, match="closed"):
+        sb.run("echo hi", timeout=10)
+
+
 def test_container_removed_on_close_and_on_errors(docker_client, base_image, docker_label, tmp_path):
     with DockerSandbox(base_image, copy_from=tmp_path, labels=docker_label, client=docker_client):
         assert len(containers(docker_client, docker_label)) == 1
