@@ -34,7 +34,7 @@ from pathlib import Path
 from workspace.capture import OutputCap
 from workspace.local import FIXED_ENV
 from workspace.patching import diff_command, finish_patch
-from workspace.paths import outside_message, relative_inside
+from workspace.paths import check_command, outside_message, relative_inside
 from workspace.sandbox import CommandResult, SandboxError
 
 BASE_IMAGE = "loopcoder/base:bookworm"  # built by scripts/sandbox-deps.sh, no registry needed
@@ -118,6 +118,7 @@ class DockerSandbox:
     # -- commands ---------------------------------------------------------------
 
     def run(self, command: str, timeout: float = 120.0, env: dict[str, str] | None = None) -> CommandResult:
+        check_command(command, env)
         start = time.monotonic()
         marker = f"__LOOPCODER_EXIT_{secrets.token_hex(8)}__"
         api = self.client.api

@@ -18,7 +18,7 @@ import weakref
 from functools import lru_cache
 from pathlib import Path
 
-from workspace.paths import outside_message, relative_inside
+from workspace.paths import check_command, outside_message, relative_inside
 from workspace.process import run_process
 from workspace.sandbox import CommandResult, SandboxError
 
@@ -87,6 +87,7 @@ class LocalSandbox:
     def run(self, command: str, timeout: float = 120.0, env: dict[str, str] | None = None) -> CommandResult:
         if self._state is None:
             raise SandboxError("The sandbox is closed.")
+        check_command(command, env)
         full_env = dict(os.environ)
         full_env.update(FIXED_ENV)
         if self.isolated:

@@ -44,6 +44,11 @@ def test_exit_code_order_and_env(box):
     assert r.output == "out\nerr\ncat dumb bar\n/testbed\n"
 
 
+def test_nul_bytes_are_refused(box):
+    with pytest.raises(SandboxError, match="NUL byte"):
+        box.run("echo a\0b", timeout=10)
+
+
 def test_timeout_keeps_partial_output(box):
     r = box.run("echo before; sleep 1000; echo after", timeout=1.5)
     assert r.timed_out and r.exit_code == -1 and r.output == "before\n"

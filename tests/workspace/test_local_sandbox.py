@@ -38,6 +38,15 @@ def test_environment_stdin_and_cwd(sandbox):
     assert r.output.splitlines() == ["cat cat dumb bar", "home", sandbox.workdir, "done"]
 
 
+def test_nul_bytes_are_refused(sandbox):
+    with pytest.raises(SandboxError, match="NUL byte"):
+        sandbox.run("echo a\0b", timeout=10)
+    with pytest.raises(SandboxError, match="NUL byte"):
+        sandbox.run("echo \ud800", timeout=10)
+    with pytest.raises(SandboxError, match="environment variable"):
+        sandbox.run("true", env={"A=B": "x"}, timeout=10)
+
+
 def test_timeout_kills_and_keeps_partial_output(sandbox):
     r = sandbox.run("echo before; sleep 1000; echo after", timeout=1.5)
     assert r.timed_out and r.exit_code == -1
@@ -96,7 +105,7 @@ def test_files_roundtrip_and_listing(local_sandbox):
         local_sandbox.read_file("pkg")
 
 
-@pytest.mark.parametrize("path", ["../escape.txt", "a/../../escape.txt", "/etc/passwd", "/tmp/x", "..", ""])
+@pytest.mark.parametrize("path", ["../escape.txt", "a/../../escape.txt", "/etc/passwd", "/tmp/x", "..", "", "a\0b", "\ud800"])
 def test_resolve_refuses_escapes(local_sandbox, path):
     with pytest.raises(SandboxError):
         local_sandbox.resolve(path)
