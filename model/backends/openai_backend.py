@@ -23,7 +23,7 @@ import urllib.request
 from http.client import HTTPException
 from typing import Callable
 
-from model.backends.base import Completion, GenerationParams, Message, ToolSchema
+from model.backends.base import BackendError, Completion, GenerationParams, Message, ToolSchema
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 DEFAULT_CONTEXT_WINDOW = 32768  # when the server does not report max_model_len
@@ -32,7 +32,7 @@ FINISH = {"stop": "stop", "tool_calls": "stop", "function_call": "stop", "length
 RETRYABLE_STATUS = {408, 409, 429}  # and every 5xx
 
 
-class OpenAIBackendError(RuntimeError):
+class OpenAIBackendError(BackendError):
     """A server problem worded for the user: what went wrong and what to do."""
 
 

@@ -72,7 +72,7 @@ class Served:
         self.server = make_server(make, "tiny", port=0, **options)
         self.url = self.server.url
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
