@@ -148,20 +148,24 @@ class DockerSandbox:
                 frames += chunk
                 for payload in _pop_frames(frames):
                     cap.add(payload)
-                    window = (window + payload)[-(len(marker) + 16):]
-                    found = end_re.search(window)
+                    recent = window + payload
+                    found = end_re.search(recent)
                     if found:
                         code = int(found.group(1))
                         break
+                    window = recent[-(len(marker) + 16):]
         finally:
             sock.close()
+        if code is None and not stuck:  # the stream ended without our marker: bash itself failed to start
+            with engine_errors():
+                code = api.exec_inspect(exec_id).get("ExitCode")
         output = cap.text()
         cut = output.rfind("\n" + marker)
         if cut >= 0:
             output = output[:cut]
         duration = time.monotonic() - start
-        timed_out = stuck or (code == 124 and duration >= timeout) or code is None
-        return CommandResult(exit_code=-1 if timed_out else code, output=output, timed_out=timed_out,
+        timed_out = stuck or (code == 124 and duration >= timeout)
+        return CommandResult(exit_code=-1 if timed_out or code is None else code, output=output, timed_out=timed_out,
                              truncated=cap.truncated, duration=duration)
 
     def _exec_plain(self, argv: list[str]) -> tuple[int, bytes]:
