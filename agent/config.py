@@ -27,8 +27,9 @@ class ConfigError(ValueError):
 class BackendConfig:
     name: str
     model: str | None
-    device: str
-    dtype: str
+    base_url: str | None
+    device: str | None
+    dtype: str | None
     script: str | None
 
 

@@ -16,7 +16,7 @@ and replayed. Schema (format "loopcoder-trajectory", version 1):
                   "observations", "finish_reason", "tokens", "timings"}]
     totals      {"steps", "prompt_tokens", "completion_tokens", "prefilled_tokens",
                  "reused_tokens", "seconds"}
-    exit        {"status", "reason"}   status null while the run is going
+    exit        {"status", "reason", "traceback"?}   status null while the run is going
     patch       final diff against the base commit ("" when nothing changed)
 """
 from __future__ import annotations
@@ -106,8 +106,11 @@ class Trajectory:
         self.data["messages"] = messages
         self.save()
 
-    def finish(self, status: str, reason: str, patch: str | None, messages: list[dict]) -> None:
+    def finish(self, status: str, reason: str, patch: str | None, messages: list[dict],
+               error_traceback: str | None = None) -> None:
         self.data["exit"] = {"status": status, "reason": reason}
+        if error_traceback:
+            self.data["exit"]["traceback"] = error_traceback
         self.data["patch"] = patch
         self.data["messages"] = messages
         self.save()

@@ -1,0 +1,158 @@
+"""The bodies of `loopcoder run / chat / replay / inspect`; cli.py only parses options.
+
+Each returns the process exit code. Problems the user can fix raise one of
+USER_ERRORS, which cli.py prints as a one-line error.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.prompt import Confirm
+
+from agent.config import Config, ConfigError, load_config
+from agent.interrupts import terminate_as_interrupt
+from agent.loop import EXIT_CODES, Status
+from agent.prompting import PromptError
+from agent.session import default_trajectory_path, make_backend, open_workspace, run_task, start_agent
+from agent.trajectory import TrajectoryError, load
+from agent.view import LiveView, show_patch, show_trajectory
+from model.backends.base import BackendError
+from model.backends.replay import ReplayScriptError
+from workspace.repo import RepoError, WorkingCopy
+from workspace.sandbox import SandboxError
+
+USER_ERRORS = (ConfigError, RepoError, BackendError, PromptError, ReplayScriptError, TrajectoryError, SandboxError)
+
+
+def flag_overrides(**flags) -> list[str]:
+    """Command-line flags as `section.key=value` overrides (unset flags are skipped)."""
+    keys = {"model": "backend.model", "backend": "backend.name", "script": "backend.script",
+            "sandbox": "sandbox.kind", "image": "sandbox.image", "max_steps": "agent.max_steps",
+            "in_place": "workspace.in_place"}
+    out = [f"{keys[name]}={value}" for name, value in flags.items() if value not in (None, False)]
+    if flags.get("script") and not flags.get("backend"):
+        out.append("backend.name=replay")
+    return out
+
+
+def configure(config_file: str | None, sets: list[str], **flags) -> Config:
+    return load_config(config_file, [*sets, *flag_overrides(**flags)])
+
+
+def run_command(task: str, repo: str, config: Config, yes: bool, output: str | None,
+                trajectory: str | None) -> int:
+    """One autonomous run, shown live; then the diff, and an offer to apply it."""
+    console = Console()
+    terminate_as_interrupt()
+    traj_path = Path(trajectory) if trajectory else default_trajectory_path(config, repo)
+    try:
+        with console.status("loading the model..."):
+            backend = make_backend(config)
+        try:
+            result = run_task(backend, repo, config, {"kind": "interactive", "text": task}, traj_path,
+                              LiveView(console))
+        finally:
+            backend.close()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: nothing was changed in your repository")
+        return EXIT_CODES[Status.INTERRUPTED]
+    LiveView(console).show_result(result, str(traj_path))
+    deliver(console, result.patch, repo, config, yes, output, traj_path.parent / "patch.diff",
+            offer=result.status != Status.INTERRUPTED)
+    return result.exit_code
+
+
+def deliver(console: Console, patch: str, repo: str, config: Config, yes: bool, output: str | None,
+            fallback: Path, offer: bool = True) -> None:
+    """Save the patch, and apply it to the user's working tree when asked (--yes, or yes at the prompt).
+
+    Never blocks without a terminal, and never loses the patch: when applying
+    fails the user's files are left as they were and the patch file stays.
+    """
+    if not patch:
+        return
+    if config.workspace.in_place:
+        console.print("[dim]the changes are already in your working tree (--in-place)[/]")
+        return
+    saved = Path(output) if output else fallback
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(patch, encoding="utf-8")
+    interactive = sys.stdin.isatty() and not yes
+    if not offer or not (yes or (interactive and Confirm.ask(f"Apply this patch to {repo}?", default=False))):
+        console.print(f"patch saved to [bold]{escape(str(saved))}[/]; apply it with: git apply {escape(str(saved))}")
+        return
+    with WorkingCopy.create(repo, in_place=True) as tree:
+        outcome = tree.apply_patch(patch)
+    if outcome.applied:
+        console.print(f"[green]applied[/] to {escape(str(tree.path))} ({outcome.method}); patch kept at {escape(str(saved))}")
+    else:
+        console.print(f"[red]the patch did not apply[/]; your files are unchanged. The patch is at "
+                      f"[bold]{escape(str(saved))}[/].\n{escape(outcome.summary())}")
+
+
+def chat_command(repo: str, config: Config, yes: bool, trajectory: str | None) -> int:
+    """A multi-turn session: one backend (and its KV cache) and one working copy for every turn."""
+    console = Console()
+    terminate_as_interrupt()
+    traj_path = Path(trajectory) if trajectory else default_trajectory_path(config, repo)
+    with console.status("loading the model..."):
+        backend = make_backend(config)
+    view = LiveView(console)
+    try:
+        with open_workspace(repo, config) as ws:
+            agent = start_agent(backend, ws, config, traj_path, {"kind": "chat"}, view, chat=True)
+            console.print(f"[dim]working copy: {escape(ws.workdir)} - /diff shows the changes, /exit or Ctrl-D ends[/]")
+            while (text := _ask(console)) is not None:
+                if text == "/exit":
+                    break
+                if text == "/diff":
+                    show_patch(console, ws.env.diff())
+                elif text:
+                    result = agent.run(text)
+                    view.end_text()
+                    if result.status != Status.REPLIED:
+                        console.print(f"[bold]{result.status}[/]: {escape(result.reason)}")
+            patch = ws.env.diff()
+    finally:
+        backend.close()
+    show_patch(console, patch)
+    console.print(f"[dim]trajectory: {escape(str(traj_path))}[/]")
+    deliver(console, patch, repo, config, yes, None, traj_path.parent / "patch.diff")
+    return 0
+
+
+def _ask(console: Console) -> str | None:
+    """The next user line; None on Ctrl-D or Ctrl-C at the prompt."""
+    try:
+        return console.input("[bold green]> [/]").strip()
+    except (EOFError, KeyboardInterrupt):
+        console.print()
+        return None
+
+
+def replay_command(path: str, repo: str | None, sandbox: str | None, image: str | None,
+                   trajectory: str | None) -> int:
+    """Replay a trajectory; 0 when the final diff is the recorded one, 1 (with a summary) when not."""
+    from agent.replay import replay
+
+    console = Console()
+    terminate_as_interrupt()
+    data = load(path)
+    overrides = {"sandbox": {k: v for k, v in (("kind", sandbox), ("image", image)) if v}}
+    try:
+        outcome = replay(data, repo, overrides, Path(trajectory) if trajectory else None, LiveView(console))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return EXIT_CODES[Status.INTERRUPTED]
+    console.print(f"replayed {outcome.result.steps} steps: {outcome.result.status}")
+    style = "green" if outcome.same else "red"
+    console.print(f"[{style}]{escape(outcome.summary())}[/]")
+    return 0 if outcome.same else 1
+
+
+def inspect_command(path: str, full: bool) -> int:
+    show_trajectory(Console(), load(path), full=full)
+    return 0

@@ -1,0 +1,171 @@
+"""Wiring for one run: backend, working copy, sandbox, tools, trajectory; and the clean-up.
+
+The working copy starts from the user's current state: HEAD plus their
+uncommitted work, frozen in a snapshot commit object (no ref, nothing written
+to the user's branches or index). The agent's patch is the diff against that
+snapshot, so it holds only the agent's changes and applies to the user's
+working tree as it is. The trajectory records HEAD and the carried changes so
+`loopcoder replay` can rebuild the same start.
+
+Clean-up (sandbox, container, temporary copy) runs with interrupts deferred:
+a second Ctrl-C cannot leave a half-removed copy behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import git
+
+from agent.config import Config, ConfigError
+from agent.environment import Environment
+from agent.interrupts import deferred_interrupts
+from agent.loop import Agent, Listener, RunResult
+from agent.prompting import system_prompt, task_prompt
+from agent.trajectory import Trajectory
+from workspace.repo import RepoError, WorkingCopy
+
+
+@dataclass
+class Workspace:
+    copy: WorkingCopy
+    env: Environment
+    head: str  # the user's HEAD: what the trajectory calls the base commit
+    carried_patch: str  # the uncommitted work the copy started with ("" when clean)
+
+    @property
+    def workdir(self) -> str:
+        return self.env.sandbox.workdir
+
+    def record(self) -> dict:
+        return {"path": str(self.copy.source), "base_commit": self.head, "carried_patch": self.carried_patch,
+                "in_place": self.copy.in_place, "workdir": self.workdir}
+
+
+def make_backend(config: Config):
+    """The configured backend; errors say which option to fix."""
+    from model.backends import create_backend
+
+    b = config.backend
+    if b.name == "replay":
+        if not b.script:
+            raise ConfigError("the replay backend needs a script: --script FILE (JSON list of outputs, JSONL or a trajectory)")
+        return create_backend("replay", script=b.script, context_window=config.context.window or 32768)
+    if b.name == "openai":
+        return create_backend("openai", base_url=b.base_url, model=b.model, context_window=config.context.window)
+    if not b.model:
+        raise ConfigError(f"the {b.name} backend needs a model: --model PATH (a checkpoint directory)")
+    return create_backend(b.name, model_path=b.model, device=b.device, dtype=b.dtype)
+
+
+_IDENTITY = {"GIT_AUTHOR_NAME": "loopcoder", "GIT_AUTHOR_EMAIL": "loopcoder@localhost",
+             "GIT_COMMITTER_NAME": "loopcoder", "GIT_COMMITTER_EMAIL": "loopcoder@localhost"}
+
+
+def snapshot(copy: WorkingCopy) -> str:
+    """A commit object of the copy's working tree (uncommitted and untracked work included), or HEAD if clean.
+
+    Built through a temporary index: the copy's index, refs and files stay untouched.
+    """
+    g = git.Git(str(copy.path))
+    if not g.execute(["git", "status", "--porcelain", "--untracked-files=all"], env={"GIT_OPTIONAL_LOCKS": "0"}).strip():
+        return copy.base_commit
+    with tempfile.TemporaryDirectory(prefix="loopcoder-index-") as tmp:
+        real = Path(copy.path, g.execute(["git", "rev-parse", "--git-path", "index"]).strip())
+        index = Path(tmp, "index")
+        if real.is_file():
+            shutil.copyfile(real, index)
+        env = {"GIT_INDEX_FILE": str(index), **_IDENTITY}
+        g.execute(["git", "add", "-A", "--", "."], env=env)
+        tree = g.execute(["git", "write-tree"], env=env).strip()
+        return g.execute(["git", "commit-tree", tree, "-p", copy.base_commit, "-m",
+                          "loopcoder: the working tree the run started from"], env=env).strip()
+
+
+def make_sandbox(config: Config, path: Path):
+    """The configured sandbox over the working copy at `path` (bind-mounted at /testbed in Docker).
+
+    Containers carry the label loopcoder.pid=<this process>, to find what a killed run left behind.
+    """
+    s = config.sandbox
+    if s.kind == "docker":
+        from workspace.docker_sandbox import BASE_IMAGE, DockerSandbox
+
+        return DockerSandbox(s.image or BASE_IMAGE, copy_from=path, mount=True, network=s.network,
+                             labels={"loopcoder.pid": str(os.getpid())})
+    from workspace.local import LocalSandbox
+
+    return LocalSandbox(path, network=s.network)
+
+
+@contextlib.contextmanager
+def open_workspace(repo: str | Path, config: Config, commit: str | None = None,
+                   carried_patch: str | None = None) -> Iterator[Workspace]:
+    """A working copy with a sandbox and tools; removed on exit, whatever happens.
+
+    Without `commit` the copy starts from the user's current state (HEAD plus
+    uncommitted work); with `commit` (and optionally `carried_patch`, as a
+    replay does) it starts from that commit plus that patch.
+    """
+    from tools import default_tools
+
+    in_place = config.workspace.in_place
+    stack = contextlib.ExitStack()
+    try:
+        copy = WorkingCopy.create(repo, commit, carry_changes=commit is None and not in_place, in_place=in_place)
+        stack.callback(copy.close)
+        head = copy.base_commit
+        if carried_patch:
+            result = copy.apply_patch(carried_patch)
+            if not result.applied:
+                raise RepoError(f"the recorded uncommitted changes do not apply to {head[:12]}: {result.summary()}")
+        copy.base_commit = snapshot(copy)
+        carried = "" if copy.base_commit == head else _diff_between(copy, head)
+        sandbox = make_sandbox(config, copy.path)
+        stack.callback(sandbox.close)
+        yield Workspace(copy, Environment(sandbox, default_tools(), copy.diff), head, carried)
+    finally:
+        with deferred_interrupts("removing the sandbox and the working copy, please wait..."):
+            stack.close()
+
+
+def _diff_between(copy: WorkingCopy, head: str) -> str:
+    start = copy.base_commit
+    try:
+        copy.base_commit = head
+        return copy.diff()
+    finally:
+        copy.base_commit = start
+
+
+def default_trajectory_path(config: Config, repo: str | Path) -> Path:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(repo).resolve().name) or "repo"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(config.run.output_dir).expanduser() / f"{stamp}-{name}-{os.getpid()}" / "trajectory.json"
+
+
+def start_agent(backend, ws: Workspace, config: Config, trajectory_path: Path | None, task: dict,
+                listener: Listener | None = None, chat: bool = False) -> Agent:
+    """An agent on this workspace with its trajectory; `task` is recorded as given."""
+    env = ws.env
+    trajectory = Trajectory(trajectory_path, config.to_dict(), task, ws.record(),
+                            {"name": backend.name, "context_window": backend.context_window}, env.schemas())
+    system = system_prompt(config.prompts.system, ws.workdir, chat=chat)
+    return Agent(backend, env, config, trajectory, system, listener, chat=chat)
+
+
+def run_task(backend, repo: str | Path, config: Config, task: dict, trajectory_path: Path | None,
+             listener: Listener | None = None, commit: str | None = None) -> RunResult:
+    """One autonomous run on `task` ({"kind": interactive|swebench|refactor, plus the template's fields})."""
+    with open_workspace(repo, config, commit) as ws:
+        agent = start_agent(backend, ws, config, trajectory_path, task, listener)
+        fields = {k: v for k, v in task.items() if k != "kind"}
+        template = config.prompts.task if task["kind"] == "interactive" else task["kind"]
+        return agent.run(task_prompt(template, workdir=ws.workdir, **fields))

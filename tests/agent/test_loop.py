@@ -1,0 +1,172 @@
+"""The agent loop end to end: real repositories, real tools, scripted model outputs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.loop import Listener, Status
+from agent.session import make_backend, open_workspace, run_task, start_agent
+from agent.toolcalls import EXPECTED_FORMAT
+from tests.agent.conftest import FIX, call
+
+TASK = {"kind": "interactive", "text": "Make test_add pass."}
+
+
+def run(repo, config, listener=None, trajectory=None):
+    path = trajectory or Path(config.run.output_dir) / "trajectory.json"
+    result = run_task(make_backend(config), repo, config, TASK, path, listener)
+    return result, json.loads(path.read_text())
+
+
+def test_fixes_a_failing_test_and_submits(repo, script, make_config, copies_root):
+    outputs = [
+        "Let me run the tests first.\n" + call("run_tests", paths=["test_calc.py"]),
+        call("str_replace_editor", command="view", path="calc.py"),
+        "The sign is wrong.\n" + call("str_replace_editor", **FIX),
+        call("run_tests", paths=["test_calc.py"]),
+        "Fixed and verified.\n" + call("submit"),
+    ]
+    result, traj = run(repo, make_config(script(outputs)))
+    assert result.status == Status.SUBMITTED and result.exit_code == 0 and result.steps == 5
+    assert "-    return a - b\n+    return a + b\n" in result.patch
+    assert traj["exit"] == {"status": "submitted", "reason": "the model called submit"}
+    assert traj["patch"] == result.patch
+    first, last = traj["steps"][0]["observations"][0], traj["steps"][3]["observations"][0]
+    assert "1 failed" in first["text"] and "2 passed" in last["text"]
+    assert [s["calls"][0]["name"] for s in traj["steps"]] == ["run_tests", "str_replace_editor", "str_replace_editor",
+                                                                "run_tests", "submit"]
+    assert traj["repo"]["base_commit"] and traj["repo"]["carried_patch"] == ""
+    assert traj["versions"]["python"] and traj["config"]["agent"]["max_steps"] == 50
+    roles = [m["role"] for m in traj["messages"]]
+    assert roles[:3] == ["system", "user", "assistant"] and roles.count("tool") == 5
+    tool_message = traj["messages"][3]
+    assert tool_message["name"] == "run_tests" and tool_message["tool_call_id"] == "call_0_0"
+    assert (repo / "calc.py").read_text().count("a - b") == 1  # the user's repository is untouched
+    assert not any(copies_root.iterdir())  # the working copy is gone
+
+
+def test_several_calls_in_one_turn_answer_in_order(repo, script, make_config):
+    outputs = [call("bash", command="echo one") + "\n" + call("bash", command="echo two") + call("submit")]
+    result, traj = run(repo, make_config(script(outputs)))
+    assert result.status == Status.SUBMITTED
+    tools = [m for m in traj["messages"] if m["role"] == "tool"]
+    assert [m["content"] for m in tools[:2]] == ["one", "two"]
+    assert [m["tool_call_id"] for m in tools] == ["call_0_0", "call_0_1", "call_0_2"]
+
+
+def test_malformed_calls_are_explained_and_the_run_recovers(repo, script, make_config):
+    outputs = [
+        'I will edit.\n<tool_call>\n{"name": "str_replace_editor", "arguments": {"command": "view", }\n</tool_call>',
+        "Just thinking, no call.",
+        call("str_replace_editor", **FIX),
+        call("submit"),
+    ]
+    result, traj = run(repo, make_config(script(outputs)))
+    assert result.status == Status.SUBMITTED and "+    return a + b" in result.patch
+    bad, empty = traj["steps"][0], traj["steps"][1]
+    assert bad["parse_errors"] and not bad["calls"]
+    assert "Tool call format error" in bad["notices"][0] and EXPECTED_FORMAT in bad["notices"][0]
+    assert "no tool call" in empty["notices"][0]
+    users = [m["content"] for m in traj["messages"] if m["role"] == "user"]
+    assert len(users) == 3 and EXPECTED_FORMAT in users[1] and EXPECTED_FORMAT in users[2]
+
+
+def test_three_format_errors_in_a_row_end_the_run_with_the_patch(repo, script, make_config):
+    outputs = [call("str_replace_editor", **FIX), "no call", "<tool_call>\n{\"name\": 3}\n</tool_call>",
+               "<tool_call>[1, 2]</tool_call>", call("submit")]
+    result, traj = run(repo, make_config(script(outputs)))
+    assert result.status == Status.FORMAT_ERROR and result.exit_code == 4 and result.steps == 4
+    assert "+    return a + b" in result.patch and traj["patch"] == result.patch
+
+
+def test_valid_call_next_to_a_broken_one_runs_and_counts_as_a_format_error(repo, script, make_config):
+    broken = "<tool_call>\n{\"name\": \"bash\", \"arguments\": {oops}}\n</tool_call>"
+    outputs = [call("bash", command="echo ran") + broken] * 3
+    result, traj = run(repo, make_config(script(outputs), "agent.stuck_repeats=10"))
+    assert result.status == Status.FORMAT_ERROR
+    step = traj["steps"][0]
+    assert step["observations"][0]["text"] == "ran" and step["parse_errors"]
+    error_message = [m for m in traj["messages"] if m.get("name") == "format_error"][0]
+    assert error_message["role"] == "tool" and EXPECTED_FORMAT in error_message["content"]
+
+
+def test_a_stuck_loop_is_warned_then_stopped(repo, script, make_config):
+    outputs = [call("bash", command="echo same")] * 6
+    result, traj = run(repo, make_config(script(outputs)))
+    assert result.status == Status.STUCK and result.exit_code == 4 and result.steps == 4
+    assert not traj["steps"][1]["notices"] and "same action" in traj["steps"][2]["notices"][0]
+    assert "Warning" in [m for m in traj["messages"] if m["role"] == "tool"][2]["content"]
+
+
+def test_commands_timing_out_in_a_row_stop_the_run(repo, script, make_config):
+    outputs = [call("bash", command=f"sleep {5 + i}", timeout=0.3) for i in range(5)]
+    result, _ = run(repo, make_config(script(outputs)))
+    assert result.status == Status.STUCK and "timeout" in result.reason and result.steps == 3
+
+
+@pytest.mark.parametrize("override, status", [
+    ("agent.max_steps=2", Status.STEP_LIMIT),
+    ("agent.max_tokens=40", Status.TOKEN_LIMIT),
+    ("agent.max_seconds=1", Status.TIME_LIMIT),
+])
+def test_each_limit_ends_the_run_with_its_status_and_the_patch(repo, script, make_config, override, status):
+    outputs = [call("str_replace_editor", **FIX) + " " * 200, call("bash", command="sleep 1.2"),
+               call("bash", command="echo more")] + [call("bash", command=f"echo {i}") for i in range(5)]
+    result, traj = run(repo, make_config(script(outputs), override))
+    assert result.status == status and result.exit_code == 3
+    assert "+    return a + b" in result.patch and traj["exit"]["status"] == status
+    assert result.steps < len(outputs)
+
+
+def test_trajectory_is_valid_json_after_every_step(repo, script, make_config, tmp_path):
+    path = tmp_path / "t" / "trajectory.json"
+    seen = []
+
+    class Check(Listener):
+        def on_step(self, index):
+            if index:  # written after every step, so step `index` sees all before it
+                data = json.loads(path.read_text())
+                seen.append((index, len(data["steps"]), data["exit"]["status"]))
+
+    outputs = [call("bash", command=f"echo {i}") for i in range(4)] + [call("submit")]
+    result, _ = run(repo, make_config(script(outputs)), Check(), path)
+    assert result.status == Status.SUBMITTED
+    assert seen == [(i, i, None) for i in range(1, 5)]
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_old_observations_are_elided_to_fit_the_window(repo, script, make_config):
+    outputs = [call("bash", command=f"seq {i} 600") for i in range(1, 5)] + [call("submit")]
+    config = make_config(script(outputs), "context.window=3000", "sampling.max_new_tokens=200",
+                         "context.keep_last_observations=1")
+    result, traj = run(repo, config)
+    assert result.status == Status.SUBMITTED
+    contents = [m["content"] for m in traj["messages"] if m["role"] == "tool"]
+    assert contents[0] == "[output of step 1 elided]" and contents[3].startswith("4\n")
+    assert any("elided" in n for s in traj["steps"] for n in s["notices"])
+    assert "1\n2\n3" in traj["steps"][0]["observations"][0]["text"]  # the trajectory keeps every output whole
+
+
+def test_context_overflow_when_nothing_is_left_to_elide(repo, script, make_config):
+    config = make_config(script([call("bash", command="echo hi")]), "context.window=600",
+                         "sampling.max_new_tokens=200")
+    result, _ = run(repo, config)
+    assert result.status == Status.CONTEXT_OVERFLOW and result.exit_code == 3
+
+
+def test_chat_turns_share_one_backend_and_conversation(repo, script, make_config):
+    outputs = [call("str_replace_editor", **FIX), "Done: add now adds.",
+               call("bash", command="python -c 'import calc; print(calc.add(2, 3))'"), "It prints 5."]
+    config = make_config(script(outputs))
+    backend = make_backend(config)
+    with open_workspace(repo, config) as ws:
+        agent = start_agent(backend, ws, config, None, {"kind": "chat"}, chat=True)
+        first = agent.run("fix add")
+        second = agent.run("check it")
+    assert (first.status, second.status) == (Status.REPLIED, Status.REPLIED)
+    assert first.steps == 2 and second.steps == 4 and backend.calls == 4
+    assert [m["role"] for m in agent.messages].count("user") == 2
+    assert agent.messages[-2]["content"] == "5"
+    assert "+    return a + b" in second.patch
