@@ -82,6 +82,113 @@ def generate(
 
 # --- run / chat / replay / inspect (issue: agent) ---------------------------
 
+
+def _agent_call(fn, *args) -> None:
+    """Run an agent command body; user-fixable problems become a one-line error, the status the exit code."""
+    from agent.commands import USER_ERRORS
+
+    try:
+        code = fn(*args)
+    except USER_ERRORS as error:
+        fail(str(error))
+    raise typer.Exit(code)
+
+
+# Options `run` and `chat` share.
+_SET_HELP = "Override a config key, e.g. --set agent.max_steps=30 (repeatable)."
+_REPO = typer.Option(".", "--repo", help="The git repository to work on.")
+_MODEL = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai).")
+_BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay.")
+_SCRIPT = typer.Option(None, "--script", help="Replay: a JSON list / JSONL of raw outputs or a trajectory.")
+_SANDBOX = typer.Option(None, "--sandbox", help="local (bubblewrap) | docker.")
+_IMAGE = typer.Option(None, "--image", help="Docker image for --sandbox docker.")
+_IN_PLACE = typer.Option(False, "--in-place", help="Edit the repository directly, not a separate copy.")
+_CONFIG = typer.Option(None, "--config", help="A YAML config file (see agent/defaults.yaml).")
+_SETS = typer.Option([], "--set", help=_SET_HELP)
+_TRAJECTORY = typer.Option(None, "--trajectory", help="Where to write the trajectory JSON.")
+
+
+@app.command("run")
+def run_cmd(
+    task: str = typer.Argument(..., help="What to do, in plain words."),
+    repo: str = _REPO,
+    model: str = _MODEL,
+    backend: str = _BACKEND,
+    script: str = _SCRIPT,
+    sandbox: str = _SANDBOX,
+    image: str = _IMAGE,
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many model turns."),
+    in_place: bool = _IN_PLACE,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Apply the patch without asking; never prompt."),
+    output: str = typer.Option(None, "--output", "-o", help="Also write the final patch to this file."),
+    config: str = _CONFIG,
+    sets: list[str] = _SETS,
+    trajectory: str = _TRAJECTORY,
+) -> None:
+    """Let the agent do TASK in a copy of the repository, live; then show the diff and offer to apply it.
+
+    Exit code: 0 submitted, 1 error, 3 a limit (steps, tokens, time, context), 4 format errors or stuck, 130 interrupted.
+    """
+    from agent.commands import configure, run_command
+
+    def body() -> int:
+        cfg = configure(config, sets, model=model, backend=backend, script=script, sandbox=sandbox, image=image,
+                        max_steps=max_steps, in_place=in_place)
+        return run_command(task, repo, cfg, yes, output, trajectory)
+
+    _agent_call(body)
+
+
+@app.command("chat")
+def chat_cmd(
+    repo: str = _REPO,
+    model: str = _MODEL,
+    backend: str = _BACKEND,
+    script: str = _SCRIPT,
+    sandbox: str = _SANDBOX,
+    image: str = _IMAGE,
+    in_place: bool = _IN_PLACE,
+    yes: bool = typer.Option(False, "--yes", "-y", help="At the end, apply the patch without asking."),
+    config: str = _CONFIG,
+    sets: list[str] = _SETS,
+    trajectory: str = _TRAJECTORY,
+) -> None:
+    """A conversation with the agent on a repository; /diff shows the changes, /exit or Ctrl-D ends."""
+    from agent.commands import chat_command, configure
+
+    def body() -> int:
+        cfg = configure(config, sets, model=model, backend=backend, script=script, sandbox=sandbox, image=image,
+                        in_place=in_place)
+        return chat_command(repo, cfg, yes, trajectory)
+
+    _agent_call(body)
+
+
+@app.command("replay")
+def replay_cmd(
+    path: str = typer.Argument(..., help="A trajectory JSON written by `loopcoder run` or `chat`."),
+    repo: str = typer.Option(None, "--repo", help="The repository, if it moved since the run."),
+    sandbox: str = typer.Option(None, "--sandbox", help="local | docker (default: as recorded)."),
+    image: str = typer.Option(None, "--image", help="Docker image (default: as recorded)."),
+    trajectory: str = typer.Option(None, "--trajectory", help="Write the replay's own trajectory here."),
+) -> None:
+    """Re-run a trajectory's recorded model outputs in a fresh copy; exit 0 if the final diff is the same."""
+    from agent.commands import replay_command
+
+    _agent_call(replay_command, path, repo, sandbox, image, trajectory)
+
+
+@app.command("inspect")
+def inspect_cmd(
+    path: str = typer.Argument(..., help="A trajectory JSON."),
+    full: bool = typer.Option(False, "--full", help="Show whole observations (and a traceback, if any)."),
+) -> None:
+    """Show a trajectory step by step: model text, tool calls, observations, status and patch."""
+    from agent.commands import inspect_command
+
+    _agent_call(inspect_command, path, full)
+
+
 # --- swebench / refactor (issue: batch) --------------------------------------
 
 SANDBOX_HELP = "local (bubblewrap over a clone from --repo-cache) or docker (the instance image when present)."
