@@ -161,12 +161,13 @@ def _load(name: str, path: Path, device: str | None = None, dtype: str | None = 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype is not None and dtype not in DTYPES:
         raise BackendError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
-    torch_dtype = DTYPES[dtype] if dtype else (torch.float32 if device == "cpu" else torch.bfloat16)
+    on_cpu = device.startswith("cpu")
+    torch_dtype = DTYPES[dtype] if dtype else (torch.float32 if on_cpu else torch.bfloat16)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code,
-            **({} if device == "cpu" else {"device_map": device}),
+            **({} if on_cpu else {"device_map": device}),
         )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise BackendError(f"could not load the model in {path}: {exc}") from exc
