@@ -257,6 +257,64 @@ def swebench_eval(
     if summary["error_instances"]:
         raise typer.Exit(1)
 
+
+@swebench_app.command("run")
+def swebench_run(
+    instances: str = typer.Option(..., "--instances", "-i", help="Instances .json/.jsonl, or a hub dataset name[:split]."),
+    output: str = typer.Option(..., "--output", "-o", help="Run directory: preds.jsonl, trajectories/, errors.jsonl."),
+    filter: str = typer.Option(None, "--filter", help="Regular expression searched in instance_id."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Instances run at the same time (one shared model)."),
+    sandbox: str = typer.Option(None, "--sandbox", help=SANDBOX_HELP),
+    repo_cache: str = typer.Option(None, "--repo-cache", help=REPO_CACHE_HELP),
+    backend: str = typer.Option(None, "--backend", help="plt | hf | openai | replay."),
+    model: str = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai)."),
+    script: str = typer.Option(None, "--script", help="Replay: one script for every instance, or a directory of <instance_id>.json."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop each run after this many model turns."),
+    config: str = typer.Option(None, "--config", help="A YAML config file (see agent/defaults.yaml)."),
+    sets: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set agent.max_steps=30 (repeatable)."),
+) -> None:
+    """Run the agent on each instance; append predictions to OUTPUT/preds.jsonl (a rerun resumes)."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from agent.commands import USER_ERRORS, configure
+    from agent.swebench.backends import BackendProvider
+    from agent.swebench.environments import EnvOptions
+    from agent.swebench.run import run_batch
+    from agent.swebench.tables import RunCounters
+
+    if sandbox:
+        _check_sandbox(sandbox)
+    selected = _batch_instances(instances, filter)
+    console = Console()
+    try:
+        cfg = configure(config, sets, model=model, backend=backend, script=script, sandbox=sandbox, max_steps=max_steps)
+        with console.status("loading the model..."):
+            provider = BackendProvider(cfg)
+    except USER_ERRORS as error:
+        fail(str(error))
+    env_options = EnvOptions(sandbox=cfg.sandbox.kind, repo_cache=Path(repo_cache) if repo_cache else None,
+                             image=cfg.sandbox.image, network=cfg.sandbox.network)
+    counters = RunCounters(len(selected), 0)
+    out = Path(output)
+    try:
+        with Live(counters, console=console, refresh_per_second=2, transient=True):
+            outcomes = run_batch(selected, provider, cfg, env_options, out, workers,
+                                 on_start=counters.start_run, on_done=counters.add)
+    finally:
+        provider.close()
+    console.print(counters)
+    for outcome in outcomes:
+        if outcome.error:
+            console.print(f"[red]{outcome.instance_id}[/]: {outcome.error}", highlight=False)
+    console.print(f"predictions: {out / 'preds.jsonl'}  trajectories: {out / 'trajectories'}", highlight=False)
+    if any(o.error for o in outcomes):
+        console.print(f"errors: {out / 'errors.jsonl'} (rerun the same command to retry them)", highlight=False)
+        raise typer.Exit(1)
+
+
 # --- serve (issue: serve) ----------------------------------------------------
 
 

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 from rich.text import Text
 
 from agent.swebench.eval import Outcome
+
+if TYPE_CHECKING:
+    from agent.swebench.run import RunOutcome  # not imported at run time: eval needs no agent core
 
 STYLE = {"resolved": "green", "unresolved": "yellow", "not_applied": "red", "empty_patch": "dim", "error": "bold red"}
 
@@ -38,7 +42,7 @@ def eval_table(outcomes: list[Outcome], summary: dict) -> Table:
 
 
 class RunCounters:
-    """Counts for the live batch-run line; updated from worker threads."""
+    """The live batch-run line (done, patches, errors, elapsed); updated from worker threads."""
 
     def __init__(self, total: int, skipped: int):
         self.total, self.skipped = total, skipped
@@ -46,15 +50,16 @@ class RunCounters:
         self.start = time.monotonic()
         self._lock = threading.Lock()
 
-    def add(self, patch: str, error: str | None) -> None:
+    def start_run(self, todo: int, skipped: int) -> None:
+        self.total, self.skipped = todo, skipped
+
+    def add(self, outcome: RunOutcome) -> None:
         with self._lock:
             self.done += 1
-            self.patches += bool(patch.strip())
-            self.errors += error is not None
+            self.patches += bool(outcome.patch.strip())
+            self.errors += outcome.error is not None
 
     def __rich__(self) -> Text:
         elapsed = int(time.monotonic() - self.start)
-        return Text(
-            f"done {self.done}/{self.total}  patches {self.patches}  errors {self.errors}  "
-            f"resumed-skipped {self.skipped}  elapsed {elapsed // 60}:{elapsed % 60:02d}"
-        )
+        return Text(f"done {self.done}/{self.total}  patches {self.patches}  errors {self.errors}  "
+                    f"already done {self.skipped}  elapsed {elapsed // 60}:{elapsed % 60:02d}")

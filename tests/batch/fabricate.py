@@ -67,8 +67,13 @@ def standard_instances(cache: Path) -> list[dict]:
         tests={"tests/test_neg.py": "from calc.neg import neg\n\ndef test_neg():\n    assert neg(2) == -2\n"},
         fail_to_pass=["tests/test_neg.py::test_neg"], pass_to_pass=[],
     )
-    third = fabricate(
-        cache, "acme/text", 3,
+    return [first, second, shout_instance(cache, "acme/text", 3)]
+
+
+def shout_instance(cache: Path, repo: str, number: int) -> dict:
+    """shout() lower-cases instead of upper-casing; the test file exists at base and gains a test."""
+    return fabricate(
+        cache, repo, number,
         base={"text.py": "def shout(s):\n    return s.lower()\n\n\ndef whisper(s):\n    return s.lower()\n",
               "test_text.py": "from text import whisper\n\ndef test_whisper():\n    assert whisper('A') == 'a'\n"},
         fix={"text.py": "def shout(s):\n    return s.upper()\n\n\ndef whisper(s):\n    return s.lower()\n"},
@@ -76,4 +81,23 @@ def standard_instances(cache: Path) -> list[dict]:
                                "def test_shout():\n    assert shout('a') == 'A'\n"},
         fail_to_pass=["test_text.py::test_shout"], pass_to_pass=["test_text.py::test_whisper"],
     )
-    return [first, second, third]
+
+
+def call(name: str, **arguments) -> str:
+    """One raw assistant turn calling a tool, as the model writes it."""
+    return f"Let me act.\n<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
+
+
+FIXES = {  # instance_id prefix -> the edit that fixes it
+    "acme__calc-1": ("calc/ops.py", "return a - b", "return a + b"),
+    "acme__calc-2": ("calc/neg.py", "return a\n", "return -a\n"),
+    "shout": ("text.py", "def shout(s):\n    return s.lower()", "def shout(s):\n    return s.upper()"),
+}
+
+
+def fix_script(instance_id: str, pause: float = 0.0) -> list[str]:
+    """A replay script that (optionally waits, then) makes the gold fix with the editor and submits."""
+    path, old, new = FIXES.get(instance_id) or FIXES["shout"]
+    turns = [call("bash", command=f"sleep {pause}")] if pause else []
+    return turns + [call("str_replace_editor", command="str_replace", path=path, old_str=old, new_str=new),
+                    call("submit")]

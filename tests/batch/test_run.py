@@ -1,0 +1,103 @@
+"""Batch runs with the replay backend: predictions, trajectories, errors, and resuming after SIGKILL."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.commands import configure
+from agent.swebench.backends import BackendProvider
+from agent.swebench.environments import EnvOptions
+from agent.swebench.eval import EvalOptions, evaluate
+from agent.swebench.instances import load_instances
+from agent.swebench.predictions import load_predictions, read_jsonl
+from agent.swebench.run import run_batch
+from tests.batch.fabricate import TEST_CMD, fix_script, shout_instance, standard_instances
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _write(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _scripts(directory: Path, ids: list[str], pause: float = 0.0) -> Path:
+    directory.mkdir(exist_ok=True)
+    for iid in ids:
+        (directory / f"{iid}.json").write_text(json.dumps(fix_script(iid, pause)))
+    return directory
+
+
+def test_batch_run_predicts_records_errors_and_retries_them(tmp_path):
+    records = standard_instances(tmp_path / "cache")
+    instances = load_instances(_write(tmp_path / "instances.jsonl", records))
+    ids = [i.instance_id for i in instances]
+    scripts = _scripts(tmp_path / "scripts", ids[:2])  # the third has no script yet: its run fails
+    config = configure(None, [f"run.output_dir={tmp_path / 'runs'}"], backend="replay", script=str(scripts))
+    provider = BackendProvider(config)
+    env = EnvOptions(repo_cache=tmp_path / "cache", work_root=tmp_path / "work")
+    out = tmp_path / "out"
+
+    outcomes = run_batch(instances, provider, config, env, out, workers=2)
+    assert sorted(o.instance_id for o in outcomes) == sorted(ids)
+    assert sorted(r["instance_id"] for r in read_jsonl(out / "preds.jsonl")) == sorted(ids[:2])
+    (error,) = read_jsonl(out / "errors.jsonl")
+    assert error["instance_id"] == ids[2] and "no replay script" in error["error"]
+    for iid in ids[:2]:
+        traj = json.loads((out / "trajectories" / f"{iid}.traj.json").read_text())
+        assert traj["task"]["instance_id"] == iid
+
+    _scripts(scripts, ids[2:])  # fixed: a rerun does only the failed instance
+    again = run_batch(instances, provider, config, env, out, workers=2)
+    assert [o.instance_id for o in again] == [ids[2]] and again[0].status == "submitted"
+    preds = load_predictions(out / "preds.jsonl", instances)
+    assert sorted(preds) == sorted(ids) and all(p["model_name_or_path"] == "replay:scripts" for p in preds.values())
+
+    summary, _, _ = evaluate(instances, preds, EvalOptions(repo_cache=tmp_path / "cache", work_root=tmp_path / "work",
+                                                           test_cmd=TEST_CMD), tmp_path / "eval", "e2e", workers=2)
+    assert summary["resolved_ids"] == sorted(ids)
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.mark.timeout(240)
+def test_killed_batch_resumes_without_losing_or_repeating(tmp_path):
+    cache = tmp_path / "cache"
+    records = standard_instances(cache) + [shout_instance(cache, f"acme/word{n}", n) for n in range(4, 7)]
+    instances_file = _write(tmp_path / "instances.jsonl", records)
+    ids = [r["instance_id"] for r in records]
+    scripts = _scripts(tmp_path / "scripts", ids, pause=1.5)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "cli", "swebench", "run", "--instances", str(instances_file), "--workers", "2",
+            "--repo-cache", str(cache), "--script", str(scripts), "--output", str(out)]
+    env = {**os.environ, "LOOPCODER_WORKTREES": str(tmp_path / "work"), "LOOPCODER_CONFIG": str(tmp_path / "none.yaml")}
+
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not _lines(out / "preds.jsonl") and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = [json.loads(line)["instance_id"] for line in _lines(out / "preds.jsonl")]
+    assert 1 <= len(before) < len(ids), proc.stderr.read().decode()[-2000:]
+    stamps = {iid: (out / "trajectories" / f"{iid}.traj.json").stat().st_mtime_ns for iid in before}
+    with open(out / "preds.jsonl", "a") as f:  # as if the kill had torn a write in half
+        f.write('{"instance_id": "' + next(i for i in ids if i not in before) + '", "model_pa')
+
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    after = [json.loads(line)["instance_id"] for line in _lines(out / "preds.jsonl")]
+    assert sorted(after) == sorted(ids) and after[: len(before)] == before  # nothing lost, nothing twice
+    assert all((out / "trajectories" / f"{iid}.traj.json").stat().st_mtime_ns == stamps[iid] for iid in before)
+    assert all(p["model_patch"].startswith("diff --git") for p in read_jsonl(out / "preds.jsonl"))
