@@ -1,10 +1,16 @@
 """What a tool is: a name, a JSON schema and a function (arguments, sandbox) -> Observation."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from workspace.sandbox import Sandbox
+from tools.arguments import validate
+from tools.output import truncate
+from workspace.sandbox import Sandbox, SandboxError
+
+log = logging.getLogger(__name__)
+MAX_OBSERVATION = 20_000  # characters; above what any tool shows on purpose
 
 
 @dataclass
@@ -29,3 +35,35 @@ class Tool:
             "type": "function",
             "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
         }
+
+
+def define(name: str, description: str, parameters: dict, impl: Callable[[dict, Sandbox], Observation]) -> Tool:
+    """A Tool whose run validates the arguments first and turns every failure into an error observation.
+
+    Model output is untrusted: a bad argument, a path outside the working copy
+    (SandboxError) or a bug in the tool must reach the model as text, never as
+    an exception that ends the agent loop.
+    """
+
+    def attempt(arguments: dict, sandbox: Sandbox) -> Observation:
+        error, clean = validate(name, arguments, parameters)
+        if error:
+            return Observation(error, is_error=True)
+        try:
+            return impl(clean, sandbox)
+        except SandboxError as exc:
+            return Observation(str(exc), is_error=True)
+        except Exception as exc:  # noqa: BLE001 - the loop must go on; the log keeps the traceback
+            log.exception("tool %s failed on %r", name, arguments)
+            return Observation(
+                f"The `{name}` tool failed unexpectedly ({type(exc).__name__}: {exc}). "
+                "This is a problem in the tool, not in your call; try another way (for example the `bash` tool).",
+                is_error=True,
+            )
+
+    def run(arguments: dict, sandbox: Sandbox) -> Observation:
+        observation = attempt(arguments, sandbox)
+        observation.text = truncate(observation.text, MAX_OBSERVATION)  # a safety net; tools cut their own output
+        return observation
+
+    return Tool(name, description, parameters, run)

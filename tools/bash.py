@@ -1,0 +1,66 @@
+"""bash: run one shell command in the working copy, with a timeout and output that always fits."""
+from __future__ import annotations
+
+from tools.base import Observation, Tool, define
+from tools.interactive import refusal
+from tools.shell import DEFAULT_TIMEOUT, MAX_TIMEOUT, run_captured, timeout_note
+from workspace.sandbox import Sandbox
+
+NAME = "bash"
+DESCRIPTION = (
+    "Run a bash command in the repository root and return its output (stdout and stderr together) and exit code. "
+    "Each call starts a fresh shell: `cd` and variables do not carry over, so chain steps with `&&`. "
+    "There is no terminal and stdin is closed: interactive programs (editors, pagers, REPLs) are refused. "
+    f"The command is killed after `timeout` seconds (default {DEFAULT_TIMEOUT:g}). "
+    "Long output is cut to its head and tail; the full output is saved to a file whose path is given, for grep."
+)
+PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "command": {"type": "string", "description": "The shell command to run, e.g. `grep -rn 'def main' src/`."},
+        "timeout": {"type": "number", "description": f"Seconds before the command is killed (default {DEFAULT_TIMEOUT:g}, at most {MAX_TIMEOUT:g})."},
+    },
+    "required": ["command"],
+}
+NO_OUTPUT = "Your command ran successfully and did not produce any output."
+LINGERING = ("[A background process started by this command still holds its output, so what it prints later is not shown. "
+             "Send its output to a file instead, e.g. `nohup CMD > /tmp/cmd.log 2>&1 &`, and read the log.]")
+
+
+def check_timeout(value: float | None, default: float) -> tuple[float, str | None]:
+    """(seconds, error) for a model-given `timeout`; shared with run_tests."""
+    seconds = default if value is None else float(value)
+    if not 0 < seconds <= MAX_TIMEOUT:
+        return seconds, f"Parameter `timeout` must be between 0 and {MAX_TIMEOUT:g} seconds; got {value}."
+    return seconds, None
+
+
+def _run(arguments: dict, sandbox: Sandbox) -> Observation:
+    command = arguments["command"]
+    if not command.strip():
+        return Observation("Parameter `command` is empty; give the shell command to run.", is_error=True)
+    seconds, error = check_timeout(arguments.get("timeout"), DEFAULT_TIMEOUT)
+    if error:
+        return Observation(error, is_error=True)
+    reason = refusal(command)
+    if reason:
+        return Observation(f"Command not run: {reason}", is_error=True)
+    captured = run_captured(sandbox, command, seconds)
+    text = captured.text.rstrip("\n")
+    parts = [text] if text else []
+    if captured.timed_out:
+        parts.append(timeout_note(seconds, captured.timeouts_in_a_row))
+    elif captured.exit_code != 0:
+        parts.append(f"[exit code: {captured.exit_code}]")
+    elif not parts:
+        parts.append(NO_OUTPUT)
+    if captured.lingering:
+        parts.append(LINGERING)
+    extra = {"timeouts_in_a_row": captured.timeouts_in_a_row, "timed_out": captured.timed_out}
+    if captured.saved_to:
+        extra["saved_to"] = captured.saved_to
+    return Observation("\n".join(parts), is_error=captured.timed_out, exit_code=captured.exit_code, extra=extra)
+
+
+def make() -> Tool:
+    return define(NAME, DESCRIPTION, PARAMETERS, _run)
