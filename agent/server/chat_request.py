@@ -17,7 +17,7 @@ from model.backends.base import GenerationParams
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 MAX_STOP_STRINGS = 16
-DEFAULT_MAX_TOKENS = 1024
+FILL_WINDOW = 2**31 - 1  # no max_tokens: generate until the window is full (the engine clamps to the room left)
 
 
 @dataclass
@@ -25,7 +25,6 @@ class ChatRequest:
     messages: list[dict]
     tools: list[dict] | None
     params: GenerationParams
-    max_tokens_given: bool  # an explicit limit may not exceed the context window; the default shrinks to fit
     stream: bool
     include_usage: bool  # stream_options.include_usage: a last chunk carries usage
     parse_tools: bool  # tool_choice "none" returns the text as content
@@ -69,12 +68,12 @@ def parse_chat_request(body: bytes, model_names: list[str]) -> ChatRequest:
         top_p=_number(data, "top_p", 1.0, 0.0, 1.0, low_open=True),
         top_k=_typed(data, "top_k", int, 0) or 0,
         seed=seed,
-        max_new_tokens=max_tokens or DEFAULT_MAX_TOKENS,
+        max_new_tokens=max_tokens or FILL_WINDOW,
         stop=_stop(data.get("stop")),
     )
     if params.top_k < 0:
         raise bad_request("'top_k' must be 0 (off) or a positive integer.", "top_k")
-    return ChatRequest(messages, tools, params, max_tokens is not None, stream, include_usage, parse_tools)
+    return ChatRequest(messages, tools, params, stream, include_usage, parse_tools)
 
 
 def _reason(exc: Exception) -> str:

@@ -62,20 +62,19 @@ class Engine:
             return Generated(done, message, last)
 
     def _fit(self, backend: Backend, request: ChatRequest):
-        """Sampling params whose token limit fits the window; an explicit limit that does not is an error."""
+        """Sampling params whose token limit fits the window (a reply cut there ends with "length");
+        a prompt that leaves no room at all is the client's error."""
         window = backend.context_window
         prompt = backend.count_tokens(request.messages, request.tools)
         room = window - prompt
-        asked = request.params.max_new_tokens
-        if room < 1 or (request.max_tokens_given and asked > room):
-            wanted = f"{prompt} in the messages" + (f", {asked} in the completion" if request.max_tokens_given else "")
+        if room < 1:
             raise bad_request(
-                f"This model's maximum context length is {window} tokens; this request needs more ({wanted}). "
-                "Shorten the messages or lower max_tokens.",
+                f"This model's maximum context length is {window} tokens; the messages take {prompt}. "
+                "Shorten the messages.",
                 "messages",
                 "context_length_exceeded",
             )
-        return replace(request.params, max_new_tokens=min(asked, room))
+        return replace(request.params, max_new_tokens=min(request.params.max_new_tokens, room))
 
     def close(self) -> None:
         """Free the sessions, unless a generation still runs (at shutdown: the process is exiting anyway)."""

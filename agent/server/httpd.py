@@ -23,6 +23,7 @@ from agent.server.errors import ApiError
 
 log = logging.getLogger("loopcoder.serve")
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+DRAIN_BYTES = 64 * 1024 * 1024
 SOCKET_TIMEOUT = 120.0  # seconds a client may stall mid-request before its connection is closed
 
 
@@ -139,7 +140,8 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "The Content-Length header is not a non-negative integer.") from None
         limit = self.server.max_body_bytes
         if length > limit:
-            self.close_connection = True  # the body is left unread
+            self.close_connection = True
+            self._discard(length)
             raise ApiError(413, f"The request body is {length} bytes; this server accepts at most {limit} (--max-body-bytes).",
                            code="request_too_large")
         body = self.rfile.read(length)
@@ -147,6 +149,16 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise ApiError(400, f"The request body ended after {len(body)} of {length} bytes.")
         return body
+
+    def _discard(self, length: int) -> None:
+        """Read and drop an oversized body (up to DRAIN_BYTES), so the client, still sending, reads
+        our 413 instead of a reset connection."""
+        left = min(length, DRAIN_BYTES)
+        try:
+            while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
+                left -= len(chunk)
+        except OSError:
+            pass
 
     def _stream(self, request) -> None:
         cid, model = responses.new_id("chatcmpl-"), self._model()
