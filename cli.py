@@ -30,6 +30,38 @@ def fail(message: str, code: int = 2) -> None:
 
 # --- model commands (issue: PLT model) -------------------------------------
 
+
+@model_app.command("info")
+def model_info(path: str = typer.Argument(..., help="Checkpoint directory (config.json + safetensors).")) -> None:
+    """Print a checkpoint's shape, parameter count, dtype and KV-cache cost; check its tensors."""
+    from pathlib import Path
+
+    from model.cli_report import describe_checkpoint
+
+    try:
+        typer.echo(describe_checkpoint(Path(path)))
+    except ValueError as error:
+        fail(str(error))
+
+
+@model_app.command("init-random")
+def model_init_random(
+    path: str = typer.Argument(..., help="New checkpoint directory to write."),
+    preset: str = typer.Option("tiny", help="tiny | small | 7b-shape"),
+    seed: int = typer.Option(0, help="Seed of the random weights."),
+    tokenizer: str = typer.Option(None, help="Copy this directory's tokenizer files into the checkpoint."),
+    meta: bool = typer.Option(False, "--meta", help="Write config.json only (no weights); report the size."),
+) -> None:
+    """Write a randomly initialised PLT checkpoint with the released layout."""
+    from pathlib import Path
+
+    from model.cli_report import init_random
+
+    try:
+        typer.echo(init_random(Path(path), preset, seed, Path(tokenizer) if tokenizer else None, meta))
+    except ValueError as error:
+        fail(str(error))
+
 # --- generate (issue: chat layer) ------------------------------------------
 
 

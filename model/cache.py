@@ -1,0 +1,184 @@
+"""`PLTCache`: the incremental-decoding state of a Parallel Loop Transformer.
+
+What a PLT needs to continue a sequence (spec §4), per layer:
+- loop 0's keys/values for every position (the global branch of every loop
+  reads them): this is the only part that grows, as in a 1-loop model;
+- for each loop r >= 1, its own keys/values for the last `window + 1 + slack`
+  positions only (a ring: slot = position % ring_size), enough for the local
+  branch and for rolling back up to `slack` tokens exactly;
+- for each loop r < R-1, that loop's output at the last `ring_size` positions
+  (the CLP carry: loop r+1 at token t takes loop r's output at t-1).
+
+Positions here are cache columns. With left padding a row's real tokens are
+contiguous, so a column distance is a token distance and masks do the rest.
+
+API used by the chat layer (multi-turn sessions):
+    cache = model.new_cache(batch_size=1)      # or PLTCache(config, batch_size=1)
+    out = model(input_ids, past_key_values=cache, use_cache=True)  # appends, logits for those tokens
+    cache.get_seq_length()                    # tokens held
+    cache.can_crop(n) -> bool                 # can it roll back to n tokens exactly?
+    cache.crop(n)                             # roll back; ValueError when it cannot (re-prefill then)
+"""
+from __future__ import annotations
+
+import torch
+
+from .configuration_plt import IQuestPLTCoderConfig
+
+DEFAULT_SLACK = 16
+
+
+class PLTCache:
+    """Loop-0 K/V for every token, plus constant-size rings for the other loops."""
+
+    is_compileable = False  # read by generate(): never auto-compile around this cache
+
+    def __init__(self, config: IQuestPLTCoderConfig, batch_size: int = 1, slack: int = DEFAULT_SLACK):
+        if slack < 0:
+            raise ValueError(f"slack must be >= 0, got {slack}")
+        self.batch_size = batch_size
+        self.num_loops = config.plt_num_loops
+        self.window = config.plt_window
+        self.slack = slack
+        self.ring_size = self.window + 1 + slack
+        layers = config.num_hidden_layers
+        self._length = 0
+        self._local_start = 0  # oldest position whose ring entries and carries are held
+        self._k0: list[torch.Tensor | None] = [None] * layers  # [B, Hkv, capacity, Dh]
+        self._v0: list[torch.Tensor | None] = [None] * layers
+        self._ring_k: list[torch.Tensor | None] = [None] * layers  # [R-1, B, Hkv, ring_size, Dh]
+        self._ring_v: list[torch.Tensor | None] = [None] * layers
+        self._carry: torch.Tensor | None = None  # [R-1, B, ring_size, d]; loop r's output at slot
+
+    # --- the public API ----------------------------------------------------
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Number of tokens (cache columns) held."""
+        return self._length
+
+    def can_crop(self, length: int) -> bool:
+        """True when rolling back to `length` tokens keeps every later logit exact.
+
+        The next token at position `length` needs loop r's keys at
+        `length - window .. length - 1` and its carry at `length - 1`; the rings
+        hold `window + 1 + slack` positions, so up to `slack + 1` tokens can go.
+        """
+        return length == 0 or self._shortest_crop() <= length <= self._length
+
+    def crop(self, length: int) -> None:
+        """Roll back to the first `length` tokens (negative: drop that many from the end).
+
+        Raises ValueError when the rings no longer hold what the next token would
+        need (a rollback of more than `slack + 1` tokens); the caller then re-prefills.
+        """
+        if length < 0:
+            length = self._length + length
+        if not self.can_crop(length):
+            raise ValueError(
+                f"cannot roll the PLT cache back from {self._length} to {length} tokens: loops >= 1 keep "
+                f"their keys for the last {self.ring_size} positions only (window {self.window} + 1 + slack "
+                f"{self.slack}), so it can go back to {self._shortest_crop()} tokens at the least (or to 0); "
+                "re-prefill from scratch instead"
+            )
+        self._length = length
+        if length == 0:
+            self._local_start = 0
+
+    def _shortest_crop(self) -> int:
+        """The smallest length > 0 a crop can keep exactly."""
+        return 1 if self._local_start == 0 else self._local_start + max(self.window, 1)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Select/reorder batch rows (beam search)."""
+        def pick(t, dim):
+            return None if t is None else t.index_select(dim, beam_idx.to(t.device))
+
+        self._k0 = [pick(t, 0) for t in self._k0]
+        self._v0 = [pick(t, 0) for t in self._v0]
+        self._ring_k = [pick(t, 1) for t in self._ring_k]
+        self._ring_v = [pick(t, 1) for t in self._ring_v]
+        self._carry = pick(self._carry, 1)
+        self.batch_size = len(beam_idx)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cache's tensors (loop-0 buffers at their current capacity)."""
+        tensors = [*self._k0, *self._v0, *self._ring_k, *self._ring_v, self._carry]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+    # --- used by the model -------------------------------------------------
+
+    def append_global(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store loop 0's k, v [B, Hkv, n, Dh] after the held tokens; return all of them [B, Hkv, L+n, Dh]."""
+        end = self._length + k.shape[2]
+        if self._k0[layer] is None or self._k0[layer].shape[2] < end:
+            self._k0[layer], self._v0[layer] = _grown(self._k0[layer], k, end), _grown(self._v0[layer], v, end)
+        self._k0[layer][:, :, self._length:end] = k
+        self._v0[layer][:, :, self._length:end] = v
+        return self.global_kv(layer, k.shape[2])
+
+    def global_kv(self, layer: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loop 0's keys/values for the held tokens plus the `n` being processed."""
+        end = self._length + n
+        return self._k0[layer][:, :, :end], self._v0[layer][:, :, :end]
+
+    def ring(self, layer: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loops >= 1 rings of one layer, [R-1, B, Hkv, ring_size, Dh] (zeros until written)."""
+        if self._ring_k[layer] is None:
+            batch, heads, _, dim = like.shape
+            shape = (self.num_loops - 1, batch, heads, self.ring_size, dim)
+            self._ring_k[layer] = like.new_zeros(shape)
+            self._ring_v[layer] = like.new_zeros(shape)
+        return self._ring_k[layer], self._ring_v[layer]
+
+    def write_ring(self, layer: int, loop: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store loop `loop`'s k, v [B, Hkv, n, Dh] for positions L..L+n-1 (the last ring_size of them)."""
+        ring_k, ring_v = self.ring(layer, k)
+        slots, keep = self._slots(k.shape[2], k.device)
+        ring_k[loop - 1].index_copy_(2, slots, k[:, :, -keep:])
+        ring_v[loop - 1].index_copy_(2, slots, v[:, :, -keep:])
+
+    def carry(self, loop: int, like: torch.Tensor) -> torch.Tensor:
+        """Loop `loop`'s output at the last held position, [B, 1, d]; zeros for an empty cache."""
+        if self._carry is None:
+            batch, _, dim = like.shape
+            self._carry = like.new_zeros((self.num_loops - 1, batch, self.ring_size, dim))
+        if self._length == 0:
+            return torch.zeros_like(self._carry[loop, :, :1])
+        slot = (self._length - 1) % self.ring_size
+        return self._carry[loop, :, slot:slot + 1].clone()  # a copy: write_carry may reuse the slot
+
+    def write_carry(self, loop: int, hidden: torch.Tensor) -> None:
+        """Store loop `loop`'s output [B, n, d] for positions L..L+n-1 (the last ring_size of them)."""
+        self.carry(loop, hidden)
+        slots, keep = self._slots(hidden.shape[1], hidden.device)
+        self._carry[loop].index_copy_(1, slots, hidden[:, -keep:])
+
+    def ring_positions(self, length: int | None = None, device=None) -> torch.Tensor:
+        """[ring_size] the position each ring slot holds once `length` tokens are in, -1 where none."""
+        length = self._length if length is None else length
+        start = max(self._local_start, length - self.ring_size)
+        slot = torch.arange(self.ring_size, device=device)
+        position = length - 1 - (length - 1 - slot) % self.ring_size
+        return torch.where(position >= start, position, -1)
+
+    def advance(self, n: int) -> None:
+        """Commit `n` processed tokens (after every layer and loop has written them)."""
+        self._length += n
+        self._local_start = max(self._local_start, self._length - self.ring_size)
+
+    def _slots(self, n: int, device) -> tuple[torch.Tensor, int]:
+        keep = min(n, self.ring_size)
+        positions = torch.arange(self._length + n - keep, self._length + n, device=device)
+        return positions % self.ring_size, keep
+
+
+def _grown(buffer: torch.Tensor | None, like: torch.Tensor, needed: int) -> torch.Tensor:
+    """A copy of `buffer` [B, Hkv, cap, Dh] with room for `needed` columns (+25%, multiple of 256)."""
+    old = 0 if buffer is None else buffer.shape[2]
+    capacity = -(-max(needed, old + old // 4) // 256) * 256
+    batch, heads, _, dim = like.shape
+    grown = like.new_empty((batch, heads, capacity, dim))
+    if buffer is not None:
+        grown[:, :, :old] = buffer
+    return grown

@@ -1,0 +1,438 @@
+"""LoopCoder-V2 (`IQuestPLTCoderForCausalLM`): a Parallel Loop Transformer in plain PyTorch.
+
+The math is docs/plt-spec.md §1-§3; the names mirror transformers' Llama so the
+released checkpoint loads with `from_pretrained`. In one sentence: the same
+layers run `R = plt_num_loops` times; loop 0 is a causal decoder over the
+embeddings E; loop r >= 1 starts from `a*E_t + b*H^{r-1}_{t-1}` (the previous
+loop's normed output, shifted one token: the CLP) and, in every layer, mixes per
+head `g * (attention over loop 0's keys) + (1-g) * (attention over its own keys
+in a window of plt_window+1)`. Only the last loop reaches lm_head.
+
+Every forward goes through a `PLTCache` (a throwaway one when use_cache=False),
+so a full forward, a chunked prefill and token-by-token decoding are one code
+path. Shapes: B batch, n tokens in this call, L tokens already cached, d hidden,
+H query heads, Hkv key/value heads, Dh head dim, S ring size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from .cache import DEFAULT_SLACK, PLTCache
+from .configuration_plt import IQuestPLTCoderConfig
+
+MAX_CHUNK = 2048  # longer inputs run as consecutive chunks: masks stay O(chunk * L)
+
+
+class PLTRMSNorm(nn.Module):
+    """RMSNorm as the vendor kernel: fp32 statistics, cast back, then times the weight."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stats = x.to(torch.promote_types(x.dtype, torch.float32))
+        normed = stats * torch.rsqrt(stats.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * normed.to(x.dtype)
+
+
+def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """NeoX-style RoPE tables for positions [B, n] -> cos, sin [B, 1, n, Dh] (fp32 math, as the vendor)."""
+    compute = torch.promote_types(dtype, torch.float32)
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=compute) / head_dim)
+    freqs = position_ids[..., None].to(compute) * inv_freq  # [B, n, Dh/2]
+    angles = torch.cat([freqs, freqs], dim=-1)[:, None]  # [B, 1, n, Dh]
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, heads, n, Dh] rotated by position (rotate-half over all Dh dims)."""
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-second, first], dim=-1) * sin
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax attention with GQA: q [B, H, n, Dh], k/v [B, Hkv, S, Dh], mask [B|1, 1, n, S] (True = visible)."""
+    if mask is not None:
+        mask = mask.to(q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+
+
+@dataclass
+class LoopStep:
+    """What every layer needs to run loop `loop` over the current tokens."""
+
+    loop: int
+    cache: PLTCache
+    cos: torch.Tensor  # [B, 1, n, Dh]
+    sin: torch.Tensor
+    global_mask: torch.Tensor | None  # [B|1, 1, n, L+n] over loop 0's keys; None = all visible
+    local_mask: torch.Tensor  # [B|1, 1, n, S+n] over the ring then this call's keys
+
+
+class PLTGate(nn.Module):
+    """Per-head weight g of the global branch in loops >= 1.
+
+    Hidden-state mode (the released model): g = sigmoid(W RMSNorm(r) + b), r the
+    layer input before input_layernorm, W [H, d]. Query mode: g_h =
+    sigmoid(<q_h after RoPE, W[h]> + b[h]), W [H, Dh].
+    """
+
+    def __init__(self, config: IQuestPLTCoderConfig):
+        super().__init__()
+        self.use_hidden_states = config.plt_gate_use_hidden_states
+        if self.use_hidden_states:
+            self.gate_norm = PLTRMSNorm(config.hidden_size, config.rms_norm_eps)
+        in_features = config.hidden_size if self.use_hidden_states else config.head_dim
+        self.weight = nn.Parameter(torch.empty(config.num_attention_heads, in_features))
+        self.bias = nn.Parameter(torch.zeros(config.num_attention_heads))
+
+    def forward(self, q: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """q [B, H, n, Dh], residual [B, n, d] -> g [B, H, n, 1]."""
+        if self.use_hidden_states:
+            logits = F.linear(self.gate_norm(residual), self.weight, self.bias).transpose(1, 2)  # [B, H, n]
+        else:
+            logits = torch.einsum("bhnd,hd->bhn", q, self.weight) + self.bias[:, None]
+        return torch.sigmoid(logits)[..., None]
+
+
+class PLTAttention(nn.Module):
+    def __init__(self, config: IQuestPLTCoderConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        d, heads, kv_heads, bias = config.hidden_size, config.num_attention_heads, config.num_key_value_heads, config.attention_bias
+        self.q_proj = nn.Linear(d, heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(d, kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(d, kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(heads * self.head_dim, d, bias=bias)
+        self.plt_gate = PLTGate(config)
+
+    def forward(self, u: torch.Tensor, residual: torch.Tensor, step: LoopStep) -> torch.Tensor:
+        """u = input_layernorm(residual), both [B, n, d] -> [B, n, d]."""
+        batch, n, _ = u.shape
+        q = self.q_proj(u).view(batch, n, -1, self.head_dim).transpose(1, 2)  # [B, H, n, Dh]
+        k = self.k_proj(u).view(batch, n, -1, self.head_dim).transpose(1, 2)  # [B, Hkv, n, Dh]
+        v = self.v_proj(u).view(batch, n, -1, self.head_dim).transpose(1, 2)
+        cos, sin = step.cos.to(u.device), step.sin.to(u.device)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        cache = step.cache
+        if step.loop == 0:
+            k0, v0 = cache.append_global(self.layer_idx, k, v)  # [B, Hkv, L+n, Dh]
+            out = attend(q, k0, v0, step.global_mask)
+        else:
+            k0, v0 = cache.global_kv(self.layer_idx, n)  # written by loop 0, this call included
+            ring_k, ring_v = cache.ring(self.layer_idx, k)  # [R-1, B, Hkv, S, Dh]
+            local_k = torch.cat([ring_k[step.loop - 1], k], dim=2)  # [B, Hkv, S+n, Dh]
+            local_v = torch.cat([ring_v[step.loop - 1], v], dim=2)
+            gate = self.plt_gate(q, residual)  # [B, H, n, 1]
+            out = attend(q, k0, v0, step.global_mask) * gate + attend(q, local_k, local_v, step.local_mask) * (1 - gate)
+            cache.write_ring(self.layer_idx, step.loop, k, v)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, n, -1))
+
+
+class PLTMLP(nn.Module):
+    def __init__(self, config: IQuestPLTCoderConfig):
+        super().__init__()
+        d, ffn, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
+        self.gate_proj = nn.Linear(d, ffn, bias=bias)
+        self.up_proj = nn.Linear(d, ffn, bias=bias)
+        self.down_proj = nn.Linear(ffn, d, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class PLTDecoderLayer(nn.Module):
+    """Pre-norm block shared by all loops; the gate reads the residual before input_layernorm."""
+
+    def __init__(self, config: IQuestPLTCoderConfig, layer_idx: int):
+        super().__init__()
+        self.self_attn = PLTAttention(config, layer_idx)
+        self.mlp = PLTMLP(config)
+        self.input_layernorm = PLTRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = PLTRMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, h: torch.Tensor, step: LoopStep) -> torch.Tensor:
+        h = h + self.self_attn(self.input_layernorm(h), h, step)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class IQuestPLTCoderPreTrainedModel(PreTrainedModel):
+    config_class = IQuestPLTCoderConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["PLTDecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _keys_to_ignore_on_load_unexpected = [r"rotary_emb\.inv_freq"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, PLTGate):
+            module.weight.data.normal_(mean=0.0, std=self.config.initializer_range)
+            module.bias.data.zero_()
+
+    @staticmethod
+    def _fix_state_dict_key_on_load(key: str) -> tuple[str, bool]:
+        """Accept the gate under `loop_gate_proj` too (the vLLM loader takes both names)."""
+        from .loading import canonical_key
+
+        new_key = canonical_key(key)
+        return new_key, new_key != key
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loader, but a missing, unexpected or misshapen tensor is an error, not a warning."""
+        from .loading import check_checkpoint_dir, raise_on_loading_problems
+
+        if cls is IQuestPLTCoderForCausalLM:
+            check_checkpoint_dir(pretrained_model_name_or_path, kwargs.get("config"))
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        raise_on_loading_problems(info, pretrained_model_name_or_path)
+        return (model, info) if want_info else model
+
+
+class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
+    """Embeddings, the shared layers run plt_num_loops times, and the shared final norm."""
+
+    _keys_to_ignore_on_load_unexpected = [r"rotary_emb\.inv_freq", r"^lm_head\."]  # loads from a CausalLM checkpoint
+
+    def __init__(self, config: IQuestPLTCoderConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.layers = nn.ModuleList(PLTDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = PLTRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: PLTCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        """Run the tokens after those in `past_key_values` (a new cache when None).
+
+        attention_mask [B, L+n] covers the cached and the new tokens and may only
+        pad on the left; position_ids [B, n] default to each row's token index.
+        """
+        if kwargs.get("output_attentions") or kwargs.get("output_hidden_states"):
+            raise ValueError("IQuestPLTCoderModel does not return attentions or per-layer hidden states")
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        embeds = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # [B, n, d]
+        batch, n, _ = embeds.shape
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        cache = past_key_values if past_key_values is not None else PLTCache(self.config, batch)
+        if not isinstance(cache, PLTCache):
+            raise TypeError(f"past_key_values must be a PLTCache (model.new_cache()), got {type(cache).__name__}")
+        held = cache.get_seq_length()
+        key_valid = _key_validity(attention_mask, batch, held + n)  # [B, L+n] or None
+        if position_ids is None:
+            position_ids = _default_positions(key_valid, held, n, embeds.device)
+        hidden = [
+            self._run_chunk(
+                embeds[:, start:start + MAX_CHUNK],
+                position_ids[:, start:start + MAX_CHUNK],
+                None if key_valid is None else key_valid[:, : held + start + MAX_CHUNK],
+                cache,
+            )
+            for start in range(0, n, MAX_CHUNK)
+        ]
+        return BaseModelOutputWithPast(
+            last_hidden_state=torch.cat(hidden, dim=1), past_key_values=cache if use_cache else None
+        )
+
+    def _run_chunk(self, embeds, position_ids, key_valid, cache: PLTCache) -> torch.Tensor:
+        """All loops over one chunk [B, n, d] (spec §4 prefill); returns the last loop's normed output."""
+        config = self.config
+        held, n = cache.get_seq_length(), embeds.shape[1]
+        cos, sin = rotary_cos_sin(position_ids, config.head_dim, config.rope_theta, embeds.dtype)
+        global_mask, local_mask = _chunk_masks(cache, n, key_valid, embeds.device)
+        h = embeds
+        for loop in range(config.plt_num_loops):
+            if loop > 0:
+                h = config.emb_scale * embeds + config.hidden_scale * self._shifted(out, loop - 1, key_valid, cache)
+            step = LoopStep(loop, cache, cos, sin, global_mask, local_mask)
+            for layer in self.layers:
+                h = layer(h, step)
+            last = loop == config.plt_num_loops - 1
+            out = self.norm(h) if last or config.plt_normalize_per_loop else h  # [B, n, d]
+        cache.advance(n)
+        return out
+
+    @staticmethod
+    def _shifted(out: torch.Tensor, loop: int, key_valid, cache: PLTCache) -> torch.Tensor:
+        """CLP input: loop `loop`'s output at t-1 for every t [B, n, d]; the carry for the first, 0 after padding."""
+        held, n = cache.get_seq_length(), out.shape[1]
+        previous = torch.cat([cache.carry(loop, out).to(out.device), out[:, :-1]], dim=1)
+        cache.write_carry(loop, out)
+        if key_valid is not None:
+            before = F.pad(key_valid, (1, 0))[:, held:held + n]  # [B, n]: is column t-1 a real token?
+            previous = previous * before[..., None].to(previous.dtype)
+        return previous
+
+
+class IQuestPLTCoderForCausalLM(IQuestPLTCoderPreTrainedModel, GenerationMixin):
+    """The PLT with its untied lm_head; `generate()` runs on a `PLTCache`."""
+
+    def __init__(self, config: IQuestPLTCoderConfig):
+        super().__init__(config)
+        self.model = IQuestPLTCoderModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def new_cache(self, batch_size: int = 1, slack: int = DEFAULT_SLACK) -> PLTCache:
+        """An empty cache; `crop` can later drop up to `slack` tokens exactly."""
+        return PLTCache(self.config, batch_size, slack)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: PLTCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast | tuple:
+        """Append the tokens to `past_key_values` and return their logits [B, n, V] (the last `logits_to_keep`)."""
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden[:, keep])
+        loss = None if labels is None else self.loss_function(logits, labels, self.config.vocab_size, **kwargs)
+        result = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+        return result if return_dict is not False else result.to_tuple()
+
+    # --- generate() plumbing --------------------------------------------------
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # a DynamicCache cannot hold the loop>=1 rings and carries
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, generation_mode, batch_size, max_cache_length):
+        """Give generate() a PLTCache where it would build a DynamicCache."""
+        if generation_config.cache_implementation is not None:
+            raise ValueError(
+                f"cache_implementation={generation_config.cache_implementation!r} is not supported: "
+                "the PLT decodes with its own PLTCache"
+            )
+        cache = model_kwargs.get("past_key_values")
+        if cache is not None and not isinstance(cache, PLTCache):
+            raise TypeError(f"past_key_values must be a PLTCache (model.new_cache()), got {type(cache).__name__}")
+        if cache is None and generation_config.use_cache is not False:
+            rows = batch_size * max(generation_config.num_beams, generation_config.num_return_sequences or 1)
+            model_kwargs["past_key_values"] = self.new_cache(rows)
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        past_key_values: PLTCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool = True,
+        logits_to_keep: int | None = None,
+        **kwargs,
+    ) -> dict:
+        """Feed only the tokens the cache does not hold yet (everything when there is no cache)."""
+        held = past_key_values.get_seq_length() if past_key_values is not None else 0
+        total = input_ids.shape[1]
+        if held >= total and total > 0:
+            if held > total or not past_key_values.can_crop(total - 1):
+                raise ValueError(
+                    f"the cache holds {held} tokens but the prompt has {total}: pass a cache that holds a "
+                    "prefix of the prompt (or crop it first)"
+                )
+            past_key_values.crop(total - 1)  # recompute the last token to get its logits
+            held = total - 1
+        inputs = {"past_key_values": past_key_values, "use_cache": use_cache}
+        if inputs_embeds is not None and held == 0:
+            inputs["inputs_embeds"] = inputs_embeds
+        else:
+            inputs["input_ids"] = input_ids[:, held:]
+        if attention_mask is not None:
+            inputs["attention_mask"] = attention_mask
+            inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, held:]
+        if logits_to_keep is not None:
+            inputs["logits_to_keep"] = logits_to_keep
+        return inputs
+
+
+def _key_validity(attention_mask: torch.Tensor | None, batch: int, total: int) -> torch.Tensor | None:
+    """attention_mask [B, L+n] -> bool [B, L+n], or None when nothing is padded."""
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() != 2 or tuple(attention_mask.shape) != (batch, total):
+        raise ValueError(
+            f"attention_mask must be [batch, cached + new tokens] = [{batch}, {total}], got {tuple(attention_mask.shape)}"
+        )
+    valid = attention_mask.bool()
+    if bool((valid[:, 1:] < valid[:, :-1]).any()):
+        raise ValueError("attention_mask may only pad on the left (zeros before ones in every row)")
+    return None if bool(valid.all()) else valid
+
+
+def _default_positions(key_valid, held: int, n: int, device) -> torch.LongTensor:
+    """[B|1, n]: the token index of each new token in its row (left padding not counted)."""
+    if key_valid is None:
+        return torch.arange(held, held + n, device=device)[None]
+    return (key_valid.long().cumsum(-1) - 1).clamp(min=0)[:, held:].to(device)
+
+
+def _chunk_masks(cache: PLTCache, n: int, key_valid, device):
+    """Visibility for n new tokens at columns L..L+n-1 -> (global [.., n, L+n] or None, local [.., n, S+n]).
+
+    Global: causal over every column. Local: columns t-W..t, read from the ring
+    (earlier columns) and from this call's keys. A padded column is never a key,
+    except for its own query, so no row is empty (no NaN).
+    """
+    held = cache.get_seq_length()
+    query = torch.arange(held, held + n, device=device)[:, None]  # [n, 1]
+    columns = torch.arange(held + n, device=device)  # [L+n]
+    local_columns = torch.cat([cache.ring_positions(device=device), columns[held:]])  # [S+n], -1: empty slot
+    global_mask = columns <= query  # [n, L+n]
+    local_mask = (local_columns >= 0) & (local_columns <= query) & (local_columns >= query - cache.window)
+    if key_valid is None:
+        return (None if n == 1 else global_mask[None, None]), local_mask[None, None]
+    key_valid = key_valid.to(device)
+    local_valid = key_valid.gather(1, local_columns.clamp(min=0).expand(key_valid.shape[0], -1))  # [B, S+n]
+    global_mask = (global_mask & key_valid[:, None]) | (columns == query)  # [B, n, L+n]
+    local_mask = (local_mask & local_valid[:, None]) | (local_columns == query)  # [B, n, S+n]
+    return global_mask[:, None], local_mask[:, None]
+
+
+__all__ = ["IQuestPLTCoderForCausalLM", "IQuestPLTCoderModel", "IQuestPLTCoderPreTrainedModel"]
