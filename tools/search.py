@@ -23,7 +23,8 @@ TIMEOUT = 60.0
 DESCRIPTION = (
     "Search the repository. mode `content` (default): lines matching `pattern` (a regular expression, or plain "
     "text with `literal`), shown as path:line:text. mode `files`: files whose name matches `pattern` (a glob such "
-    f"as `test_*.py`, or part of the name). Skips .git and binary files; at most {MAX_RESULTS} results."
+    f"as `test_*.py`, or part of the name). Skips .git, binary files and (with ripgrep) files .gitignore excludes; "
+    f"at most {MAX_RESULTS} results."
 )
 PARAMETERS = {
     "type": "object",
