@@ -129,24 +129,20 @@ class Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower() or self.headers.get("Content-Length") is None:
-            self.close_connection = True
             raise ApiError(411, "Send the request body with a Content-Length header (chunked bodies are not accepted).")
         try:
             length = int(self.headers["Content-Length"])
             if length < 0:
                 raise ValueError
         except ValueError:
-            self.close_connection = True
             raise ApiError(400, "The Content-Length header is not a non-negative integer.") from None
         limit = self.server.max_body_bytes
         if length > limit:
-            self.close_connection = True
             self._discard(length)
             raise ApiError(413, f"The request body is {length} bytes; this server accepts at most {limit} (--max-body-bytes).",
                            code="request_too_large")
         body = self.rfile.read(length)
         if len(body) < length:
-            self.close_connection = True
             raise ApiError(400, f"The request body ended after {len(body)} of {length} bytes.")
         return body
 
@@ -212,23 +208,23 @@ class Handler(BaseHTTPRequestHandler):
         self._status = status
 
     def _error(self, exc: ApiError) -> None:
+        """Answer a refusal and close: the body may be unread, so the connection is not reusable."""
         self._status, self._detail = exc.status, exc.message
+        self.close_connection = True
         try:
             if self._sent_headers:  # mid-stream the status line is gone: send the error as an event
-                self.close_connection = True
                 self._event(exc.body())
                 self._write_chunk(b"")
             else:
                 self._json(exc.status, exc.body())
         except (OSError, ClientGone):
-            self.close_connection = True
+            pass
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Refusals from the HTTP parser itself (bad request line, huge headers, unknown method)."""
         if code == HTTPStatus.NOT_IMPLEMENTED:
             code, message = HTTPStatus.METHOD_NOT_ALLOWED, f"Method {self.command!r} is not allowed; use GET or POST"
         self._started, self._sent_headers = time.monotonic(), False
-        self.close_connection = True
         text = (message or HTTPStatus(code).phrase)[:200]
         self._error(ApiError(int(code), f"{text}. This is an OpenAI-compatible API: POST JSON to /v1/chat/completions."))
         self._log()
