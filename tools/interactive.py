@@ -20,7 +20,7 @@ _REPL = re.compile(r"(python|pypy)[\d.]*|i?python3?|bpython|node|irb|ghci")
 _REPL_WITH_INPUT = {"-c", "-m", "-"}  # python flags that mean "not a REPL"
 _PREFIXES = {"sudo", "exec", "command", "builtin", "nohup", "time", "nice", "stdbuf", "env", "then", "do", "else",
              "elif", "if", "while", "until", "!", "{", "}"}
-_SEPARATORS = {";", "&", "&&", "|", "||", "|&", "(", ")", ";;", "\n"}
+_SEPARATORS = {";", "&", "&&", "|", "||", "|&", "(", ")", ";;"}
 _HEREDOC = re.compile(r"(?<!<)<<(-?)[ \t]*(['\"]?)([A-Za-z_][\w.-]*)\2")
 _ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=")
 
