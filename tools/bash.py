@@ -23,8 +23,8 @@ PARAMETERS = {
     "required": ["command"],
 }
 NO_OUTPUT = "Your command ran successfully and did not produce any output."
-LINGERING = ("[A background process started by this command still holds its output, so what it prints later is not shown. "
-             "Send its output to a file instead, e.g. `nohup CMD > /tmp/cmd.log 2>&1 &`, and read the log.]")
+LINGERING = ("[A background process started by this command was stopped when the command ended: processes do not "
+             "outlive a command in this sandbox. Run servers or watchers in the foreground under `timeout N CMD`.]")
 
 
 def check_timeout(value: float | None, default: float) -> tuple[float, str | None]:

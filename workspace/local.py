@@ -128,6 +128,9 @@ class LocalSandbox:
         host = self._host(path)
         if os.path.isdir(host):
             raise SandboxError(f"The path {path} is a directory, not a file.")
+        if os.path.exists(host) and not os.path.isfile(host):
+            # a FIFO or device would block or stream forever
+            raise SandboxError(f"The path {path} is not a regular file (a pipe, socket or device); it cannot be read.")
         try:
             with open(host, "rb") as f:
                 return f.read()

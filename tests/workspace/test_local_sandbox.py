@@ -145,3 +145,14 @@ def test_resolve_never_leaves_the_copy(tmp_path_factory, path):
         sandbox.close()
     full = os.path.normpath(os.path.join(str(work.resolve()), rel))
     assert full == str(work.resolve()) or full.startswith(str(work.resolve()) + os.sep)
+
+
+def test_a_fifo_is_refused_not_read(local_sandbox):
+    """A pipe made by the model must not block a later read (the editor's view)."""
+    import pytest
+
+    from workspace.sandbox import SandboxError
+
+    assert local_sandbox.run("mkfifo pipe", timeout=10).exit_code == 0
+    with pytest.raises(SandboxError, match="not a regular file"):
+        local_sandbox.read_file("pipe")
