@@ -27,11 +27,13 @@ class Flaky:
     def __init__(self, failures: list[tuple[int, dict]]):
         self.failures = list(failures)
         self.requests: list[dict] = []
+        self.keys: list[str | None] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 outer.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                outer.keys.append(self.headers.get("Authorization"))
                 status, headers = outer.failures.pop(0) if outer.failures else (200, {})
                 if status == 0:  # drop the connection without an answer
                     self.close_connection = True
@@ -86,6 +88,15 @@ def test_retries_429_and_5xx_with_backoff_and_retry_after(flaky):
     assert slept[0] == 7.0  # Retry-After wins over the backoff
     assert 0.5 * 2 * 0.75 <= slept[1] <= 0.5 * 2 and 0.5 * 4 * 0.75 <= slept[2] <= 0.5 * 4  # doubling
     assert server.requests[0]["max_tokens"] == 5 and server.requests[0]["model"] == "m"
+
+
+def test_settings_from_the_environment(flaky, monkeypatch):
+    server = flaky([])
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    monkeypatch.setenv("LOOPCODER_OPENAI_MODEL", "env-model")
+    assert OpenAIBackend(context_window=100).complete([{"role": "user", "content": "hi"}]).text == "fine"
+    assert server.requests[0]["model"] == "env-model" and server.keys == ["Bearer sk-env"]
 
 
 def test_gives_up_after_max_retries_with_a_clear_message(flaky):
