@@ -347,6 +347,65 @@ def swebench_run(
         raise typer.Exit(1)
 
 
+@app.command("refactor")
+def refactor_cmd(
+    repos: list[str] = typer.Argument(None, help="Repositories to refactor (with --task)."),
+    task: str = typer.Option(None, "--task", help="What to change, in plain words (one task for every REPO)."),
+    plan: str = typer.Option(None, "--plan", help="A YAML plan: several tasks, each with its repos (see agent/refactor.py)."),
+    branch: str = typer.Option(None, "--branch", help="Commit the result on this new branch (implies --commit)."),
+    commit: bool = typer.Option(False, "--commit", help="Commit each result on a new branch (never the current one)."),
+    test_cmd: str = typer.Option(None, "--test-cmd", help="Test command run before and after (default: detected)."),
+    output: str = typer.Option(None, "--output", "-o", help="Where patches and trajectories go (default: runs/refactor/<time>)."),
+    backend: str = typer.Option(None, "--backend", help="plt | hf | openai | replay."),
+    model: str = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai)."),
+    script: str = typer.Option(None, "--script", help="Replay: one script for every repo, or a directory of <repo name>.json."),
+    sandbox: str = typer.Option(None, "--sandbox", help="local (bubblewrap) | docker."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop each run after this many model turns."),
+    config: str = typer.Option(None, "--config", help="A YAML config file (see agent/defaults.yaml)."),
+    sets: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set agent.max_steps=30 (repeatable)."),
+) -> None:
+    """Run the agent on each repository (separate copies); save patches, optionally commit them on new branches."""
+    import time
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from agent.commands import USER_ERRORS, configure
+    from agent.refactor import PlanError, RefactorTask, load_plan, refactor_table, run_refactors
+    from agent.swebench.backends import BackendProvider
+
+    if sandbox:
+        _check_sandbox(sandbox)
+    if bool(plan) == bool(task):
+        fail("give either --task \"...\" with one or more REPO paths, or --plan PLAN.yaml")
+    if task and not repos:
+        fail("--task needs at least one REPO path")
+    try:
+        tasks, plan_commit = load_plan(plan) if plan else ([RefactorTask(task, list(repos))], False)
+    except PlanError as error:
+        fail(str(error))
+    for t in tasks:  # flags fill what a plan entry leaves open
+        t.branch, t.test_command = t.branch or branch, t.test_command or test_cmd
+    commit = commit or plan_commit or bool(branch)
+    console = Console()
+    try:
+        cfg = configure(config, sets, model=model, backend=backend, script=script, sandbox=sandbox, max_steps=max_steps)
+        with console.status("loading the model..."):
+            provider = BackendProvider(cfg)
+    except USER_ERRORS as error:
+        fail(str(error))
+    out = Path(output) if output else Path("runs/refactor") / time.strftime("%Y%m%d-%H%M%S")
+    try:
+        with console.status("refactoring...") as status:
+            outcomes = run_refactors(tasks, provider, cfg, out, commit,
+                                     on_done=lambda o: status.update(f"refactoring... {o.repo}: {o.status}"))
+    finally:
+        provider.close()
+    console.print(refactor_table(outcomes))
+    if any(o.status == "error" for o in outcomes):
+        raise typer.Exit(1)
+
+
 # --- serve (issue: serve) ----------------------------------------------------
 
 
