@@ -62,6 +62,36 @@ def model_init_random(
     except ValueError as error:
         fail(str(error))
 
+@model_app.command("train")
+def model_train(
+    data: str = typer.Option(..., help="Training directory: train.jsonl + tokenizer/ (see `python -m agent.nano data`)."),
+    out: str = typer.Option(..., help="Checkpoint directory to write; out/checkpoint/ is what --resume continues."),
+    preset: str = typer.Option("nano", help="Model size: nano, or a preset of `model init-random` (tiny, small)."),
+    steps: int = typer.Option(2000, help="Optimizer steps in total (a resumed run counts the steps already done)."),
+    batch_tokens: int = typer.Option(8192, help="Padded tokens per step (rows x longest row)."),
+    lr: float = typer.Option(3e-3, help="Peak learning rate (linear warmup, cosine decay to a tenth)."),
+    warmup: int = typer.Option(100, help="Warmup steps."),
+    save_every: int = typer.Option(100, help="Checkpoint every this many steps."),
+    threads: int = typer.Option(2, help="CPU threads (torch.set_num_threads)."),
+    seed: int = typer.Option(0, help="Seed of the initial weights and of the batch order."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from out/checkpoint/ (weights, optimizer, step)."),
+) -> None:
+    """Train a PLT from scratch on chat transcripts, loss on the assistant turns only (loopcoder-nano)."""
+    from pathlib import Path
+
+    from model.train import TrainConfig, TrainError, train_with_progress
+
+    cfg = TrainConfig(data=Path(data), out=Path(out), preset=preset, steps=steps, batch_tokens=batch_tokens, lr=lr,
+                      warmup=warmup, save_every=save_every, threads=threads, seed=seed, resume=resume)
+    try:
+        summary = train_with_progress(cfg)
+    except TrainError as error:
+        fail(str(error))
+    typer.echo(f"{summary['steps']} steps ({summary['resumed_from']} before this run), final loss "
+               f"{summary['final_loss']:.4f}, {summary['tokens']:,} tokens in {summary['seconds']:.0f}s "
+               f"({summary['tokens_per_s']:,} tok/s), {summary['parameters']:,} parameters -> {out}")
+
+
 # --- generate (issue: chat layer) ------------------------------------------
 
 

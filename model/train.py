@@ -1,8 +1,9 @@
 """Training a PLT from scratch on chat transcripts (`loopcoder model train`), made for loopcoder-nano on a CPU.
 
 Data directory: `train.jsonl` (one conversation per line: `{"text": rendered
-chat, "spans": [[start, end], ...]}`, the character spans the model must learn
-to write, i.e. the assistant turns with their `<|im_end|>`) and `tokenizer/`.
+chat, "spans": [[start, end], ...], "group": n}`; the spans are the characters
+the model must learn to write, i.e. the assistant turns with their
+`<|im_end|>`; a batch takes its rows from one group) and `tokenizer/`.
 
 The loss is the model's own forward (the same shifted-CLP math as inference)
 on the span tokens only. Rows of a batch that begin with the same tokens (the
@@ -38,7 +39,7 @@ IGNORE = -100
 # loopcoder-nano: two loops, ~5M parameters (20 MB in fp32); context for the longest transcript and a reply.
 NANO = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, head_dim=64, vocab_size=3072, plt_window_size=[64, 0],
-            max_position_embeddings=4096, dtype="float32")
+            max_position_embeddings=8192, dtype="float32")
 CHECKPOINT = "checkpoint"
 
 
@@ -64,6 +65,7 @@ class TrainConfig:
 class Example:
     ids: list[int]
     labels: list[int]  # IGNORE outside the spans
+    group: int = 0  # transcripts of one group share their opening (one group per batch)
 
 
 class TrainError(ValueError):
@@ -93,36 +95,40 @@ def load_examples(data: Path, tokenizer) -> list[Example]:
             text, spans = record["text"], record["spans"]
         except (ValueError, KeyError, TypeError) as exc:
             raise TrainError(f"{path}:{n} is not a {{\"text\", \"spans\"}} JSON object ({exc})") from None
-        examples.append(tokenize_example(tokenizer, text, spans))
+        examples.append(tokenize_example(tokenizer, text, spans, record.get("group", 0)))
     if not examples:
         raise TrainError(f"{path} holds no transcripts")
     return examples
 
 
-def tokenize_example(tokenizer, text: str, spans: list[list[int]]) -> Example:
+def tokenize_example(tokenizer, text: str, spans: list[list[int]], group: int = 0) -> Example:
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     labels = [IGNORE] * len(enc["input_ids"])
     for i, (token, (start, end)) in enumerate(zip(enc["input_ids"], enc["offset_mapping"])):
         if any(s <= start and end <= e for s, e in spans):
             labels[i] = token
-    return Example(enc["input_ids"], labels)
+    return Example(enc["input_ids"], labels, group)
 
 
-def plan_batches(lengths: list[int], batch_tokens: int, seed: int, epoch: int) -> list[list[int]]:
-    """One epoch of batches: similar lengths together, rows * longest <= batch_tokens, order from (seed, epoch)."""
+def plan_batches(lengths: list[int], groups: list[int], batch_tokens: int, seed: int, epoch: int) -> list[list[int]]:
+    """One epoch of batches: one group per batch, similar lengths together, rows * longest <= batch_tokens."""
     rng = random.Random(f"{seed}:{epoch}")
     order = list(range(len(lengths)))
     rng.shuffle(order)
+    members: dict[int, list[int]] = {}
+    for i in order:
+        members.setdefault(groups[i], []).append(i)
+    chunk = max(1, batch_tokens // max(1, min(lengths))) * 8  # sort by length within chunks of this many
     batches: list[list[int]] = []
-    group = max(1, batch_tokens // max(1, min(lengths))) * 8
-    for g in range(0, len(order), group):
-        current: list[int] = []
-        for i in sorted(order[g:g + group], key=lengths.__getitem__):
-            if current and (len(current) + 1) * max(lengths[j] for j in current + [i]) > batch_tokens:
-                batches.append(current)
-                current = []
-            current.append(i)
-        batches.append(current)
+    for group in members.values():
+        for g in range(0, len(group), chunk):
+            current: list[int] = []
+            for i in sorted(group[g:g + chunk], key=lengths.__getitem__):
+                if current and (len(current) + 1) * lengths[i] > batch_tokens:
+                    batches.append(current)
+                    current = []
+                current.append(i)
+            batches.append(current)
     rng.shuffle(batches)
     return batches
 
@@ -133,6 +139,7 @@ class BatchStream:
     def __init__(self, examples: list[Example], batch_tokens: int, seed: int):
         self.examples, self.batch_tokens, self.seed = examples, batch_tokens, seed
         self.lengths = [len(e.ids) for e in examples]
+        self.groups = [e.group for e in examples]
         if max(self.lengths) > batch_tokens:
             raise TrainError(f"the longest transcript has {max(self.lengths)} tokens, more than "
                              f"--batch-tokens {batch_tokens}; raise --batch-tokens")
@@ -149,7 +156,7 @@ class BatchStream:
 
     def _plan_for(self, epoch: int) -> list[list[int]]:
         if epoch != self._epoch:
-            self._epoch, self._plan = epoch, plan_batches(self.lengths, self.batch_tokens, self.seed, epoch)
+            self._epoch, self._plan = epoch, plan_batches(self.lengths, self.groups, self.batch_tokens, self.seed, epoch)
         return self._plan
 
 
@@ -295,3 +302,18 @@ def train(cfg: TrainConfig, on_step=None) -> dict:
     return {"steps": cfg.steps, "resumed_from": start, "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
             "tokens": tokens, "seconds": round(seconds, 1), "tokens_per_s": round(tokens / max(seconds, 1e-9)),
             "parameters": sum(p.numel() for p in model.parameters()), "examples": len(examples)}
+
+
+def train_with_progress(cfg: TrainConfig) -> dict:
+    """`train` with a progress bar showing loss, learning rate and tokens/s."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns) as progress:
+        bar = progress.add_task("training", total=cfg.steps)
+
+        def on_step(step: int, loss: float, lr: float, speed: float) -> None:
+            progress.update(bar, completed=step, description=f"loss {loss:.3f}  lr {lr:.1e}  {speed:,.0f} tok/s")
+
+        return train(cfg, on_step)

@@ -38,12 +38,12 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int, out: Path) -> Path:
     return out
 
 
-def write_transcripts(path: Path, transcripts: Iterable[tuple[str, list[list[int]]]]) -> int:
-    """train.jsonl: one {"text", "spans"} object per line; returns the count."""
+def write_transcripts(path: Path, records: Iterable[dict]) -> int:
+    """train.jsonl: one {"text", "spans"[, "group"]} object per line; returns the count."""
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
     with path.open("w", encoding="utf-8") as f:
-        for text, spans in transcripts:
-            f.write(json.dumps({"text": text, "spans": spans}, ensure_ascii=False) + "\n")
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
             n += 1
     return n

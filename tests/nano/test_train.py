@@ -35,7 +35,7 @@ def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("nano-data")
     renderer = build_test_tokenizer()
     transcripts = [render_transcript(renderer, _conversation(s), TOOLS) for s in range(24)]
-    write_transcripts(root / "train.jsonl", transcripts)
+    write_transcripts(root / "train.jsonl", ({"text": t, "spans": s, "group": i % 3} for i, (t, s) in enumerate(transcripts)))
     build_tokenizer([t for t, _ in transcripts], 512, root / "tokenizer")
     return root
 
