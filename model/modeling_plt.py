@@ -9,9 +9,12 @@ head `g * (attention over loop 0's keys) + (1-g) * (attention over its own keys
 in a window of plt_window+1)`. Only the last loop reaches lm_head.
 
 Every forward goes through a `PLTCache` (a throwaway one when use_cache=False),
-so a full forward, a chunked prefill and token-by-token decoding are one code
-path. Shapes: B batch, n tokens in this call, L tokens already cached, d hidden,
-H query heads, Hkv key/value heads, Dh head dim, S ring size.
+so a full forward and a chunked prefill are one code path: loop after loop over
+the chunk. A single-token step instead runs all loops in one pass, one row per
+loop (cross-loop-parallel decode, spec §4); the logits are the same. Batches
+may be left-padded (attention_mask). Shapes: B batch, n tokens in this call, L
+tokens already cached, d hidden, H query heads, Hkv key/value heads, Dh head
+dim, S ring size, R loops.
 """
 from __future__ import annotations
 
@@ -67,14 +70,18 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 
 @dataclass
 class LoopStep:
-    """What every layer needs to run loop `loop` over the current tokens."""
+    """What every layer needs for one pass over the current rows.
 
-    loop: int
+    loop = r: the n rows are n tokens, all in loop r (prefill). loop = None: the
+    rows are one token in loops 0..R-1 (cross-loop-parallel decode, spec §4).
+    """
+
+    loop: int | None
     cache: PLTCache
-    cos: torch.Tensor  # [B, 1, n, Dh]
+    cos: torch.Tensor  # [B|1, 1, n|1, Dh]
     sin: torch.Tensor
-    global_mask: torch.Tensor | None  # [B|1, 1, n, L+n] over loop 0's keys; None = all visible
-    local_mask: torch.Tensor  # [B|1, 1, n, S+n] over the ring then this call's keys
+    global_mask: torch.Tensor | None  # [B|1, 1, n|1, L+n] over loop 0's keys; None = all visible
+    local_mask: torch.Tensor  # prefill [B|1, 1, n, S+n] over ring then new keys; decode [B|1, 1, 1, S] over ring
 
 
 class PLTGate(nn.Module):
@@ -116,26 +123,53 @@ class PLTAttention(nn.Module):
         self.plt_gate = PLTGate(config)
 
     def forward(self, u: torch.Tensor, residual: torch.Tensor, step: LoopStep) -> torch.Tensor:
-        """u = input_layernorm(residual), both [B, n, d] -> [B, n, d]."""
+        """u = input_layernorm(residual), both [B, n, d] -> [B, n, d] (n rows: tokens, or loops when decoding)."""
         batch, n, _ = u.shape
         q = self.q_proj(u).view(batch, n, -1, self.head_dim).transpose(1, 2)  # [B, H, n, Dh]
         k = self.k_proj(u).view(batch, n, -1, self.head_dim).transpose(1, 2)  # [B, Hkv, n, Dh]
         v = self.v_proj(u).view(batch, n, -1, self.head_dim).transpose(1, 2)
         cos, sin = step.cos.to(u.device), step.sin.to(u.device)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        cache = step.cache
-        if step.loop == 0:
-            k0, v0 = cache.append_global(self.layer_idx, k, v)  # [B, Hkv, L+n, Dh]
+        if step.loop is None:
+            out = self._all_loops_one_token(q, k, v, residual, step)
+        elif step.loop == 0:
+            k0, v0 = step.cache.append_global(self.layer_idx, k, v)  # [B, Hkv, L+n, Dh]
             out = attend(q, k0, v0, step.global_mask)
         else:
-            k0, v0 = cache.global_kv(self.layer_idx, n)  # written by loop 0, this call included
-            ring_k, ring_v = cache.ring(self.layer_idx, k)  # [R-1, B, Hkv, S, Dh]
-            local_k = torch.cat([ring_k[step.loop - 1], k], dim=2)  # [B, Hkv, S+n, Dh]
-            local_v = torch.cat([ring_v[step.loop - 1], v], dim=2)
-            gate = self.plt_gate(q, residual)  # [B, H, n, 1]
-            out = attend(q, k0, v0, step.global_mask) * gate + attend(q, local_k, local_v, step.local_mask) * (1 - gate)
-            cache.write_ring(self.layer_idx, step.loop, k, v)
+            out = self._loop_over_tokens(q, k, v, residual, step)
         return self.o_proj(out.transpose(1, 2).reshape(batch, n, -1))
+
+    def _loop_over_tokens(self, q, k, v, residual, step: LoopStep) -> torch.Tensor:
+        """Loop r >= 1 over n tokens: gated global (loop 0's keys) + local (ring, then this call's keys)."""
+        cache, loop = step.cache, step.loop
+        k0, v0 = cache.global_kv(self.layer_idx, q.shape[2])  # written by loop 0, this call included
+        ring_k, ring_v = cache.ring(self.layer_idx, k)  # [R-1, B, Hkv, S, Dh]
+        local_k = torch.cat([ring_k[loop - 1], k], dim=2)  # [B, Hkv, S+n, Dh]
+        local_v = torch.cat([ring_v[loop - 1], v], dim=2)
+        gate = self.plt_gate(q, residual)  # [B, H, n, 1]
+        out = attend(q, k0, v0, step.global_mask) * gate + attend(q, local_k, local_v, step.local_mask) * (1 - gate)
+        cache.write_ring(self.layer_idx, loop, k, v)  # after attending: the chunk may wrap the ring
+        return out
+
+    def _all_loops_one_token(self, q, k, v, residual, step: LoopStep) -> torch.Tensor:
+        """Row r = loop r at token t. Row 0's k, v enter loop 0's cache before anyone attends, so
+        every row's global branch sees them; rows r >= 1 also attend to their ring plus their own key."""
+        cache, loops = step.cache, q.shape[2]
+        k0, v0 = cache.append_global(self.layer_idx, k[:, :, :1], v[:, :, :1])  # [B, Hkv, L+1, Dh]
+        glob = attend(q, k0, v0, step.global_mask)  # [B, H, R, Dh]: all rows share keys and position
+        if loops == 1:
+            return glob
+        batch, heads, _, dim = q.shape
+        ring_k, ring_v = cache.ring(self.layer_idx, k)  # [R-1, B, Hkv, S, Dh]
+        local_k = torch.cat([ring_k, k[:, :, 1:].permute(2, 0, 1, 3)[:, :, :, None]], dim=3)  # [R-1, B, Hkv, S+1, Dh]
+        local_v = torch.cat([ring_v, v[:, :, 1:].permute(2, 0, 1, 3)[:, :, :, None]], dim=3)
+        q_local = q[:, :, 1:].permute(2, 0, 1, 3)[:, :, :, None].flatten(0, 1)  # [(R-1)*B, H, 1, Dh]
+        local = attend(q_local, local_k.flatten(0, 1), local_v.flatten(0, 1), step.local_mask)
+        local = local.view(loops - 1, batch, heads, dim).permute(1, 2, 0, 3)  # [B, H, R-1, Dh]
+        gate = self.plt_gate(q[:, :, 1:], residual[:, 1:])  # [B, H, R-1, 1]
+        for loop in range(1, loops):
+            cache.write_ring(self.layer_idx, loop, k[:, :, loop:loop + 1], v[:, :, loop:loop + 1])
+        return torch.cat([glob[:, :, :1], glob[:, :, 1:] * gate + local * (1 - gate)], dim=2)
 
 
 class PLTMLP(nn.Module):
@@ -203,6 +237,7 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
     """Embeddings, the shared layers run plt_num_loops times, and the shared final norm."""
 
     _keys_to_ignore_on_load_unexpected = [r"rotary_emb\.inv_freq", r"^lm_head\."]  # loads from a CausalLM checkpoint
+    cross_loop_decode = True  # single-token steps run all loops in one pass; False: loop after loop
 
     def __init__(self, config: IQuestPLTCoderConfig):
         super().__init__(config)
@@ -240,8 +275,9 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
         key_valid = _key_validity(attention_mask, batch, held + n)  # [B, L+n] or None
         if position_ids is None:
             position_ids = _default_positions(key_valid, held, n, embeds.device)
+        run = self._decode_step if n == 1 and self.cross_loop_decode else self._prefill_chunk
         hidden = [
-            self._run_chunk(
+            run(
                 embeds[:, start:start + MAX_CHUNK],
                 position_ids[:, start:start + MAX_CHUNK],
                 None if key_valid is None else key_valid[:, : held + start + MAX_CHUNK],
@@ -253,8 +289,8 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
             last_hidden_state=torch.cat(hidden, dim=1), past_key_values=cache if use_cache else None
         )
 
-    def _run_chunk(self, embeds, position_ids, key_valid, cache: PLTCache) -> torch.Tensor:
-        """All loops over one chunk [B, n, d] (spec §4 prefill); returns the last loop's normed output."""
+    def _prefill_chunk(self, embeds, position_ids, key_valid, cache: PLTCache) -> torch.Tensor:
+        """Loop after loop over one chunk [B, n, d] (spec §4 prefill); returns the last loop's normed output."""
         config = self.config
         held, n = cache.get_seq_length(), embeds.shape[1]
         cos, sin = rotary_cos_sin(position_ids, config.head_dim, config.rope_theta, embeds.dtype)
@@ -262,7 +298,9 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
         h = embeds
         for loop in range(config.plt_num_loops):
             if loop > 0:
-                h = config.emb_scale * embeds + config.hidden_scale * self._shifted(out, loop - 1, key_valid, cache)
+                previous = torch.cat([cache.carry(loop - 1, out).to(out.device), out[:, :-1]], dim=1)  # H_{t-1}
+                cache.write_carry(loop - 1, out)
+                h = self._clp_input(embeds, previous, key_valid, held)
             step = LoopStep(loop, cache, cos, sin, global_mask, local_mask)
             for layer in self.layers:
                 h = layer(h, step)
@@ -271,16 +309,35 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
         cache.advance(n)
         return out
 
-    @staticmethod
-    def _shifted(out: torch.Tensor, loop: int, key_valid, cache: PLTCache) -> torch.Tensor:
-        """CLP input: loop `loop`'s output at t-1 for every t [B, n, d]; the carry for the first, 0 after padding."""
-        held, n = cache.get_seq_length(), out.shape[1]
-        previous = torch.cat([cache.carry(loop, out).to(out.device), out[:, :-1]], dim=1)
-        cache.write_carry(loop, out)
+    def _decode_step(self, embeds, position_ids, key_valid, cache: PLTCache) -> torch.Tensor:
+        """One token [B, 1, d], all loops in one pass (spec §4): row r runs loop r, so every
+        weight is read once per token. Row r >= 1 needs only loop r-1's output at t-1 (the carry)."""
+        config, loops = self.config, self.config.plt_num_loops
+        held = cache.get_seq_length()
+        cos, sin = rotary_cos_sin(position_ids, config.head_dim, config.rope_theta, embeds.dtype)  # [B|1, 1, 1, Dh]
+        global_mask, local_mask = _chunk_masks(cache, 1, key_valid, embeds.device)
+        if local_mask.shape[0] > 1:
+            local_mask = local_mask.repeat(loops - 1, 1, 1, 1)  # one row of masks per (loop, sequence)
+        rows = [embeds] + [
+            self._clp_input(embeds, cache.carry(loop, embeds).to(embeds.device), key_valid, held)
+            for loop in range(loops - 1)
+        ]
+        h = torch.cat(rows, dim=1)  # [B, R, d]
+        step = LoopStep(None, cache, cos, sin, global_mask, local_mask)
+        for layer in self.layers:
+            h = layer(h, step)
+        carries = self.norm(h[:, :-1]) if config.plt_normalize_per_loop else h[:, :-1]  # [B, R-1, d]
+        for loop in range(loops - 1):
+            cache.write_carry(loop, carries[:, loop:loop + 1])
+        cache.advance(1)
+        return self.norm(h[:, -1:])
+
+    def _clp_input(self, embeds, previous, key_valid, held: int) -> torch.Tensor:
+        """a*E_t + b*H_{t-1} [B, n, d]; H_{t-1} counts as 0 where column t-1 is padding."""
         if key_valid is not None:
-            before = F.pad(key_valid, (1, 0))[:, held:held + n]  # [B, n]: is column t-1 a real token?
+            before = F.pad(key_valid, (1, 0))[:, held:held + embeds.shape[1]]  # [B, n]: column t-1 is a token
             previous = previous * before[..., None].to(previous.dtype)
-        return previous
+        return self.config.emb_scale * embeds + self.config.hidden_scale * previous
 
 
 class IQuestPLTCoderForCausalLM(IQuestPLTCoderPreTrainedModel, GenerationMixin):
