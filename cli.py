@@ -255,6 +255,12 @@ def inspect_cmd(
 
 SANDBOX_HELP = "local (bubblewrap over a clone from --repo-cache) or docker (the instance image when present)."
 REPO_CACHE_HELP = "Directory of owner__repo git clones or bare mirrors (owner__repo.git)."
+# Options the batch commands share (one OptionInfo may serve several commands).
+_BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay.")
+_MODEL = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai).")
+_MAX_STEPS = typer.Option(None, "--max-steps", help="Stop each run after this many model turns.")
+_CONFIG = typer.Option(None, "--config", help="A YAML config file (see agent/defaults.yaml).")
+_SETS = typer.Option([], "--set", help="Override a config key, e.g. --set agent.max_steps=30 (repeatable).")
 
 
 def _batch_instances(instances: str, filter: str | None):
@@ -269,9 +275,22 @@ def _batch_instances(instances: str, filter: str | None):
     return selected
 
 
-def _check_sandbox(sandbox: str) -> None:
-    if sandbox not in ("local", "docker"):
+def _check_sandbox(sandbox: str | None) -> None:
+    if sandbox not in (None, "local", "docker"):
         fail(f"--sandbox must be local or docker, not {sandbox!r}")
+
+
+def _batch_backend(console, config: str | None, sets: list[str], **flags):
+    """(config, BackendProvider): the model loaded once for every task of a batch command."""
+    from agent.commands import USER_ERRORS, configure
+    from agent.swebench.backends import BackendProvider
+
+    try:
+        cfg = configure(config, sets, **flags)
+        with console.status("loading the model..."):
+            return cfg, BackendProvider(cfg)
+    except USER_ERRORS as error:
+        fail(str(error))
 
 
 @swebench_app.command("eval")
@@ -328,12 +347,12 @@ def swebench_run(
     workers: int = typer.Option(1, "--workers", min=1, help="Instances run at the same time (one shared model)."),
     sandbox: str = typer.Option(None, "--sandbox", help=SANDBOX_HELP),
     repo_cache: str = typer.Option(None, "--repo-cache", help=REPO_CACHE_HELP),
-    backend: str = typer.Option(None, "--backend", help="plt | hf | openai | replay."),
-    model: str = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai)."),
+    backend: str = _BACKEND,
+    model: str = _MODEL,
     script: str = typer.Option(None, "--script", help="Replay: one script for every instance, or a directory of <instance_id>.json."),
-    max_steps: int = typer.Option(None, "--max-steps", help="Stop each run after this many model turns."),
-    config: str = typer.Option(None, "--config", help="A YAML config file (see agent/defaults.yaml)."),
-    sets: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set agent.max_steps=30 (repeatable)."),
+    max_steps: int = _MAX_STEPS,
+    config: str = _CONFIG,
+    sets: list[str] = _SETS,
 ) -> None:
     """Run the agent on each instance; append predictions to OUTPUT/preds.jsonl (a rerun resumes)."""
     from pathlib import Path
@@ -341,22 +360,15 @@ def swebench_run(
     from rich.console import Console
     from rich.live import Live
 
-    from agent.commands import USER_ERRORS, configure
-    from agent.swebench.backends import BackendProvider
     from agent.swebench.environments import EnvOptions
     from agent.swebench.run import run_batch
     from agent.swebench.tables import RunCounters
 
-    if sandbox:
-        _check_sandbox(sandbox)
+    _check_sandbox(sandbox)
     selected = _batch_instances(instances, filter)
     console = Console()
-    try:
-        cfg = configure(config, sets, model=model, backend=backend, script=script, sandbox=sandbox, max_steps=max_steps)
-        with console.status("loading the model..."):
-            provider = BackendProvider(cfg)
-    except USER_ERRORS as error:
-        fail(str(error))
+    cfg, provider = _batch_backend(console, config, sets, model=model, backend=backend, script=script,
+                                   sandbox=sandbox, max_steps=max_steps)
     env_options = EnvOptions(sandbox=cfg.sandbox.kind, repo_cache=Path(repo_cache) if repo_cache else None,
                              image=cfg.sandbox.image, network=cfg.sandbox.network)
     counters = RunCounters(len(selected), 0)
@@ -386,13 +398,13 @@ def refactor_cmd(
     commit: bool = typer.Option(False, "--commit", help="Commit each result on a new branch (never the current one)."),
     test_cmd: str = typer.Option(None, "--test-cmd", help="Test command run before and after (default: detected)."),
     output: str = typer.Option(None, "--output", "-o", help="Where patches and trajectories go (default: runs/refactor/<time>)."),
-    backend: str = typer.Option(None, "--backend", help="plt | hf | openai | replay."),
-    model: str = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai)."),
+    backend: str = _BACKEND,
+    model: str = _MODEL,
     script: str = typer.Option(None, "--script", help="Replay: one script for every repo, or a directory of <repo name>.json."),
     sandbox: str = typer.Option(None, "--sandbox", help="local (bubblewrap) | docker."),
-    max_steps: int = typer.Option(None, "--max-steps", help="Stop each run after this many model turns."),
-    config: str = typer.Option(None, "--config", help="A YAML config file (see agent/defaults.yaml)."),
-    sets: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set agent.max_steps=30 (repeatable)."),
+    max_steps: int = _MAX_STEPS,
+    config: str = _CONFIG,
+    sets: list[str] = _SETS,
 ) -> None:
     """Run the agent on each repository (separate copies); save patches, optionally commit them on new branches."""
     import time
@@ -400,12 +412,9 @@ def refactor_cmd(
 
     from rich.console import Console
 
-    from agent.commands import USER_ERRORS, configure
     from agent.refactor import PlanError, RefactorTask, load_plan, refactor_table, run_refactors
-    from agent.swebench.backends import BackendProvider
 
-    if sandbox:
-        _check_sandbox(sandbox)
+    _check_sandbox(sandbox)
     if bool(plan) == bool(task):
         fail("give either --task \"...\" with one or more REPO paths, or --plan PLAN.yaml")
     if task and not repos:
@@ -418,12 +427,8 @@ def refactor_cmd(
         t.branch, t.test_command = t.branch or branch, t.test_command or test_cmd
     commit = commit or plan_commit or bool(branch)
     console = Console()
-    try:
-        cfg = configure(config, sets, model=model, backend=backend, script=script, sandbox=sandbox, max_steps=max_steps)
-        with console.status("loading the model..."):
-            provider = BackendProvider(cfg)
-    except USER_ERRORS as error:
-        fail(str(error))
+    cfg, provider = _batch_backend(console, config, sets, model=model, backend=backend, script=script,
+                                   sandbox=sandbox, max_steps=max_steps)
     out = Path(output) if output else Path("runs/refactor") / time.strftime("%Y%m%d-%H%M%S")
     try:
         with console.status("refactoring...") as status:

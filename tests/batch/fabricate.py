@@ -64,6 +64,22 @@ def fabricate(cache: Path, repo: str, number: int, *, base: dict[str, str], fix:
     }
 
 
+# A patch that "fixes" acme__calc-1 by adding a trivial test_add, and one that cannot apply anywhere.
+CHEAT = """\
+diff --git a/tests/test_ops.py b/tests/test_ops.py
+--- a/tests/test_ops.py
++++ b/tests/test_ops.py
+@@ -2,3 +2,7 @@ from calc.ops import add, mul
+ 
+ def test_mul():
+     assert mul(2, 3) == 6
++
++
++def test_add():
++    assert True
+"""
+MALFORMED = "diff --git a/text.py b/text.py\n--- a/text.py\n+++ b/text.py\n@@ -1,2 +1,2 @@\n-def nothing_like_this():\n+oops\n"
+
 OPS_TESTS = "from calc.ops import add, mul\n\ndef test_mul():\n    assert mul(2, 3) == 6\n"
 
 

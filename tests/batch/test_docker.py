@@ -13,8 +13,7 @@ from agent.swebench.eval import EvalOptions, evaluate
 from agent.swebench.instances import parse_instance
 from agent.swebench.predictions import load_predictions, read_jsonl
 from agent.swebench.run import run_batch
-from tests.batch.fabricate import MINI_RUNNER, fix_script, standard_instances
-from tests.batch.test_eval import CHEAT, MALFORMED
+from tests.batch.fabricate import CHEAT, MALFORMED, MINI_RUNNER, fix_script, standard_instances
 
 pytestmark = pytest.mark.docker
 

@@ -9,7 +9,7 @@ import pytest
 from agent.swebench.eval import EvalOptions, evaluate
 from agent.swebench.instances import parse_instance
 from agent.swebench.predictions import load_predictions
-from tests.batch.fabricate import TEST_CMD, standard_instances
+from tests.batch.fabricate import CHEAT, MALFORMED, TEST_CMD, standard_instances
 
 REPORT_KEYS = ["patch_is_None", "patch_exists", "patch_successfully_applied", "resolved", "tests_status"]
 SUMMARY_KEYS = [
@@ -17,22 +17,6 @@ SUMMARY_KEYS = [
     "empty_patch_instances", "error_instances", "completed_ids", "incomplete_ids", "empty_patch_ids",
     "submitted_ids", "resolved_ids", "unresolved_ids", "error_ids", "schema_version",
 ]
-CHEAT = """\
-diff --git a/tests/test_ops.py b/tests/test_ops.py
---- a/tests/test_ops.py
-+++ b/tests/test_ops.py
-@@ -2,3 +2,7 @@ from calc.ops import add, mul
- 
- def test_mul():
-     assert mul(2, 3) == 6
-+
-+
-+def test_add():
-+    assert True
-"""
-MALFORMED = "diff --git a/text.py b/text.py\n--- a/text.py\n+++ b/text.py\n@@ -1,2 +1,2 @@\n-def nothing_like_this():\n+oops\n"
-
-
 @pytest.fixture(scope="module")
 def fabricated(tmp_path_factory):
     root = tmp_path_factory.mktemp("swe")

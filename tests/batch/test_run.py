@@ -75,7 +75,7 @@ def test_killed_batch_resumes_without_losing_or_repeating(tmp_path):
     records = standard_instances(cache) + [shout_instance(cache, f"acme/word{n}", n) for n in range(4, 7)]
     instances_file = _write(tmp_path / "instances.jsonl", records)
     ids = [r["instance_id"] for r in records]
-    scripts = _scripts(tmp_path / "scripts", ids, pause=1.5)
+    scripts = _scripts(tmp_path / "scripts", ids, pause=1.0)
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "cli", "swebench", "run", "--instances", str(instances_file), "--workers", "2",
             "--repo-cache", str(cache), "--script", str(scripts), "--output", str(out)]
