@@ -16,12 +16,13 @@ from typing import Callable, Iterator
 
 from agent.swebench.checkout import checkout
 from agent.swebench.instances import Instance
-from agent.swebench.specs import CONDA_PREAMBLE
 from workspace.local import LocalSandbox
 from workspace.repo import DEFAULT_ROOT, RepoError
 from workspace.sandbox import Sandbox
 
 OUTPUT_LIMIT = 32 << 20  # test logs are graded whole; the cap only guards against floods
+# The instance images keep the repo's environment in a conda env named testbed.
+CONDA_PREAMBLE = "if [ -f /opt/miniconda3/bin/activate ]; then . /opt/miniconda3/bin/activate && conda activate testbed; fi"
 
 
 @dataclass
@@ -37,8 +38,20 @@ class EnvOptions:
 class InstanceEnv:
     sandbox: Sandbox
     diff: Callable[[], str]  # the patch against the commit the copy started from, SWE-bench hygiene
-    preamble: str  # shell prefix that activates the repo's environment ("" when none)
     where: str  # for logs: "local clone of ...", "image ..."
+
+
+class _Activated:
+    """An instance image's sandbox with the testbed env active in every command, as the harness's scripts have it."""
+
+    def __init__(self, sandbox: Sandbox):
+        self._sandbox, self.workdir = sandbox, sandbox.workdir
+
+    def run(self, command: str, timeout: float = 120.0, env: dict[str, str] | None = None):
+        return self._sandbox.run(f"{CONDA_PREAMBLE}\n{command}", timeout, env)
+
+    def __getattr__(self, name: str):  # files, diff and close as the sandbox has them
+        return getattr(self._sandbox, name)
 
 
 @contextmanager
@@ -52,7 +65,7 @@ def open_instance(instance: Instance, options: EnvOptions) -> Iterator[InstanceE
             raise ValueError(f"unknown sandbox kind {options.sandbox!r}; use local or docker")
         copy = stack.enter_context(_cache_copy(instance, options))
         sandbox = stack.enter_context(LocalSandbox(copy.path, network=options.network, output_limit=OUTPUT_LIMIT))
-        yield InstanceEnv(sandbox, copy.diff, "", f"local clone of {copy.source}")
+        yield InstanceEnv(sandbox, copy.diff, f"local clone of {copy.source}")
 
 
 @contextmanager
@@ -79,9 +92,9 @@ def _docker_env(instance: Instance, options: EnvOptions, stack: ExitStack) -> In
         # diffs are taken against that HEAD, test files are reset to base_commit.
         sandbox = stack.enter_context(DockerSandbox(image, workdir="/testbed", network=options.network,
                                                     output_limit=OUTPUT_LIMIT, client=client))
-        return InstanceEnv(sandbox, sandbox.diff, CONDA_PREAMBLE, f"image {image}")
+        return InstanceEnv(_Activated(sandbox), sandbox.diff, f"image {image}")
     copy = stack.enter_context(_cache_copy(instance, options))
     image = options.image or BASE_IMAGE
     sandbox = stack.enter_context(DockerSandbox(image, copy_from=copy.path, base_commit=copy.base_commit,
                                                 network=options.network, output_limit=OUTPUT_LIMIT, client=client))
-    return InstanceEnv(sandbox, sandbox.diff, "", f"{image} over a clone of {copy.source}")
+    return InstanceEnv(sandbox, sandbox.diff, f"{image} over a clone of {copy.source}")

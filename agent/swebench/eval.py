@@ -32,7 +32,7 @@ from agent.swebench.environments import EnvOptions, InstanceEnv, open_instance
 from agent.swebench.grading import instance_report, run_summary
 from agent.swebench.instances import Instance
 from agent.swebench.log_parsers import get_parser
-from agent.swebench.specs import patch_files, test_command
+from agent.swebench.specs import looks_like_test, patch_files, test_command
 from workspace.patching import apply_patch
 
 # The harness's log markers, so its own parser reads our logs.
@@ -59,7 +59,7 @@ class Outcome:
     status: str  # resolved | unresolved | not_applied | empty_patch | error
     model_name_or_path: str = ""
     apply_method: str | None = None
-    test_files_touched: list[str] = field(default_factory=list)  # the patch edited files the tests reset
+    test_files_touched: list[str] = field(default_factory=list)  # test files/config the patch edits (flagged)
     statuses: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
@@ -92,7 +92,7 @@ def _grade(env: InstanceEnv, instance: Instance, prediction: dict, options: Eval
     patch = prediction["model_patch"]
     outcome = Outcome(instance.instance_id, "unresolved", prediction["model_name_or_path"])
     test_files = patch_files(instance.test_patch)
-    outcome.test_files_touched = sorted(set(patch_files(patch)) & set(test_files))
+    outcome.test_files_touched = sorted(f for f in patch_files(patch) if f in test_files or looks_like_test(f))
     applied = apply_patch(env.sandbox, patch)
     log.extend(applied.log)
     if not applied.applied:
@@ -102,16 +102,16 @@ def _grade(env: InstanceEnv, instance: Instance, prediction: dict, options: Eval
     outcome.apply_method = applied.method
     log.append(f"{APPLY_PATCH_PASS} ({applied.method})")
     if outcome.test_files_touched:
-        log.append(f"the patch edits test files that are reset before testing: {', '.join(outcome.test_files_touched)}")
+        log.append(f"the patch edits test files or test configuration: {', '.join(outcome.test_files_touched)}; "
+                   f"those test_patch touches are reset to base_commit before testing")
     _reset_test_files(env, instance, test_files, 300)
     if instance.test_patch.strip():
         test_applied = apply_patch(env.sandbox, instance.test_patch)
         if not test_applied.applied:
             raise EvalError("test_patch does not apply on base_commit plus the patch:\n" + "\n".join(test_applied.log))
     command = test_command(instance, options.test_cmd)
-    full = f"{env.preamble} && {command}" if env.preamble else command
-    log.append(f"+ {full}")
-    result = env.sandbox.run(full, timeout=options.timeout)
+    log.append(f"+ {command}")
+    result = env.sandbox.run(command, timeout=options.timeout)
     log.extend([START_TEST_OUTPUT, result.output.rstrip("\n"), END_TEST_OUTPUT])
     if result.timed_out:
         log.append(TESTS_TIMEOUT)
@@ -125,6 +125,7 @@ def evaluate_instance(instance: Instance, prediction: dict, options: EvalOptions
     """Grade one non-empty prediction and write its files under log_dir; never raises."""
     start = time.monotonic()
     log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / "report.json").unlink(missing_ok=True)  # from an earlier evaluation under the same run id
     patch = prediction["model_patch"]
     (log_dir / "patch.diff").write_text(patch, encoding="utf-8")
     log: list[str] = []

@@ -19,8 +19,6 @@ MAP_REPO_TO_TEST_CMD = {
     "sphinx-doc/sphinx": "tox --current-env -epy39 -v --",
     "mwaskom/seaborn": "pytest --no-header -rA",
 }
-# The instance images keep the repo's environment in a conda env named testbed.
-CONDA_PREAMBLE = "if [ -f /opt/miniconda3/bin/activate ]; then . /opt/miniconda3/bin/activate && conda activate testbed; fi"
 NON_TEST_EXTS = (".json", ".png", "csv", ".txt", ".md", ".jpg", ".jpeg", ".pkl", ".yml", ".yaml", ".toml")
 _DIFF_HEADER = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
 
@@ -32,6 +30,14 @@ def patch_files(patch: str) -> list[str]:
         seen.setdefault(old)
         seen.setdefault(new)
     return list(seen)
+
+
+def looks_like_test(path: str) -> bool:
+    """Test code or test configuration, which a fix has no business changing."""
+    name = posixpath.basename(path)
+    parts = path.split("/")[:-1]
+    return (name.startswith("test_") or name.endswith(("_test.py", "_tests.py")) or name == "tests.py"
+            or name in ("conftest.py", "pytest.ini", "tox.ini") or any(p in ("test", "tests", "testing") for p in parts))
 
 
 def test_directives(instance: Instance) -> list[str]:

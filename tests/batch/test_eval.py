@@ -103,3 +103,30 @@ def test_machinery_failures_are_errors_of_that_instance_only(fabricated, tmp_pat
     no_cache = EvalOptions(sandbox="local", repo_cache=None, test_cmd=TEST_CMD)
     _, (outcome,), _ = evaluate(instances[:1], gold, no_cache, tmp_path, "r3")
     assert outcome.status == "error" and "pass --repo-cache DIR" in outcome.error
+
+
+CONFTEST_CHEAT = """\
+diff --git a/conftest.py b/conftest.py
+new file mode 100644
+--- /dev/null
++++ b/conftest.py
+@@ -0,0 +1,8 @@
++import pytest
++
++
++@pytest.hookimpl(hookwrapper=True)
++def pytest_runtest_makereport(item, call):
++    outcome = yield
++    report = outcome.get_result()
++    report.outcome = "passed"
+"""
+
+
+def test_test_machinery_edits_are_flagged_even_when_they_win(fabricated, tmp_path):
+    root, instances = fabricated
+    calc2 = instances[1]
+    pred = {calc2.instance_id: {"instance_id": calc2.instance_id, "model_name_or_path": "m", "model_patch": CONFTEST_CHEAT}}
+    _, (outcome,), _ = evaluate([calc2], pred, _options(root), tmp_path, "r4")
+    # graded as the harness grades it (a conftest.py the test files do not cover games pytest), but flagged
+    assert outcome.status == "resolved" and outcome.test_files_touched == ["conftest.py"]
+    assert "edits test files or test configuration: conftest.py" in (Path(outcome.log_dir) / "test_output.txt").read_text()

@@ -105,3 +105,10 @@ def test_directives_and_commands_follow_the_harness():
     django = parse_instance({**RECORD, "repo": "django/django",
                              "test_patch": TEST_PATCH.replace("tests/test_ops.py", "tests/admin_views/tests.py")}, "x")
     assert specs.test_directives(django) == ["admin_views.tests"]
+
+
+def test_test_like_paths():
+    for path in ("conftest.py", "pkg/tests/helpers.py", "test_x.py", "src/x_test.py", "tox.ini", "a/testing/b.py"):
+        assert specs.looks_like_test(path), path
+    for path in ("calc/ops.py", "attest.py", "contest.py", "docs/testing.md"):
+        assert not specs.looks_like_test(path), path
