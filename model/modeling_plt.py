@@ -271,6 +271,9 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
         cache = past_key_values if past_key_values is not None else PLTCache(self.config, batch)
         if not isinstance(cache, PLTCache):
             raise TypeError(f"past_key_values must be a PLTCache (model.new_cache()), got {type(cache).__name__}")
+        if cache.batch_size != batch:
+            raise ValueError(f"the cache holds {cache.batch_size} sequences but the input has {batch} rows: "
+                             "use model.new_cache(batch_size) with the input's batch size")
         held = cache.get_seq_length()
         key_valid = _key_validity(attention_mask, batch, held + n)  # [B, L+n] or None
         if position_ids is None:
@@ -427,19 +430,22 @@ class IQuestPLTCoderForCausalLM(IQuestPLTCoderPreTrainedModel, GenerationMixin):
     ) -> dict:
         """Feed only the tokens the cache does not hold yet (everything when there is no cache)."""
         held = past_key_values.get_seq_length() if past_key_values is not None else 0
-        total = input_ids.shape[1]
-        if held >= total and total > 0:
-            if held > total or not past_key_values.can_crop(total - 1):
-                raise ValueError(
-                    f"the cache holds {held} tokens but the prompt has {total}: pass a cache that holds a "
-                    "prefix of the prompt (or crop it first)"
-                )
-            past_key_values.crop(total - 1)  # recompute the last token to get its logits
-            held = total - 1
         inputs = {"past_key_values": past_key_values, "use_cache": use_cache}
-        if inputs_embeds is not None and held == 0:
-            inputs["inputs_embeds"] = inputs_embeds
+        if inputs_embeds is not None:  # generate(inputs_embeds=...): input_ids holds the generated tokens only
+            if held == 0:
+                inputs["inputs_embeds"] = inputs_embeds
+            else:
+                inputs["input_ids"] = input_ids[:, -1:]
         else:
+            total = input_ids.shape[1]
+            if held >= total:
+                if held > total or not past_key_values.can_crop(total - 1):
+                    raise ValueError(
+                        f"the cache holds {held} tokens but the prompt has {total}: pass a cache that holds a "
+                        "prefix of the prompt (or crop it first)"
+                    )
+                past_key_values.crop(total - 1)  # recompute the last token to get its logits
+                held = total - 1
             inputs["input_ids"] = input_ids[:, held:]
         if attention_mask is not None:
             inputs["attention_mask"] = attention_mask

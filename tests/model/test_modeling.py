@@ -113,6 +113,15 @@ def test_generate_reuses_a_cache_that_holds_the_whole_prompt():
     assert cache.get_seq_length() == 25  # the prompt and five generated tokens (the sixth is never fed)
 
 
+def test_generate_from_inputs_embeds_continues_like_input_ids():
+    model = tiny_model(7)
+    prompt = torch.tensor([_ids(9, 7)])
+    kwargs = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0)
+    from_ids = model.generate(prompt, **kwargs)[:, 9:]
+    from_embeds = model.generate(inputs_embeds=model.get_input_embeddings()(prompt).detach(), **kwargs)
+    assert torch.equal(from_embeds, from_ids)
+
+
 def test_generate_rejects_foreign_caches():
     from transformers import DynamicCache
 
@@ -122,3 +131,5 @@ def test_generate_rejects_foreign_caches():
         model.generate(prompt, past_key_values=DynamicCache(), max_new_tokens=2, pad_token_id=0)
     with pytest.raises(ValueError, match="cache_implementation"):
         model.generate(prompt, cache_implementation="static", max_new_tokens=2, pad_token_id=0)
+    with pytest.raises(ValueError, match=r"cache holds 2 sequences but the input has 1 rows"):
+        model(prompt, past_key_values=model.new_cache(batch_size=2))
