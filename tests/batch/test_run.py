@@ -101,3 +101,35 @@ def test_killed_batch_resumes_without_losing_or_repeating(tmp_path):
     assert sorted(after) == sorted(ids) and after[: len(before)] == before  # nothing lost, nothing twice
     assert all((out / "trajectories" / f"{iid}.traj.json").stat().st_mtime_ns == stamps[iid] for iid in before)
     assert all(p["model_patch"].startswith("diff --git") for p in read_jsonl(out / "preds.jsonl"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """A tiny model runs faster on one thread than on several competing ones."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_one_in_process_model_serves_every_worker(tmp_path, one_torch_thread):
+    from model.presets import init_random_checkpoint
+    from model.tiny_tokenizer import save_test_tokenizer
+
+    init_random_checkpoint(tmp_path / "ckpt", "tiny", seed=0, tokenizer=save_test_tokenizer(tmp_path / "tok"))
+    instances = load_instances(_write(tmp_path / "instances.jsonl", standard_instances(tmp_path / "cache")))[:2]
+    config = configure(None, ["backend.device=cpu", "sampling.max_new_tokens=16", "sampling.temperature=1.0",
+                              "sampling.seed=0"], backend="plt", model=str(tmp_path / "ckpt"), max_steps=3)
+    provider = BackendProvider(config)
+    views = [provider.for_task(i.instance_id) for i in instances[:2]]
+    assert views[0]._backend.model is views[1]._backend.model is provider._shared.model  # loaded once
+    assert views[0]._backend.session is not views[1]._backend.session  # each task keeps its own cache
+    outcomes = run_batch(instances, provider, config, EnvOptions(repo_cache=tmp_path / "cache", work_root=tmp_path / "w"),
+                         tmp_path / "out", workers=2)
+    provider.close()
+    # random weights never call a tool properly: every run ends on a limit, with its (empty) prediction
+    assert all(o.error is None and o.status in ("format_error", "step_limit", "stuck") for o in outcomes), outcomes
+    assert sorted(r["instance_id"] for r in read_jsonl(tmp_path / "out" / "preds.jsonl")) == sorted(
+        i.instance_id for i in instances)
