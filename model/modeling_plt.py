@@ -28,6 +28,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from .cache import DEFAULT_SLACK, PLTCache
 from .configuration_plt import IQuestPLTCoderConfig
+from .loading import canonical_key, check_checkpoint_dir, raise_on_loading_problems
 
 MAX_CHUNK = 2048  # longer inputs run as consecutive chunks: masks stay O(chunk * L)
 
@@ -215,16 +216,12 @@ class IQuestPLTCoderPreTrainedModel(PreTrainedModel):
     @staticmethod
     def _fix_state_dict_key_on_load(key: str) -> tuple[str, bool]:
         """Accept the gate under `loop_gate_proj` too (the vLLM loader takes both names)."""
-        from .loading import canonical_key
-
         new_key = canonical_key(key)
         return new_key, new_key != key
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """transformers' loader, but a missing, unexpected or misshapen tensor is an error, not a warning."""
-        from .loading import check_checkpoint_dir, raise_on_loading_problems
-
         if cls is IQuestPLTCoderForCausalLM:
             check_checkpoint_dir(pretrained_model_name_or_path, kwargs.get("config"))
         want_info = kwargs.pop("output_loading_info", False)
