@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 from agent.swebench.checkout import checkout
 from agent.swebench.instances import Instance
 from workspace.local import LocalSandbox
-from workspace.repo import DEFAULT_ROOT, RepoError
+from workspace.repo import DEFAULT_ROOT, RepoError, WorkingCopy
 from workspace.sandbox import Sandbox
 
 OUTPUT_LIMIT = 32 << 20  # test logs are graded whole; the cap only guards against floods
@@ -68,18 +68,13 @@ def open_instance(instance: Instance, options: EnvOptions) -> Iterator[InstanceE
         yield InstanceEnv(sandbox, copy.diff, f"local clone of {copy.source}")
 
 
-@contextmanager
-def _cache_copy(instance: Instance, options: EnvOptions):
+def _cache_copy(instance: Instance, options: EnvOptions) -> WorkingCopy:
+    """A fresh clone at base_commit; a context manager that removes it."""
     if options.repo_cache is None:
         raise RepoError(f"instance {instance.instance_id}: no --repo-cache given and no instance image to use; "
                         "pass --repo-cache DIR holding owner__repo clones, or use --sandbox docker with "
                         "the instance's swebench/sweb.eval.x86_64.* image pulled")
-    root = options.work_root or DEFAULT_ROOT
-    copy = checkout(options.repo_cache, instance, root)
-    try:
-        yield copy
-    finally:
-        copy.close()
+    return checkout(options.repo_cache, instance, options.work_root or DEFAULT_ROOT)
 
 
 def _docker_env(instance: Instance, options: EnvOptions, stack: ExitStack) -> InstanceEnv:
