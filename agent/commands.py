@@ -46,20 +46,20 @@ def run_command(task: str, repo: str, config: Config, yes: bool, output: str | N
                 trajectory: str | None) -> int:
     """One autonomous run, shown live; then the diff, and an offer to apply it."""
     console = Console()
-    terminate_as_interrupt()
+    view = LiveView(console)
     traj_path = Path(trajectory) if trajectory else default_trajectory_path(config, repo)
     try:
-        with console.status("loading the model..."):
-            backend = make_backend(config)
-        try:
-            result = run_task(backend, repo, config, {"kind": "interactive", "text": task}, traj_path,
-                              LiveView(console))
-        finally:
-            backend.close()
+        with terminate_as_interrupt():
+            with console.status("loading the model..."):
+                backend = make_backend(config)
+            try:
+                result = run_task(backend, repo, config, {"kind": "interactive", "text": task}, traj_path, view)
+            finally:
+                backend.close()
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: nothing was changed in your repository")
         return EXIT_CODES[Status.INTERRUPTED]
-    LiveView(console).show_result(result, str(traj_path))
+    view.show_result(result, str(traj_path))
     deliver(console, result.patch, repo, config, yes, output, traj_path.parent / "patch.diff",
             offer=result.status != Status.INTERRUPTED)
     return result.exit_code
@@ -81,7 +81,8 @@ def deliver(console: Console, patch: str, repo: str, config: Config, yes: bool, 
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(patch, encoding="utf-8")
     interactive = sys.stdin.isatty() and not yes
-    if not offer or not (yes or (interactive and Confirm.ask(f"Apply this patch to {repo}?", default=False))):
+    where = escape(str(Path(repo).resolve()))
+    if not offer or not (yes or (interactive and Confirm.ask(f"Apply this patch to {where}?", default=False))):
         console.print(f"patch saved to [bold]{escape(str(saved))}[/]; apply it with: git apply {escape(str(saved))}")
         return
     with WorkingCopy.create(repo, in_place=True) as tree:
@@ -96,32 +97,39 @@ def deliver(console: Console, patch: str, repo: str, config: Config, yes: bool, 
 def chat_command(repo: str, config: Config, yes: bool, trajectory: str | None) -> int:
     """A multi-turn session: one backend (and its KV cache) and one working copy for every turn."""
     console = Console()
-    terminate_as_interrupt()
     traj_path = Path(trajectory) if trajectory else default_trajectory_path(config, repo)
-    with console.status("loading the model..."):
-        backend = make_backend(config)
-    view = LiveView(console)
     try:
-        with open_workspace(repo, config) as ws:
-            agent = start_agent(backend, ws, config, traj_path, {"kind": "chat"}, view, chat=True)
-            console.print(f"[dim]working copy: {escape(ws.workdir)} - /diff shows the changes, /exit or Ctrl-D ends[/]")
-            while (text := _ask(console)) is not None:
-                if text == "/exit":
-                    break
-                if text == "/diff":
-                    show_patch(console, ws.env.diff())
-                elif text:
-                    result = agent.run(text)
-                    view.end_text()
-                    if result.status != Status.REPLIED:
-                        console.print(f"[bold]{result.status}[/]: {escape(result.reason)}")
-            patch = ws.env.diff()
-    finally:
-        backend.close()
+        with terminate_as_interrupt():
+            with console.status("loading the model..."):
+                backend = make_backend(config)
+            try:
+                patch = _converse(console, backend, repo, config, traj_path)
+            finally:
+                backend.close()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return EXIT_CODES[Status.INTERRUPTED]
     show_patch(console, patch)
     console.print(f"[dim]trajectory: {escape(str(traj_path))}[/]")
     deliver(console, patch, repo, config, yes, None, traj_path.parent / "patch.diff")
     return 0
+
+
+def _converse(console: Console, backend, repo: str, config: Config, traj_path: Path) -> str:
+    """Read user turns until /exit or Ctrl-D; Ctrl-C during a turn stops that turn only. Returns the diff."""
+    view = LiveView(console)
+    with open_workspace(repo, config) as ws:
+        agent = start_agent(backend, ws, config, traj_path, {"kind": "chat"}, view, chat=True)
+        console.print(f"[dim]working copy: {escape(ws.workdir)} - /diff shows the changes, /exit or Ctrl-D ends[/]")
+        while (text := _ask(console)) is not None and text != "/exit":
+            if text == "/diff":
+                show_patch(console, ws.env.diff())
+            elif text:
+                result = agent.run(text)
+                view.end_text()
+                if result.status != Status.REPLIED:
+                    console.print(f"[bold]{result.status}[/]: {escape(result.reason)}")
+        return ws.env.diff()
 
 
 def _ask(console: Console) -> str | None:
@@ -139,14 +147,16 @@ def replay_command(path: str, repo: str | None, sandbox: str | None, image: str 
     from agent.replay import replay
 
     console = Console()
-    terminate_as_interrupt()
+    view = LiveView(console)
     data = load(path)
     overrides = {"sandbox": {k: v for k, v in (("kind", sandbox), ("image", image)) if v}}
     try:
-        outcome = replay(data, repo, overrides, Path(trajectory) if trajectory else None, LiveView(console))
+        with terminate_as_interrupt():
+            outcome = replay(data, repo, overrides, Path(trajectory) if trajectory else None, view)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         return EXIT_CODES[Status.INTERRUPTED]
+    view.end_text()
     console.print(f"replayed {outcome.result.steps} steps: {outcome.result.status}")
     style = "green" if outcome.same else "red"
     console.print(f"[{style}]{escape(outcome.summary())}[/]")

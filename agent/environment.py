@@ -1,14 +1,14 @@
 """The environment the agent acts in: a sandbox, the tools bound to it, and the diff.
 
-Tool failures of every kind come back as error observations, so nothing a
-model asks for can raise out of the loop.
+Tools turn their own failures into error observations (tools.base.define);
+the environment adds the one failure no tool can see: a name that is no tool.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 from tools.base import Observation, Tool
-from workspace.sandbox import Sandbox, SandboxError
+from workspace.sandbox import Sandbox
 
 
 class Environment:
@@ -27,12 +27,7 @@ class Environment:
         if tool is None:
             known = ", ".join(self.tools)
             return Observation(f"Unknown tool `{name}`. The available tools are: {known}.", is_error=True)
-        try:
-            return tool.run(arguments, self.sandbox)
-        except SandboxError as exc:
-            return Observation(str(exc), is_error=True)
-        except Exception as exc:  # a tool bug must not end the run; the model sees what happened
-            return Observation(f"The tool `{name}` failed: {type(exc).__name__}: {exc}", is_error=True)
+        return tool.run(arguments, self.sandbox)
 
     def diff(self) -> str:
         return self._diff()

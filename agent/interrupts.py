@@ -2,8 +2,8 @@
 
 While `deferred_interrupts()` is active, SIGINT and SIGTERM are noted instead
 of raising, so writing the trajectory and removing containers and worktrees
-always completes. SIGTERM outside it raises KeyboardInterrupt like Ctrl-C, so
-`kill PID` also ends a run cleanly.
+always completes. Inside `terminate_as_interrupt()`, SIGTERM raises
+KeyboardInterrupt like Ctrl-C, so `kill PID` also ends a run cleanly.
 """
 from __future__ import annotations
 
@@ -39,10 +39,17 @@ def deferred_interrupts(message: str = "cleaning up, please wait..."):
             signal.signal(sig, handler)
 
 
-def terminate_as_interrupt() -> None:
-    """Make SIGTERM raise KeyboardInterrupt, so `kill` goes through the same clean exit as Ctrl-C."""
-    if _is_main_thread():
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """Make SIGTERM raise KeyboardInterrupt for the duration, so `kill` takes the same clean exit as Ctrl-C."""
+    if not _is_main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _raise_interrupt(signum, frame):

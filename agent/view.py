@@ -62,11 +62,14 @@ def _partial_tag(text: str, tag: str) -> int:
 
 
 def call_summary(name: str, arguments: dict, width: int = 160) -> str:
-    """One line a person can read: the command for bash, command + path for the editor."""
+    """One line a person can read: the command for bash, command + path for the editor, else the values."""
     if name == "bash" and isinstance(arguments.get("command"), str):
         text = arguments["command"]
     elif isinstance(arguments.get("command"), str) and isinstance(arguments.get("path"), str):
         text = f"{arguments['command']} {arguments['path']}"
+    elif all(isinstance(v, str) or (isinstance(v, list) and all(isinstance(i, str) for i in v))
+             for v in arguments.values()):
+        text = " ".join(v if isinstance(v, str) else " ".join(v) for v in arguments.values())
     else:
         text = json.dumps(arguments, ensure_ascii=False)
     text = " ".join(text.split())

@@ -9,7 +9,9 @@ import pytest
 from agent.loop import Listener, Status
 from agent.session import make_backend, open_workspace, run_task, start_agent
 from agent.toolcalls import EXPECTED_FORMAT
+from model.backends.replay import ReplayBackend
 from tests.agent.conftest import FIX, call
+from tests.conftest import git
 
 TASK = {"kind": "interactive", "text": "Make test_add pass."}
 
@@ -170,3 +172,39 @@ def test_chat_turns_share_one_backend_and_conversation(repo, script, make_config
     assert [m["role"] for m in agent.messages].count("user") == 2
     assert agent.messages[-2]["content"] == "5"
     assert "+    return a + b" in second.patch
+
+
+def test_in_place_edits_the_repo_and_the_patch_holds_only_the_agents_change(repo, script, make_config):
+    (repo / "notes.txt").write_text("mine\n")
+    (repo / "test_calc.py").write_text((repo / "test_calc.py").read_text() + "# my edit\n")
+    refs = git(repo, "for-each-ref")
+    result, traj = run(repo, make_config(script([call("str_replace_editor", **FIX), call("submit")]),
+                                         "workspace.in_place=true"))
+    assert result.status == Status.SUBMITTED
+    assert "calc.py" in result.patch and "notes.txt" not in result.patch and "my edit" not in result.patch
+    assert "return a + b" in (repo / "calc.py").read_text()
+    assert (repo / "notes.txt").read_text() == "mine\n" and "# my edit" in (repo / "test_calc.py").read_text()
+    assert "my edit" in traj["repo"]["carried_patch"] and traj["repo"]["in_place"] is True
+    assert git(repo, "for-each-ref") == refs and git(repo, "diff", "--cached") == ""
+
+
+def test_unknown_tool_is_an_observation_not_a_crash(repo, script, make_config):
+    result, traj = run(repo, make_config(script([call("rm_rf", path="/"), call("submit")])))
+    assert result.status == Status.SUBMITTED
+    obs = traj["steps"][0]["observations"][0]
+    assert obs["is_error"] and "Unknown tool `rm_rf`" in obs["text"] and "str_replace_editor" in obs["text"]
+
+
+def test_a_backend_failure_ends_with_status_error_and_keeps_the_work(repo, script, make_config, tmp_path):
+    class DeviceLost(ReplayBackend):
+        def complete(self, messages, tools=None, params=None, on_text=None):
+            if self.calls == 1:
+                raise RuntimeError("CUDA error: device lost")
+            return super().complete(messages, tools, params, on_text)
+
+    config = make_config(script([]))
+    path = tmp_path / "t.json"
+    result = run_task(DeviceLost([call("str_replace_editor", **FIX)]), repo, config, TASK, path)
+    data = json.loads(path.read_text())
+    assert result.status == Status.ERROR and result.exit_code == 1 and "device lost" in result.reason
+    assert "RuntimeError" in data["exit"]["traceback"] and "+    return a + b" in data["patch"]

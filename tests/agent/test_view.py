@@ -5,7 +5,9 @@ import re
 from hypothesis import given, strategies as st
 from rich.console import Console
 
-from agent.view import CallHider, call_summary, observation_head
+from agent.toolcalls import ToolCall
+from agent.view import CallHider, LiveView, call_summary, observation_head
+from tools.base import Observation
 
 PARTS = st.sampled_from(["<tool_call>", "</tool_call>", "<tool", "_call>", "</", "<", ">", "a", "b c", "\n", "{}"])
 
@@ -28,12 +30,23 @@ def test_call_summary_and_heads():
     assert call_summary("bash", {"command": "pytest -q\n  tests/"}) == "pytest -q tests/"
     assert call_summary("str_replace_editor", {"command": "view", "path": "a.py"}) == "view a.py"
     assert len(call_summary("search", {"query": "x" * 500})) == 160
+    assert call_summary("run_tests", {"paths": ["a.py", "b.py"]}) == "a.py b.py"
+    assert call_summary("submit", {}) == ""
+    assert call_summary("run_tests", {"paths": ["a.py"], "timeout": 5}) == '{"paths": ["a.py"], "timeout": 5}'
     text = "\n".join(str(i) for i in range(20))
     assert observation_head(text, 3) == "0\n1\n2\n... (17 more lines)"
     assert observation_head("one\n", 3) == "one"
 
 
-def render(fn, *args) -> str:
+def test_live_view_streams_prose_and_shows_calls_readably():
     out = io.StringIO()
-    fn(Console(file=out, width=100, color_system=None), *args)
-    return out.getvalue()
+    view = LiveView(Console(file=out, width=100, color_system=None))
+    text = 'Checking.\n<tool_call>\n{"name": "bash", "arguments": {"command": "ls -la"}}\n</tool_call>'
+    view.on_step(0)
+    for i in range(0, len(text), 3):
+        view.on_text(text[i:i + 3])
+    view.on_call(ToolCall("bash", {"command": "ls -la"}, ""))
+    view.on_observation(ToolCall("bash", {}, ""), Observation("\n".join(map(str, range(12))), is_error=True))
+    shown = out.getvalue()
+    assert "step 1" in shown and "Checking." in shown and "> bash ls -la" in shown
+    assert '"arguments"' not in shown and "... (4 more lines)" in shown
