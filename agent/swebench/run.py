@@ -30,7 +30,7 @@ from agent.loop import Status
 from agent.prompting import task_prompt
 from agent.session import start_agent
 from agent.swebench.backends import BackendProvider
-from agent.swebench.environments import EnvOptions, InstanceEnv, open_instance
+from agent.swebench.environments import EnvOptions, open_instance
 from agent.swebench.instances import Instance
 from agent.swebench.predictions import PredictionsWriter
 from tools import default_tools
@@ -82,21 +82,18 @@ def run_instance(instance: Instance, provider: BackendProvider, config: Config, 
                  output: Path) -> RunOutcome:
     start = time.monotonic()
     trajectory = output / "trajectories" / f"{instance.instance_id}.traj.json"
+    task = task_of(instance)
     backend = provider.for_task(instance.instance_id)
     try:
         with open_instance(instance, env_options) as ienv:
-            ws = _workspace(ienv, instance)
-            agent = start_agent(backend, ws, config, trajectory, task_of(instance))
-            fields = {k: v for k, v in task_of(instance).items() if k != "kind"}
+            ws = _InstanceWorkspace(Environment(ienv.sandbox, default_tools(), ienv.diff), instance, ienv.where)
+            agent = start_agent(backend, ws, config, trajectory, task)
+            fields = {k: v for k, v in task.items() if k != "kind"}
             result = agent.run(task_prompt("swebench", workdir=ws.workdir, **fields))
     finally:
         backend.close()
     error = result.reason if result.status == Status.ERROR else None
     return RunOutcome(instance.instance_id, result.status, result.patch, error, time.monotonic() - start)
-
-
-def _workspace(ienv: InstanceEnv, instance: Instance) -> _InstanceWorkspace:
-    return _InstanceWorkspace(Environment(ienv.sandbox, default_tools(), ienv.diff), instance, ienv.where)
 
 
 def run_batch(
