@@ -49,7 +49,7 @@ class BackendProvider:
         if b.name == "replay" and not b.script:
             raise ReplayScriptError("the replay backend needs --script: a file for every task, or a directory "
                                     "of <instance_id>.json scripts")
-        self.model_name = b.model or (f"replay:{Path(b.script).name}" if b.name == "replay" else b.name)
+        self.model_name = b.model or (f"replay-{Path(b.script).name}" if b.name == "replay" else b.name)
 
     def for_task(self, key: str) -> Backend:
         """The backend for one task; close() it when the task ends."""

@@ -58,7 +58,7 @@ def test_batch_run_predicts_records_errors_and_retries_them(tmp_path):
     again = run_batch(instances, provider, config, env, out, workers=2)
     assert [o.instance_id for o in again] == [ids[2]] and again[0].status == "submitted"
     preds = load_predictions(out / "preds.jsonl", instances)
-    assert sorted(preds) == sorted(ids) and all(p["model_name_or_path"] == "replay:scripts" for p in preds.values())
+    assert sorted(preds) == sorted(ids) and all(p["model_name_or_path"] == "replay-scripts" for p in preds.values())
 
     summary, _, _ = evaluate(instances, preds, EvalOptions(repo_cache=tmp_path / "cache", work_root=tmp_path / "work",
                                                            test_cmd=TEST_CMD), tmp_path / "eval", "e2e", workers=2)
