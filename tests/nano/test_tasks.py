@@ -68,6 +68,8 @@ def test_facts_point_at_unique_text_in_the_base_files(split):
         for path, text in task.solved_files().items():
             if path.endswith(".py"):
                 ast.parse(text)
+            if not path.startswith("tests/"):
+                assert not re.search(r"^def test", text, re.M), path  # pytest would collect it from the tests
         facts = task.facts
         if task.kind == "change_constant":
             assert task.files[facts["path"]].count(facts["line"]) == 1

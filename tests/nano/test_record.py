@@ -1,0 +1,43 @@
+"""Gold trajectories: real tools on a real working copy, through the real agent, with patches that pass."""
+from __future__ import annotations
+
+import pytest
+
+from agent.nano.record import gold_calls, gold_script, record
+from agent.nano.tasks import KINDS, generate_task
+from agent.toolcalls import parse_tool_calls
+from tools import default_tools
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gold_trajectory_solves_the_task(kind):
+    task = generate_task("train", 11, kind=kind)
+    rec = record(task)
+    assert rec.ok, (rec.status, rec.reason, rec.check.output)
+    roles = [m["role"] for m in rec.messages]
+    assert roles[:2] == ["system", "user"] and roles[2:] == ["assistant", "tool"] * len(gold_calls(task))
+    assert rec.workdir in rec.messages[0]["content"]  # the system prompt names the real working copy
+    assert task.text in rec.messages[1]["content"]
+    assert [m["content"] for m in rec.messages if m["role"] == "assistant"] == gold_script(task)
+    observations = [m["content"] for m in rec.messages if m["role"] == "tool"]
+    assert "0 failed, 0 errors" in observations[-2] and observations[-1] == "Submitted."
+    assert {t["function"]["name"] for t in rec.tools} == {t.name for t in default_tools()}
+
+
+def test_a_wrong_edit_is_recorded_as_unsolved():
+    task = generate_task("train", 11, kind="fix_off_by_one")
+    script = gold_script(task)
+    wrong = script[:2] + script[3:]  # skip the edit: the bug stays
+    rec = record(task, wrong)
+    assert rec.status == "submitted" and not rec.ok
+    assert "failed" in rec.check.output
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_gold_calls_parse_back_to_themselves(split):
+    schemas = [t.schema() for t in default_tools()]
+    for seed in range(40):
+        task = generate_task(split, seed)
+        for text, (name, arguments) in zip(gold_script(task), gold_calls(task)):
+            parsed = parse_tool_calls(text, schemas)
+            assert not parsed.errors and [(c.name, c.arguments) for c in parsed.calls] == [(name, arguments)]
