@@ -1,0 +1,81 @@
+"""Shared pieces of the benchmarks: timing, bandwidth probe, byte counts."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+
+def sync(device: str | torch.device) -> None:
+    """Wait for queued device work, so a host clock reads finished work."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds(fn: Callable[[], object], device: str | torch.device) -> float:
+    """Wall seconds of one fn() call, device work included."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def median(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def timed(fn, repeats: int, warmup: int = 1, device: str = "cuda" if torch.cuda.is_available() else "cpu") -> float:
+    """Median seconds of fn() over repeats, after warmup calls."""
+    for _ in range(warmup):
+        fn()
+    return median([seconds(fn, device) for _ in range(repeats)])
+
+
+def matvec_probe(device: str, dtype: torch.dtype, megabytes: int = 512, rows: int = 1) -> tuple[Callable[[], object], int]:
+    """A `rows`-row matmul streaming a weight far larger than cache, and the weight's bytes.
+
+    rows=1 is the ceiling of memory-bound decoding on this machine: every decode
+    step is a chain of such products over the weights. rows=2 is what a
+    cross-loop-parallel PLT step does (two loops share each weight read); on a
+    good BLAS it costs the same as rows=1.
+    """
+    cols = 8192
+    out_features = megabytes * 2**20 // (cols * torch.finfo(dtype).bits // 8)
+    weight = torch.randn(out_features, cols, device=device, dtype=dtype)
+    x = torch.randn(rows, cols, device=device, dtype=dtype)
+    return (lambda: torch.nn.functional.linear(x, weight)), weight.numel() * weight.element_size()
+
+
+def matvec_bandwidth(device: str, dtype: torch.dtype, megabytes: int = 512, rows: int = 1) -> float:
+    """Bytes/s of `matvec_probe` (median of 9 after 2 warmups)."""
+    fn, nbytes = matvec_probe(device, dtype, megabytes, rows)
+    return nbytes / timed(fn, repeats=9, warmup=2, device=device)
+
+
+def module_bytes(module: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def weight_bytes(model: torch.nn.Module, skip_embedding: bool = True) -> int:
+    """Bytes of parameters read per decode step (the embedding is a gather, not a read)."""
+    total = module_bytes(model)
+    if skip_embedding:
+        embedding = model.get_input_embeddings().weight
+        total -= embedding.numel() * embedding.element_size()
+    return total
+
+
+def cache_bytes(cache) -> int:
+    """Bytes held by a KV cache's tensors: our PLTCache (`nbytes`), or a transformers cache's layers."""
+    if hasattr(cache, "nbytes"):
+        return int(cache.nbytes)
+    total = 0
+    for layer in cache.layers:
+        for tensor in (layer.keys, layer.values):
+            if tensor is not None:
+                total += tensor.numel() * tensor.element_size()
+    return total
