@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.prompt import Confirm
 
 from agent.config import Config, ConfigError, load_config
-from agent.interrupts import terminate_as_interrupt
+from agent.interrupts import interrupt_once
 from agent.loop import EXIT_CODES, Status
 from agent.prompting import PromptError
 from agent.session import default_trajectory_path, make_backend, open_workspace, run_task, start_agent
@@ -49,7 +49,7 @@ def run_command(task: str, repo: str, config: Config, yes: bool, output: str | N
     view = LiveView(console)
     traj_path = Path(trajectory) if trajectory else default_trajectory_path(config, repo)
     try:
-        with terminate_as_interrupt():
+        with interrupt_once():
             with console.status("loading the model..."):
                 backend = make_backend(config)
             try:
@@ -60,7 +60,7 @@ def run_command(task: str, repo: str, config: Config, yes: bool, output: str | N
         console.print("[yellow]interrupted[/]: nothing was changed in your repository")
         return EXIT_CODES[Status.INTERRUPTED]
     view.show_result(result, str(traj_path))
-    deliver(console, result.patch, repo, config, yes, output, traj_path.parent / "patch.diff",
+    deliver(console, result.patch, repo, config, yes, output, traj_path.with_suffix(".patch"),
             offer=result.status != Status.INTERRUPTED)
     return result.exit_code
 
@@ -99,11 +99,11 @@ def chat_command(repo: str, config: Config, yes: bool, trajectory: str | None) -
     console = Console()
     traj_path = Path(trajectory) if trajectory else default_trajectory_path(config, repo)
     try:
-        with terminate_as_interrupt():
+        with interrupt_once() as interrupts:
             with console.status("loading the model..."):
                 backend = make_backend(config)
             try:
-                patch = _converse(console, backend, repo, config, traj_path)
+                patch = _converse(console, backend, repo, config, traj_path, interrupts.rearm)
             finally:
                 backend.close()
     except KeyboardInterrupt:
@@ -111,11 +111,11 @@ def chat_command(repo: str, config: Config, yes: bool, trajectory: str | None) -
         return EXIT_CODES[Status.INTERRUPTED]
     show_patch(console, patch)
     console.print(f"[dim]trajectory: {escape(str(traj_path))}[/]")
-    deliver(console, patch, repo, config, yes, None, traj_path.parent / "patch.diff")
+    deliver(console, patch, repo, config, yes, None, traj_path.with_suffix(".patch"))
     return 0
 
 
-def _converse(console: Console, backend, repo: str, config: Config, traj_path: Path) -> str:
+def _converse(console: Console, backend, repo: str, config: Config, traj_path: Path, rearm) -> str:
     """Read user turns until /exit or Ctrl-D; Ctrl-C during a turn stops that turn only. Returns the diff."""
     view = LiveView(console)
     with open_workspace(repo, config) as ws:
@@ -126,6 +126,7 @@ def _converse(console: Console, backend, repo: str, config: Config, traj_path: P
                 show_patch(console, ws.env.diff())
             elif text:
                 result = agent.run(text)
+                rearm()
                 view.end_text()
                 if result.status != Status.REPLIED:
                     console.print(f"[bold]{result.status}[/]: {escape(result.reason)}")
@@ -151,7 +152,7 @@ def replay_command(path: str, repo: str | None, sandbox: str | None, image: str 
     data = load(path)
     overrides = {"sandbox": {k: v for k, v in (("kind", sandbox), ("image", image)) if v}}
     try:
-        with terminate_as_interrupt():
+        with interrupt_once():
             outcome = replay(data, repo, overrides, Path(trajectory) if trajectory else None, view)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

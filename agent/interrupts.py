@@ -2,8 +2,9 @@
 
 While `deferred_interrupts()` is active, SIGINT and SIGTERM are noted instead
 of raising, so writing the trajectory and removing containers and worktrees
-always completes. Inside `terminate_as_interrupt()`, SIGTERM raises
-KeyboardInterrupt like Ctrl-C, so `kill PID` also ends a run cleanly.
+always completes. Commands run inside `interrupt_once()`: the first SIGINT or
+SIGTERM raises KeyboardInterrupt (so `kill PID` ends a run as cleanly as
+Ctrl-C), every later one waits for the clean-up to finish.
 """
 from __future__ import annotations
 
@@ -39,18 +40,39 @@ def deferred_interrupts(message: str = "cleaning up, please wait..."):
             signal.signal(sig, handler)
 
 
+class _Once:
+    """Raise KeyboardInterrupt at the first signal; hold the later ones (clean-up is under way)."""
+
+    def __init__(self):
+        self.fired = False
+
+    def __call__(self, signum, frame):
+        if self.fired:
+            print("\nstill cleaning up, please wait...", file=sys.stderr, flush=True)
+            return
+        self.fired = True
+        raise KeyboardInterrupt
+
+    def rearm(self) -> None:
+        """After a handled interrupt (a chat turn stopped by Ctrl-C), let the next one interrupt again."""
+        self.fired = False
+
+
 @contextlib.contextmanager
-def terminate_as_interrupt():
-    """Make SIGTERM raise KeyboardInterrupt for the duration, so `kill` takes the same clean exit as Ctrl-C."""
+def interrupt_once():
+    """For a command: Ctrl-C (or SIGTERM) interrupts once; later presses wait for the clean-up.
+
+    After an interrupt, further signals are ignored until the process ends,
+    so not even the interpreter's exit handlers (finalizers removing
+    temporary state) can be cut short. Main thread only; elsewhere a no-op.
+    """
     if not _is_main_thread():
-        yield
+        yield _Once()
         return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    handler = _Once()
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield handler
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+        for sig, old in previous.items():  # SIG_IGN, unlike a Python handler, lasts through interpreter exit
+            signal.signal(sig, signal.SIG_IGN if handler.fired else old)

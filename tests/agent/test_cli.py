@@ -53,7 +53,7 @@ def test_run_with_yes_applies_the_patch_without_a_terminal(repo, script, env, tm
     assert "submitted" in done.stdout and "+    return a + b" in done.stdout and "applied" in done.stdout
     assert "return a + b" in (repo / "calc.py").read_text()
     assert json.loads(traj.read_text())["exit"]["status"] == "submitted"
-    assert (traj.parent / "patch.diff").read_text() == json.loads(traj.read_text())["patch"]
+    assert traj.with_suffix(".patch").read_text() == json.loads(traj.read_text())["patch"]
     assert not any(copies_root.iterdir())
 
 
@@ -195,3 +195,19 @@ def test_a_patch_that_no_longer_applies_is_kept_and_the_files_untouched(repo, tm
     assert "did not apply" in out.getvalue() and "kept.patch" in out.getvalue()
     assert (tmp_path / "kept.patch").read_text() == patch
     assert (repo / "calc.py").read_text() == "def add(x, y):\n    return x - y\n"
+
+
+def test_chat_keeps_one_session_until_end_of_input(repo, script, tmp_path):
+    outputs = [call("str_replace_editor", **FIX), "Fixed: add adds now.", "Nothing else to do."]
+    traj = tmp_path / "chat.json"
+    done = CliRunner().invoke(cli.app, ["chat", "--repo", str(repo), "--script", str(script(outputs)),
+                                        "--trajectory", str(traj)], input="fix add\n/diff\nanything else?\n",
+                              env={"COLUMNS": "120"}, catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert "Fixed: add adds now." in done.stdout and "Nothing else to do." in done.stdout
+    assert done.stdout.count("+    return a + b") == 2  # /diff, then the diff at the end
+    assert (repo / "calc.py").read_text() == CALC
+    assert f"git apply {traj.with_suffix('.patch')}" in " ".join(done.stdout.split())
+    data = json.loads(traj.read_text())
+    assert [i["text"] for i in data["inputs"]] == ["fix add", "anything else?"]
+    assert data["exit"]["status"] == "replied" and len(data["steps"]) == 3
