@@ -5,8 +5,8 @@
 #   2. a Docker engine: dockerd started in the background when none answers
 #      (log: $LOOPCODER_DOCKERD_LOG), with fallback configurations
 #      (--iptables=false --bridge=none, then vfs storage) when the default fails
-#   3. the base image loopcoder/base:bookworm (debootstrap minbase + python3,
-#      git, patch, imported with `docker import`), built only when missing
+#   3. the base image loopcoder/base:bookworm (debootstrap minbase + python3, pytest,
+#      git, patch, imported with `docker import`), rebuilt when missing or older
 # Needs root (or passwordless sudo). Exit status is non-zero when a step
 # failed; scripts/test.sh then goes on and the tests that need it say why.
 set -euo pipefail
@@ -87,7 +87,9 @@ else
 fi
 
 # --- 3. base image -------------------------------------------------------------
-if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+# Bump BASE_VERSION when the image's contents change: an older build is replaced.
+BASE_VERSION=2
+if [ "$(docker image inspect -f '{{index .Config.Labels "loopcoder.base"}}' "$IMAGE" 2>/dev/null)" = "$BASE_VERSION" ]; then
   say "image $IMAGE present"
 else
   # The mirror apt already uses for this suite (debootstrap's own default otherwise).
@@ -98,14 +100,14 @@ else
   trap 'as_root rm -rf "$root"' EXIT
   say "building $IMAGE: debootstrap --variant=minbase $SUITE ${mirror:-(default mirror)} (a minute or two)"
   t=$(now)
-  as_root debootstrap --variant=minbase --include=python3,git,patch,ca-certificates \
+  as_root debootstrap --variant=minbase --include=python3,python3-pytest,git,patch,ca-certificates \
     "$SUITE" "$root" ${mirror:+"$mirror"} >"$root.log" 2>&1 || {
       say "debootstrap failed; last lines of $root.log:"; tail -n 10 "$root.log" | sed 's/^/    /'; exit 1; }
   as_root rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root.log"
   say "debootstrap took $(( $(now) - t ))s; importing"
   as_root tar -C "$root" -c . | docker import \
     --change 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'CMD ["/bin/bash"]' - "$IMAGE" >/dev/null
+    --change 'CMD ["/bin/bash"]' --change "LABEL loopcoder.base=$BASE_VERSION" - "$IMAGE" >/dev/null
   say "image $IMAGE built ($(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%d MB", $1/1e6}'))"
 fi
 say "done in $(( $(now) - T0 ))s"

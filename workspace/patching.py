@@ -28,7 +28,7 @@ export GIT_OPTIONAL_LOCKS=0
 cd "$(git rev-parse --show-toplevel)"
 real=$(git rev-parse --git-path index)
 idx=$(mktemp); rm -f "$idx"; trap 'rm -f "$idx" "$idx.lock"' EXIT
-if [ -f "$real" ]; then cp "$real" "$idx"; fi
+if [ -f "$real" ]; then cp -p "$real" "$idx"; fi
 export GIT_INDEX_FILE="$idx"
 # untracked, not ignored, not junk; a trailing / marks a nested repository, left out
 git ls-files -z --others --exclude-standard -- . {_EXCLUDES} | {{ grep -zv '/$' || true; }} \\

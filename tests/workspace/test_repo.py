@@ -213,3 +213,21 @@ def test_unresolved_merge_conflicts_are_refused_when_carrying(git_repo, tmp_path
     with pytest.raises(RepoError, match="unresolved merge conflicts in hello.py"):
         WorkingCopy.create(git_repo, carry_changes=True, root=tmp_path)
     assert not list(tmp_path.glob("repo-*"))  # nothing half-made left behind
+
+
+def test_a_same_size_edit_in_the_index_second_is_in_the_diff(git_repo, tmp_path):
+    """git trusts an index entry's stat data unless the index file is not newer
+    than the file ("racy git"). The diff's scratch index must keep the real
+    index's mtime: a fresh copy makes it newer, and an edit of the same size in
+    the same second as the index write (an agent's first step) is lost."""
+    import time
+
+    with WorkingCopy.create(git_repo, root=tmp_path / "copies") as copy:
+        target = copy.path / "hello.py"
+        while time.time() % 1 > 0.3:  # start early in a second: the next three steps share it
+            time.sleep(0.05)
+        target.write_text("print('v2')\n")
+        git(copy.path, "update-index", "--refresh")  # index entry and index file: this second
+        target.write_text("print('v3')\n")  # same size, same second
+        time.sleep(1.1)  # the diff runs in a later second
+        assert "+print('v3')" in copy.diff()
