@@ -70,9 +70,14 @@ def weight_bytes(model: torch.nn.Module, skip_embedding: bool = True) -> int:
 
 
 def cache_bytes(cache) -> int:
-    """Bytes held by a KV cache's tensors: our PLTCache (`nbytes`), or a transformers cache's layers."""
+    """Bytes a KV cache's tensors hold for its tokens: a transformers cache's layers, or our
+    PLTCache's `nbytes` less the spare columns its loop-0 buffers keep for growth (they grow
+    by a quarter at a time, so allocated bytes alone would not be linear in the tokens)."""
     if hasattr(cache, "nbytes"):
-        return int(cache.nbytes)
+        length = cache.get_seq_length()
+        spare = sum((t.shape[2] - length) * t[:, :, :1].numel() * t.element_size()
+                    for t in (*cache._k0, *cache._v0) if t is not None)
+        return int(cache.nbytes) - spare
     total = 0
     for layer in cache.layers:
         for tensor in (layer.keys, layer.values):
