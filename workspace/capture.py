@@ -34,9 +34,8 @@ class OutputCap:
     def text(self) -> str:
         """Decoded with replacement; a note marks where bytes were dropped."""
         tail = bytes(self.tail[-self.tail_limit:]) if self.tail_limit else b""
-        head = self.head.decode("utf-8", errors="replace")
-        if not self.truncated:
-            return head + tail.decode("utf-8", errors="replace")
+        if not self.truncated:  # one piece: a character split between head and tail stays whole
+            return (bytes(self.head) + tail).decode("utf-8", errors="replace")
         omitted = self.total - len(self.head) - len(tail)
         note = f"\n[... {omitted} bytes of output omitted ...]\n"
-        return head + note + tail.decode("utf-8", errors="replace")
+        return self.head.decode("utf-8", errors="replace") + note + tail.decode("utf-8", errors="replace")

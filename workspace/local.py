@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import weakref
 from functools import lru_cache
@@ -80,7 +81,8 @@ class LocalSandbox:
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._state, True)  # also if never closed
         self._tmp = os.path.join(self._state, "tmp")
         os.makedirs(os.path.join(self._tmp, "home"))
-        self._ro_binds = [p for p in (ro_binds or []) + _git_object_dirs(root) if os.path.exists(p)]
+        binds = (ro_binds or []) + _git_object_dirs(root) + _host_tools_under_tmp()
+        self._ro_binds = [p for p in dict.fromkeys(binds) if os.path.exists(p)]
 
     # -- commands ---------------------------------------------------------------
 
@@ -104,7 +106,7 @@ class LocalSandbox:
     def _bwrap_prefix(self) -> list[str]:
         args = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
                 "--bind", self._tmp, "/tmp"]
-        for path in self._ro_binds:  # git objects a shared clone borrows, which may live under /tmp
+        for path in self._ro_binds:  # host paths under /tmp that the private /tmp would hide
             args += ["--ro-bind", path, path]
         args += ["--bind", self.workdir, self.workdir, "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                  "--die-with-parent", "--new-session", "--chdir", self.workdir]
@@ -187,6 +189,16 @@ class LocalSandbox:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _host_tools_under_tmp() -> list[str]:
+    """The running Python environment and PATH entries that live under /tmp.
+
+    The sandbox's private /tmp hides them, yet commands expect the same
+    interpreter and tools as the host (a checkout or venv under /tmp, as CI may use).
+    """
+    candidates = [sys.prefix, sys.base_prefix] + os.environ.get("PATH", "").split(os.pathsep)
+    return [os.path.realpath(p) for p in candidates if p and os.path.realpath(p).startswith("/tmp/")]
 
 
 def _git_object_dirs(root: Path) -> list[str]:

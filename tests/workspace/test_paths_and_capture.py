@@ -4,7 +4,7 @@ from __future__ import annotations
 import posixpath
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 from workspace.capture import OutputCap
 from workspace.paths import relative_inside
@@ -30,6 +30,7 @@ def test_relative_inside_normalises(path, rel):
     assert relative_inside(path, "/testbed") == rel
 
 
+@example(chunks=[b"\xc2\x80"], limit=2)  # a character across the head/tail boundary
 @given(st.lists(st.binary(max_size=300), max_size=20), st.integers(min_value=2, max_value=400))
 def test_cap_keeps_exact_head_and_tail(chunks, limit):
     cap = OutputCap(limit)
