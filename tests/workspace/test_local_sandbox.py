@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -156,3 +158,23 @@ def test_a_fifo_is_refused_not_read(local_sandbox):
     assert local_sandbox.run("mkfifo pipe", timeout=10).exit_code == 0
     with pytest.raises(SandboxError, match="not a regular file"):
         local_sandbox.read_file("pipe")
+
+
+def test_tools_on_path_under_tmp_stay_visible(tmp_path, monkeypatch):
+    """The private /tmp must not hide the host's tools that live under /tmp (a CI checkout's venv)."""
+    import tempfile
+
+    from workspace.local import LocalSandbox
+
+    tools = Path(tempfile.mkdtemp(prefix="loopcoder-tools-", dir="/tmp"))
+    try:
+        (tools / "hello-tool").write_text("#!/bin/sh\necho tool ran\n")
+        (tools / "hello-tool").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+        work = tmp_path / "work"
+        work.mkdir()
+        with LocalSandbox(work) as sandbox:
+            result = sandbox.run("hello-tool", timeout=10)
+        assert result.exit_code == 0 and "tool ran" in result.output
+    finally:
+        shutil.rmtree(tools)
