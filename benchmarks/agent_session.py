@@ -11,7 +11,7 @@ model (random weights, a test tokenizer, built in a temp dir) decodes a few
 tokens that the scripted call then replaces: at most the cache's rollback
 slack, so the reused cache rolls back exactly instead of re-prefilling.
 
-    .venv/bin/python benchmarks/agent_session.py            # small preset, 30 turns
+    .venv/bin/python benchmarks/agent_session.py            # small preset, 30 turns, ~6 min on one core
 """
 from __future__ import annotations
 
@@ -129,6 +129,9 @@ def run(args) -> dict:
                 row["prompt_tokens"] = completion.prompt_tokens
             fresh.close()
             turns.append(row)
+            print(f"turn {turn + 1}/{args.turns}: {row['prompt_tokens']} prompt tokens, prefilled {row['reuse_prefilled']} "
+                  f"(reuse) / {row['fresh_prefilled']} (fresh), {row['reuse_seconds']:.2f} s / {row['fresh_seconds']:.2f} s",
+                  file=sys.stderr, flush=True)
             name, arguments = call(rng, turn, args.turns)
             low, high = args.observation_tokens
             messages.append({"role": "assistant", "content": f"Next I use `{name}`.\n" + render_tool_call(name, arguments)})
@@ -175,7 +178,9 @@ def parse_args(argv=None):
     parser.add_argument("--new-tokens", type=int, default=8,
                         help="tokens decoded per turn; at most the cache's rollback slack (16) keeps reuse exact")
     parser.add_argument("--context-window", type=int, default=32768)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a small shared machine, 2 threads stall whenever another "
+                             "process holds a core, and the latencies measure that instead of the model)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.turns < 1 or args.new_tokens < 1 or not 1 <= args.observation_tokens[0] <= args.observation_tokens[1]:
