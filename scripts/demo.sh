@@ -10,6 +10,12 @@ root=$PWD
 model=checkpoints/loopcoder-nano
 if [ "${1:-}" = "--model" ]; then model=$2; shift 2; fi
 
+if [ ! -f "$model/config.json" ]; then
+  echo "error: no checkpoint at $model. loopcoder-nano is not shipped in this revision yet;" >&2
+  echo "       run with a PLT checkpoint instead: scripts/demo.sh --model /path/to/LoopCoder-V2" >&2
+  exit 2
+fi
+
 bash scripts/venv.sh
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/loopcoder-demo-XXXXXX")
