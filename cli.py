@@ -75,6 +75,7 @@ def model_train(
     threads: int = typer.Option(2, help="CPU threads (torch.set_num_threads)."),
     seed: int = typer.Option(0, help="Seed of the initial weights and of the batch order."),
     resume: bool = typer.Option(False, "--resume", help="Continue from out/checkpoint/ (weights, optimizer, step)."),
+    init: str = typer.Option(None, "--init", help="Start from a finished run's weights (a previous phase)."),
 ) -> None:
     """Train a PLT from scratch on chat transcripts, loss on the assistant turns only (loopcoder-nano)."""
     from pathlib import Path
@@ -82,7 +83,8 @@ def model_train(
     from model.train import TrainConfig, TrainError, train_with_progress
 
     cfg = TrainConfig(data=Path(data), out=Path(out), preset=preset, steps=steps, batch_tokens=batch_tokens, lr=lr,
-                      warmup=warmup, save_every=save_every, threads=threads, seed=seed, resume=resume)
+                      warmup=warmup, save_every=save_every, threads=threads, seed=seed, resume=resume,
+                      init=Path(init) if init else None)
     try:
         summary = train_with_progress(cfg)
     except TrainError as error:

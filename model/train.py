@@ -61,6 +61,7 @@ class TrainConfig:
     save_every: int = 100
     threads: int = 2
     resume: bool = False
+    init: Path | None = None  # start from these weights (a previous phase) with a fresh optimizer and schedule
 
 
 @dataclass
@@ -238,6 +239,18 @@ def load_checkpoint(model, optimizer, cfg: TrainConfig) -> int:
     return json.loads((path / "trainer_state.json").read_text())["step"]
 
 
+def init_weights(model, path: Path) -> None:
+    """Load a finished phase's weights (same shapes) into a fresh model."""
+    file = path / "model.safetensors"
+    if not file.is_file():
+        raise TrainError(f"--init: {file} not found; give the output directory of a finished training run.")
+    try:
+        model.load_state_dict(load_file(file))
+    except RuntimeError as exc:
+        raise TrainError(f"--init: the weights in {path} do not fit the {model.config.hidden_size}-wide "
+                         f"preset and this tokenizer: {str(exc).splitlines()[0]}") from None
+
+
 def _jsonable(d: dict) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
 
@@ -267,6 +280,8 @@ def train(cfg: TrainConfig, on_step=None) -> dict:
                          f"{config.max_position_embeddings}")
     stream = BatchStream(examples, cfg.batch_tokens, cfg.seed)
     model = IQuestPLTCoderForCausalLM(config)
+    if cfg.init is not None and not cfg.resume:
+        init_weights(model, cfg.init)
     optimizer = make_optimizer(model, cfg)
     start = load_checkpoint(model, optimizer, cfg) if cfg.resume else 0
     model.train()

@@ -11,18 +11,25 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import string
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from transformers import AutoTokenizer
+
 from agent.nano import words
 from agent.nano.data import build_tokenizer, render_transcript, write_transcripts
-from agent.nano.record import record
+from agent.nano.record import gold_script, record
+from agent.prompting import task_prompt
+from agent.toolcalls import render_tool_call
 from agent.nano.tasks import PACKAGE_SUFFIXES, generate_task
 
 RECORDINGS = "recordings.jsonl"
+SHORT = "short"  # phase 1: short rows, dense in copying (drills and first turns), no system turn
+DRILLS, FIRST_TURNS, FIRST_TURN_SEEDS = 8000, 6000, 100_000  # first-turn seeds far from the recorded ones
 FIXED_WORDS = {"test", "update"}  # name words that are also words of the fixed texts (test_*, task wording)
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")  # the words of snake_case, CamelCase and UPPER_CASE names
 WORKDIR_POOL = 32
@@ -92,10 +99,74 @@ def with_workdir(messages: list[dict], old: str, new: str) -> list[dict]:
     return [{**m, "content": m["content"].replace(old, new)} for m in messages]
 
 
+def _made_up_name(rng: random.Random, pieces: list[str], shapes: int = 4) -> str:
+    """An identifier glued from random vocabulary pieces, in one of the shapes the tasks use."""
+    def word() -> str:
+        return "".join(rng.choice(pieces) for _ in range(rng.randint(1, 3)))
+
+    shape = rng.randrange(shapes)
+    if shape == 0:
+        return f"{word()}_{word()}"
+    if shape == 1:
+        return word().capitalize() + word().capitalize()
+    if shape == 2:
+        return f"{rng.choice(('MAX', 'MIN', 'DEFAULT', 'BASE', 'LIMIT'))}_{word().upper()}"
+    return f"{word()}{rng.choice(PACKAGE_SUFFIXES)}/{word()}.py"
+
+
+def name_pieces(tokenizer) -> list[str]:
+    """The vocabulary's lowercase letter pieces: drills built from them make every piece a copy target.
+
+    A piece that is never a target gets its logit pushed down at every step, until
+    no amount of attention can copy it: a held-out name made of such pieces
+    could not be written.
+    """
+    return sorted(t for t in tokenizer.get_vocab() if t.isascii() and t.isalpha() and t.islower())
+
+
+def copy_drills(renderer, pieces: list[str], count: int, seed: int = 0) -> list[dict]:
+    """Turns that search for each of several made-up names, in order: copying, and nothing else.
+
+    A model meets copying everywhere in the gold plans (names from the task into
+    calls, lines from views into edits) but learns it slowly from them; these
+    drills, with names from neither word list, teach it first.
+    """
+    rng = random.Random(f"nano-drills:{seed}")
+    rows = []
+    for _ in range(count):
+        definitions = rng.random() < 0.4
+        names = [_made_up_name(rng, pieces, 2 if definitions else 4) for _ in range(rng.randint(1, 4))]
+        listed = ", ".join(f"`{n}`" for n in names)
+        ask = f"Find the definitions of {listed}." if definitions else f"Search for {listed}."
+        calls = "\n".join(render_tool_call("search", {"pattern": f"def {n}" if definitions else n}) for n in names)
+        messages = [{"role": "user", "content": ask + "\n"}, {"role": "assistant", "content": calls}]
+        text, spans = render_transcript(renderer, messages, [])
+        rows.append({"text": text, "spans": spans})
+    return rows
+
+
+def first_turns(renderer, count: int, start: int) -> list[dict]:
+    """Task prompt plus the plan's first call (a search for a name in the task), for many more tasks.
+
+    The first turn needs no observation, so these need no tool run: cheap, short
+    rows in which half the trained tokens are copied from the task, which is
+    what the model must learn first.
+    """
+    rows = []
+    for seed in range(start, start + count):
+        task = generate_task("train", seed)
+        messages = [{"role": "user", "content": task_prompt("interactive", text=task.text)},
+                    {"role": "assistant", "content": gold_script(task)[0]}]
+        text, spans = render_transcript(renderer, messages, [])
+        rows.append({"text": text, "spans": spans})
+    return rows
+
+
 def write_training_dir(out: Path, vocab_size: int, renderer) -> dict:
-    """train.jsonl and tokenizer/ from the good recordings; returns counts."""
+    """train.jsonl and tokenizer/ from the good recordings, and short/ for the first phase of
+    training (copy drills and first turns); returns counts."""
     pool = workdir_pool()
-    transcripts, groups, failed = [], [], 0
+    full, failed = [], 0
     for line in (out / RECORDINGS).read_text(encoding="utf-8").splitlines():
         rec = json.loads(line)
         if not rec["ok"]:
@@ -103,10 +174,14 @@ def write_training_dir(out: Path, vocab_size: int, renderer) -> dict:
             continue
         group = rec["seed"] % len(pool)
         messages = with_workdir(rec["messages"], rec["workdir"], pool[group])
-        transcripts.append(render_transcript(renderer, messages, rec["tools"]))
-        groups.append(group)
-    if not transcripts:
+        text, spans = render_transcript(renderer, messages, rec["tools"])
+        full.append({"text": text, "spans": spans, "group": group})
+    if not full:
         raise ValueError(f"no successful recordings in {out / RECORDINGS}")
-    build_tokenizer(tokenizer_corpus(t for t, _ in transcripts), vocab_size, out / "tokenizer")
-    write_transcripts(out / "train.jsonl", ({"text": t, "spans": s, "group": g} for (t, s), g in zip(transcripts, groups)))
-    return {"transcripts": len(transcripts), "failed": failed}
+    build_tokenizer(tokenizer_corpus(r["text"] for r in full), vocab_size, out / "tokenizer")
+    write_transcripts(out / "train.jsonl", full)
+    pieces = name_pieces(AutoTokenizer.from_pretrained(str(out / "tokenizer")))
+    short = copy_drills(renderer, pieces, DRILLS) + first_turns(renderer, FIRST_TURNS, FIRST_TURN_SEEDS)
+    write_transcripts(out / SHORT / "train.jsonl", short)
+    shutil.copytree(out / "tokenizer", out / SHORT / "tokenizer", dirs_exist_ok=True)
+    return {"transcripts": len(full), "failed": failed}

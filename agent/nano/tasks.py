@@ -370,6 +370,8 @@ def generate_task(split: str, seed: int, kind: str | None = None) -> Task:
         rng = random.Random(f"loopcoder-nano:{split}:{seed}:{attempt}")
         nm = _Namer(rng, split)
         pkg = nm.noun() + rng.choice(PACKAGE_SUFFIXES)
+        if pkg in sys.stdlib_module_names:  # "pathlib" would import the standard library's
+            continue
         modules = _make_modules(nm, rng)
         files = _render_repo(pkg, modules)
         values = _evaluate(modules)

@@ -86,3 +86,8 @@ def test_training_lowers_the_loss_and_resumes_from_the_saved_step(data_dir, tmp_
     loaded = AutoModelForCausalLM.from_pretrained(out)
     assert loaded.config.vocab_size >= len(AutoTokenizer.from_pretrained(out))
     assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == [2, 4]
+
+    phase2 = tmp_path / "phase2"  # --init: the weights carry over, the step count starts again
+    train(TrainConfig(**{**cfg.__dict__, "out": phase2, "steps": 0, "init": out}))
+    again = AutoModelForCausalLM.from_pretrained(phase2)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), again.state_dict().values()))
