@@ -10,13 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from model.tokenizer import default_chat_template
 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")  # ids 0..4
 TOOL_TOKENS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")  # kept in decoded text
+# isolate_words: letter runs, single digits, runs of spaces, newlines, tabs, JSON escapes and punctuation
+# (with single inner spaces, as in `": "`) are pieces of their own, so a name is the same tokens wherever it stands.
+WORD_PIECES = r'\\[nrt"\\]|[A-Za-z]+|[0-9]| +|\n|\t|[^A-Za-z0-9\s\\]+(?: [^A-Za-z0-9\s\\]+)*|\\|\s'
 
 _CORPUS = r'''
 def fibonacci(n: int) -> int:
@@ -85,13 +88,23 @@ Numbers 0 1 2 3 4 5 6 7 8 9 10 100 1000 and symbols ( ) [ ] { } < > = + - * / % 
 '''
 
 
-def build_test_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 1024) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE of at most `vocab_size` ids (special and tool tokens included)."""
+def build_test_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 1024,
+                         isolate_words: bool = False) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE of at most `vocab_size` ids (special and tool tokens included).
+
+    isolate_words: no piece crosses a word's edge (see WORD_PIECES). A plain
+    byte-level BPE writes `name` after a space as " name"'s pieces and after a
+    quote as "name"'s, which a small model copying names has to learn to map.
+    """
     if vocab_size < 256 + len(SPECIAL_TOKENS) + len(TOOL_TOKENS):
         raise ValueError(f"vocab_size {vocab_size} cannot hold the 256 bytes and the special tokens")
     corpus = list(texts) if texts is not None else [_CORPUS] * 4
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if isolate_words:
+        bpe.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(WORD_PIECES), "isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size - len(TOOL_TOKENS),

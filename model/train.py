@@ -114,7 +114,10 @@ def tokenize_example(tokenizer, text: str, spans: list[list[int]], group: int = 
 
 
 def plan_batches(lengths: list[int], groups: list[int], batch_tokens: int, seed: int, epoch: int) -> list[list[int]]:
-    """One epoch of batches: one group per batch, similar lengths together, rows * longest <= batch_tokens."""
+    """One epoch of batches: one group per batch, similar lengths together, rows * longest <= batch_tokens.
+
+    `lengths` are what a row runs with gradient (its tokens after the group's shared opening).
+    """
     rng = random.Random(f"{seed}:{epoch}")
     order = list(range(len(lengths)))
     rng.shuffle(order)
@@ -136,16 +139,25 @@ def plan_batches(lengths: list[int], groups: list[int], batch_tokens: int, seed:
     return batches
 
 
+def group_openings(examples: list[Example]) -> dict[int, int]:
+    """Per group, the tokens all its rows start with (run once per batch, without gradient)."""
+    members: dict[int, list[Example]] = {}
+    for e in examples:
+        members.setdefault(e.group, []).append(e)
+    return {group: shared_prefix(rows) for group, rows in members.items()}
+
+
 class BatchStream:
     """Batches by global step, deterministic in (seed, step): what resuming needs."""
 
     def __init__(self, examples: list[Example], batch_tokens: int, seed: int):
         self.examples, self.batch_tokens, self.seed = examples, batch_tokens, seed
-        self.lengths = [len(e.ids) for e in examples]
+        opening = group_openings(examples)
+        self.lengths = [len(e.ids) - opening[e.group] for e in examples]
         self.groups = [e.group for e in examples]
         if max(self.lengths) > batch_tokens:
-            raise TrainError(f"the longest transcript has {max(self.lengths)} tokens, more than "
-                             f"--batch-tokens {batch_tokens}; raise --batch-tokens")
+            raise TrainError(f"the longest transcript runs {max(self.lengths)} tokens after its group's shared "
+                             f"opening, more than --batch-tokens {batch_tokens}; raise --batch-tokens")
         self._epoch, self._plan = -1, []
 
     def batch(self, step: int) -> list[Example]:

@@ -10,9 +10,11 @@ root=$PWD
 model=checkpoints/loopcoder-nano
 if [ "${1:-}" = "--model" ]; then model=$2; shift 2; fi
 
-if [ ! -f "$model/config.json" ]; then
-  echo "error: no checkpoint at $model. loopcoder-nano is not shipped in this revision yet;" >&2
-  echo "       run with a PLT checkpoint instead: scripts/demo.sh --model /path/to/LoopCoder-V2" >&2
+if [ ! -f "$model/config.json" ] || [ ! -f "$model/model.safetensors" -a ! -f "$model/model.safetensors.index.json" ]; then
+  echo "error: no checkpoint at $model (config.json and safetensors weights expected)." >&2
+  echo "       loopcoder-nano ships in checkpoints/loopcoder-nano: restore it with" >&2
+  echo "       'git checkout -- checkpoints/loopcoder-nano', or run another PLT checkpoint:" >&2
+  echo "       scripts/demo.sh --model /path/to/LoopCoder-V2" >&2
   exit 2
 fi
 
@@ -26,8 +28,9 @@ git -C "$repo" init -q -b main
 git -C "$repo" add -A
 git -C "$repo" -c user.name=demo -c user.email=demo@localhost commit -q -m "example repository"
 
-# run_tests calls `python`: make it the project's, which has pytest.
-export PATH="$root/.venv/bin:$PATH"
+# run_tests calls `python`: make it the project's, which has pytest (without the test
+# extras' plugins, which only slow the example's tiny suite down).
+export PATH="$root/.venv/bin:$PATH" PYTEST_DISABLE_PLUGIN_AUTOLOAD=1
 task=$(cat examples/nano/task.txt)
 echo "task: $task"
 set +e

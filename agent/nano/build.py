@@ -163,8 +163,8 @@ def first_turns(renderer, count: int, start: int) -> list[dict]:
 
 
 def write_training_dir(out: Path, vocab_size: int, renderer) -> dict:
-    """train.jsonl and tokenizer/ from the good recordings, and short/ for the first phase of
-    training (copy drills and first turns); returns counts."""
+    """short/: phase 1 of training (copy drills and first turns); train.jsonl: phase 2, the good
+    recordings plus the short rows; tokenizer/ for both. Returns counts."""
     pool = workdir_pool()
     full, failed = [], 0
     for line in (out / RECORDINGS).read_text(encoding="utf-8").splitlines():
@@ -179,9 +179,10 @@ def write_training_dir(out: Path, vocab_size: int, renderer) -> dict:
     if not full:
         raise ValueError(f"no successful recordings in {out / RECORDINGS}")
     build_tokenizer(tokenizer_corpus(r["text"] for r in full), vocab_size, out / "tokenizer")
-    write_transcripts(out / "train.jsonl", full)
     pieces = name_pieces(AutoTokenizer.from_pretrained(str(out / "tokenizer")))
     short = copy_drills(renderer, pieces, DRILLS) + first_turns(renderer, FIRST_TURNS, FIRST_TURN_SEEDS)
     write_transcripts(out / SHORT / "train.jsonl", short)
+    # Phase 2 keeps the short rows (a group of their own) so the copying they taught stays sharp.
+    write_transcripts(out / "train.jsonl", full + [{**row, "group": len(pool)} for row in short])
     shutil.copytree(out / "tokenizer", out / SHORT / "tokenizer", dirs_exist_ok=True)
     return {"transcripts": len(full), "failed": failed}

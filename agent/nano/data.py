@@ -32,9 +32,10 @@ def render_transcript(tokenizer, messages: list[dict], tools: list[dict]) -> tup
 
 
 def build_tokenizer(texts: Iterable[str], vocab_size: int, out: Path) -> Path:
-    """A byte-level BPE trained on the transcripts (the chat helper's builder), saved to `out`."""
+    """A byte-level BPE trained on the transcripts (the chat helper's builder, no piece across a word's
+    edge: a name is then the same tokens in the task, in a call and in a file), saved to `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    build_test_tokenizer(texts, vocab_size).save_pretrained(str(out), save_jinja_files=False)
+    build_test_tokenizer(texts, vocab_size, isolate_words=True).save_pretrained(str(out), save_jinja_files=False)
     return out
 
 

@@ -11,7 +11,8 @@ import model  # noqa: F401 - registers the PLT with the Auto classes
 from agent.nano.data import build_tokenizer, render_transcript, write_transcripts
 from agent.nano.tasks import generate_task
 from model.tiny_tokenizer import build_test_tokenizer
-from model.train import IGNORE, Example, TrainConfig, batch_loss, model_config, shared_prefix, tokenize_example, train
+from model.train import (IGNORE, BatchStream, Example, TrainConfig, TrainError, batch_loss, model_config, shared_prefix,
+                         tokenize_example, train)
 
 TOOLS = [{"type": "function", "function": {"name": "search", "description": "Find text.",
                                            "parameters": {"type": "object", "properties": {"pattern": {"type": "string"}}}}}]
@@ -91,3 +92,23 @@ def test_training_lowers_the_loss_and_resumes_from_the_saved_step(data_dir, tmp_
     train(TrainConfig(**{**cfg.__dict__, "out": phase2, "steps": 0, "init": out}))
     again = AutoModelForCausalLM.from_pretrained(phase2)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), again.state_dict().values()))
+
+
+def test_batches_are_sized_by_what_runs_after_the_groups_shared_opening():
+    opening = list(range(5, 2005))  # a 2000-token system turn every row of the group starts with
+
+    def row(n: int, group: int) -> Example:
+        ids = opening + [7] * n if group == 0 else [9] * n
+        return Example(ids, [IGNORE] * 2000 + ids[2000:] if group == 0 else ids, group)
+
+    examples = [row(100, 0) for _ in range(20)] + [row(50, 1) for _ in range(40)]
+    stream = BatchStream(examples, batch_tokens=1024, seed=0)
+    assert sorted(set(stream.lengths)) == [50, 101]  # 2000 - 1: the opening stops before the first label's predictor
+    plan = stream._plan_for(0)
+    assert sorted(i for batch in plan for i in batch) == list(range(60))
+    for batch in plan:
+        assert len({examples[i].group for i in batch}) == 1
+        assert len(batch) * max(stream.lengths[i] for i in batch) <= 1024
+    assert max(len(batch) for batch in plan if examples[batch[0]].group == 0) == 10
+    with pytest.raises(TrainError, match="raise --batch-tokens"):
+        BatchStream(examples, batch_tokens=64, seed=0)
