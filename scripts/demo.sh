@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job, for real on any machine: loopcoder-nano (a 4M-parameter PLT
+# The main job, for real on any machine: loopcoder-nano (a 1.3M-parameter PLT
 # trained by this project, in checkpoints/) runs in process on the CPU and
 # drives the real tools in a sandbox on a fresh git copy of the bundled example
 # repository (examples/nano/), then the patch is applied and shown.
