@@ -18,8 +18,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from transformers import AutoTokenizer
-
 from agent.nano import words
 from agent.nano.data import build_tokenizer, render_transcript, write_transcripts
 from agent.nano.record import gold_script, record
@@ -28,7 +26,7 @@ from agent.toolcalls import render_tool_call
 from agent.nano.tasks import PACKAGE_SUFFIXES, generate_task
 
 RECORDINGS = "recordings.jsonl"
-SHORT = "short"  # phase 1: short rows, dense in copying (drills and first turns), no system turn
+SHORT = "short"  # phase 1: short rows, dense in copying (drills and first turns), without the agent's system turn
 DRILLS, FIRST_TURNS, FIRST_TURN_SEEDS = 8000, 6000, 100_000  # first-turn seeds far from the recorded ones
 FIXED_WORDS = {"test", "update"}  # name words that are also words of the fixed texts (test_*, task wording)
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")  # the words of snake_case, CamelCase and UPPER_CASE names
@@ -178,8 +176,7 @@ def write_training_dir(out: Path, vocab_size: int, renderer) -> dict:
         full.append({"text": text, "spans": spans, "group": group})
     if not full:
         raise ValueError(f"no successful recordings in {out / RECORDINGS}")
-    build_tokenizer(tokenizer_corpus(r["text"] for r in full), vocab_size, out / "tokenizer")
-    pieces = name_pieces(AutoTokenizer.from_pretrained(str(out / "tokenizer")))
+    pieces = name_pieces(build_tokenizer(tokenizer_corpus(r["text"] for r in full), vocab_size, out / "tokenizer"))
     short = copy_drills(renderer, pieces, DRILLS) + first_turns(renderer, FIRST_TURNS, FIRST_TURN_SEEDS)
     write_transcripts(out / SHORT / "train.jsonl", short)
     # Phase 2 keeps the short rows (a group of their own) so the copying they taught stays sharp.

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+from transformers import PreTrainedTokenizerFast
+
 from model.tiny_tokenizer import build_test_tokenizer
 from model.tokenizer import render_chat
 
@@ -31,12 +33,13 @@ def render_transcript(tokenizer, messages: list[dict], tools: list[dict]) -> tup
     return text, spans
 
 
-def build_tokenizer(texts: Iterable[str], vocab_size: int, out: Path) -> Path:
+def build_tokenizer(texts: Iterable[str], vocab_size: int, out: Path) -> PreTrainedTokenizerFast:
     """A byte-level BPE trained on the transcripts (the chat helper's builder, no piece across a word's
-    edge: a name is then the same tokens in the task, in a call and in a file), saved to `out`."""
+    edge: a name is then the same tokens in the task, in a call and in a file), saved to `out` and returned."""
     out.mkdir(parents=True, exist_ok=True)
-    build_test_tokenizer(texts, vocab_size, isolate_words=True).save_pretrained(str(out), save_jinja_files=False)
-    return out
+    tokenizer = build_test_tokenizer(texts, vocab_size, isolate_words=True)
+    tokenizer.save_pretrained(str(out), save_jinja_files=False)
+    return tokenizer
 
 
 def write_transcripts(path: Path, records: Iterable[dict]) -> int:
