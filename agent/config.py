@@ -73,7 +73,7 @@ class WorkspaceConfig:
 
 @dataclass
 class PromptsConfig:
-    system: str
+    system: str | None
     task: str
 
 

@@ -37,6 +37,20 @@ def render(template: str, **fields) -> str:
         raise PromptError(f"prompt template {template!r} is not valid Jinja: {exc}") from exc
 
 
+DEFAULT_SYSTEM = "system.jinja"
+MODEL_SYSTEM = "loopcoder_system.jinja"  # a checkpoint's own system prompt, the one it was trained with
+
+
+def system_template(template: str | None, model: str | None) -> str:
+    """`prompts.system` when set; otherwise the checkpoint's own `loopcoder_system.jinja` when the model
+    directory ships one (loopcoder-nano: a small model is trained on a short prompt), else system.jinja."""
+    if template:
+        return template
+    if model and (own := Path(model).expanduser() / MODEL_SYSTEM).is_file():
+        return str(own)
+    return DEFAULT_SYSTEM
+
+
 def system_prompt(template: str, workdir: str, chat: bool = False) -> str:
     return render(template, workdir=workdir, chat=chat)
 

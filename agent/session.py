@@ -28,7 +28,7 @@ from agent.config import Config, ConfigError
 from agent.environment import Environment
 from agent.interrupts import deferred_interrupts
 from agent.loop import Agent, Listener, RunResult
-from agent.prompting import system_prompt, task_prompt
+from agent.prompting import system_prompt, system_template, task_prompt
 from agent.trajectory import Trajectory
 from workspace.repo import RepoError, WorkingCopy
 
@@ -157,7 +157,8 @@ def start_agent(backend, ws: Workspace, config: Config, trajectory_path: Path | 
     env = ws.env
     trajectory = Trajectory(trajectory_path, config.to_dict(), task, ws.record(),
                             {"name": backend.name, "context_window": backend.context_window}, env.schemas())
-    system = system_prompt(config.prompts.system, ws.workdir, chat=chat)
+    template = system_template(config.prompts.system, config.backend.model if config.backend.name in ("plt", "hf") else None)
+    system = system_prompt(template, ws.workdir, chat=chat)
     return Agent(backend, env, config, trajectory, system, listener, chat=chat)
 
 

@@ -26,7 +26,6 @@ def data(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from agent.nano.build import record_all, write_training_dir
-    from model.tiny_tokenizer import build_test_tokenizer
 
     failures = []
     t0 = time.time()
@@ -39,7 +38,7 @@ def data(
                 failures.append(rec["task_id"])
 
         record_all(out, "train", range(start, start + count), jobs, done)
-    summary = write_training_dir(out, vocab, build_test_tokenizer())
+    summary = write_training_dir(out, vocab)
     print(f"{summary['transcripts']} transcripts, {summary['failed']} failed recordings "
           f"({', '.join(failures[:10])}); {time.time() - t0:.0f}s -> {out}")
 

@@ -19,15 +19,17 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from agent.nano import words
-from agent.nano.data import build_tokenizer, render_transcript, write_transcripts
+from agent.nano.data import SYSTEM_PROMPT, build_tokenizer, nano_renderer, render_transcript, write_transcripts
 from agent.nano.record import gold_script, record
-from agent.prompting import task_prompt
+from agent.prompting import render, task_prompt
 from agent.toolcalls import render_tool_call
 from agent.nano.tasks import PACKAGE_SUFFIXES, generate_task
+from model.tiny_tokenizer import build_test_tokenizer
 
 RECORDINGS = "recordings.jsonl"
 SHORT = "short"  # phase 1: short rows, dense in copying (drills and first turns), without the agent's system turn
 DRILLS, FIRST_TURNS, FIRST_TURN_SEEDS = 8000, 6000, 100_000  # first-turn seeds far from the recorded ones
+SYSTEM_FIRST_TURNS, SYSTEM_FIRST_TURN_SEEDS = 3000, 200_000  # phase 2: first turns behind nano's system turn
 FIXED_WORDS = {"test", "update"}  # name words that are also words of the fixed texts (test_*, task wording)
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")  # the words of snake_case, CamelCase and UPPER_CASE names
 WORKDIR_POOL = 32
@@ -143,28 +145,42 @@ def copy_drills(renderer, pieces: list[str], count: int, seed: int = 0) -> list[
     return rows
 
 
-def first_turns(renderer, count: int, start: int) -> list[dict]:
+def first_turns(renderer, count: int, start: int, tools: list[dict] | None = None) -> list[dict]:
     """Task prompt plus the plan's first call (a search for a name in the task), for many more tasks.
 
     The first turn needs no observation, so these need no tool run: cheap, short
     rows in which half the trained tokens are copied from the task, which is
-    what the model must learn first.
+    what the model must learn first. With `tools` (the agent's schemas), behind
+    nano's system turn as the agent shows it; without, behind the template's
+    one-line default.
     """
     rows = []
+    opening = with_nano_system([{"role": "system", "content": ""}]) if tools else []
     for seed in range(start, start + count):
         task = generate_task("train", seed)
-        messages = [{"role": "user", "content": task_prompt("interactive", text=task.text)},
-                    {"role": "assistant", "content": gold_script(task)[0]}]
-        text, spans = render_transcript(renderer, messages, [])
+        messages = opening + [{"role": "user", "content": task_prompt("interactive", text=task.text)},
+                              {"role": "assistant", "content": gold_script(task)[0]}]
+        text, spans = render_transcript(renderer, messages, tools or [])
         rows.append({"text": text, "spans": spans})
     return rows
 
 
-def write_training_dir(out: Path, vocab_size: int, renderer) -> dict:
+def with_nano_system(messages: list[dict]) -> list[dict]:
+    """The recorded conversation with nano's own system prompt in place of the agent's default one."""
+    assert messages[0]["role"] == "system", "a recording starts with the agent's system turn"
+    return [{"role": "system", "content": render(str(SYSTEM_PROMPT))}] + messages[1:]
+
+
+def write_training_dir(out: Path, vocab_size: int) -> dict:
     """short/: phase 1 of training (copy drills and first turns); train.jsonl: phase 2, the good
-    recordings plus the short rows; tokenizer/ for both. Returns counts."""
+    recordings plus the short rows; tokenizer/ for both. Returns counts.
+
+    The tokenizer is trained on the transcripts as the agent writes them for
+    any model (default template and system prompt); the rows are rendered as
+    nano sees them (its own template and system prompt)."""
     pool = workdir_pool()
-    full, failed = [], 0
+    agent_renderer, renderer = build_test_tokenizer(), nano_renderer()
+    corpus, full, failed, tools = [], [], 0, []
     for line in (out / RECORDINGS).read_text(encoding="utf-8").splitlines():
         rec = json.loads(line)
         if not rec["ok"]:
@@ -172,14 +188,19 @@ def write_training_dir(out: Path, vocab_size: int, renderer) -> dict:
             continue
         group = rec["seed"] % len(pool)
         messages = with_workdir(rec["messages"], rec["workdir"], pool[group])
-        text, spans = render_transcript(renderer, messages, rec["tools"])
+        corpus.append(render_transcript(agent_renderer, messages, rec["tools"])[0])
+        tools = rec["tools"]
+        text, spans = render_transcript(renderer, with_nano_system(messages), rec["tools"])
         full.append({"text": text, "spans": spans, "group": group})
     if not full:
         raise ValueError(f"no successful recordings in {out / RECORDINGS}")
-    pieces = name_pieces(build_tokenizer(tokenizer_corpus(r["text"] for r in full), vocab_size, out / "tokenizer"))
+    pieces = name_pieces(build_tokenizer(tokenizer_corpus(corpus), vocab_size, out / "tokenizer"))
     short = copy_drills(renderer, pieces, DRILLS) + first_turns(renderer, FIRST_TURNS, FIRST_TURN_SEEDS)
     write_transcripts(out / SHORT / "train.jsonl", short)
-    # Phase 2 keeps the short rows (a group of their own) so the copying they taught stays sharp.
-    write_transcripts(out / "train.jsonl", full + [{**row, "group": len(pool)} for row in short])
+    # Phase 2 keeps the short rows (a group of their own) so the copying they taught stays sharp, and
+    # learns the first call behind nano's system turn from more tasks than were recorded (another group).
+    behind_system = first_turns(renderer, SYSTEM_FIRST_TURNS, SYSTEM_FIRST_TURN_SEEDS, tools)
+    write_transcripts(out / "train.jsonl", full + [{**row, "group": len(pool)} for row in short]
+                      + [{**row, "group": len(pool) + 1} for row in behind_system])
     shutil.copytree(out / "tokenizer", out / SHORT / "tokenizer", dirs_exist_ok=True)
     return {"transcripts": len(full), "failed": failed}

@@ -1,8 +1,12 @@
 """Training data for loopcoder-nano: rendered transcripts with the assistant spans marked, and their tokenizer.
 
-A transcript is rendered with the same chat template, tool schemas and
-prompts the agent uses at inference; the spans are the characters the model
-writes itself (each assistant turn and the `<|im_end|>` that ends it).
+A transcript is rendered exactly as the agent will show it to nano at
+inference: nano's own chat template (the agent's, with the tool schemas cut to
+one line of tool names) and nano's own short system prompt, both shipped in
+the checkpoint. A 2.3k-token system turn would cost 4x the tokens of every
+transcript and, measured, keeps a small model from learning to copy behind it.
+The spans are the characters the model writes itself (each assistant turn and
+the `<|im_end|>` that ends it).
 """
 from __future__ import annotations
 
@@ -12,10 +16,44 @@ from typing import Iterable
 
 from transformers import PreTrainedTokenizerFast
 
+from agent.prompting import MODEL_SYSTEM, PROMPTS_DIR
 from model.tiny_tokenizer import build_test_tokenizer
-from model.tokenizer import render_chat
+from model.tokenizer import default_chat_template, render_chat
 
 END = "<|im_end|>"
+SYSTEM_PROMPT = PROMPTS_DIR / "system_nano.jinja"  # shipped in the checkpoint as loopcoder_system.jinja
+_HEADER = ("{#- loopcoder-nano's chat template: the agent's (prompts/chat_template.jinja) with the tool schemas\n"
+           "    written as one line of tool names; nano learned the arguments from its training transcripts. -#}")
+_TOOLS_BLOCK = ('{{- "# Tools', '{%- else %}')  # the default template's tool schemas: from the first to the second
+_COMPACT_TOOLS = (
+    "{{- 'Tools: ' }}\n"
+    "    {%- for tool in tools %}\n"
+    "        {{- (tool.function.name if tool.function is defined else tool.name) + (', ' if not loop.last else '.') }}\n"
+    "    {%- endfor %}\n"
+    "    {{- \"\\nCall one as <tool_call>\\n{\\\"name\\\": <function-name>, \\\"arguments\\\": <args-json-object>}\\n</tool_call><|im_end|>\\n\" }}\n"
+)
+
+
+def compact_chat_template() -> str:
+    """The agent's chat template with the tool schemas (1.7k tokens) written as one line of tool names."""
+    template = default_chat_template()
+    template = _HEADER + template[template.index("-#}") + len("-#}"):]
+    start = template.index(_TOOLS_BLOCK[0])
+    end = template.index(_TOOLS_BLOCK[1], start)
+    return template[:start] + _COMPACT_TOOLS + template[end:]
+
+
+def nano_renderer():
+    """A tokenizer used only to render conversations with nano's chat template."""
+    renderer = build_test_tokenizer()
+    renderer.chat_template = compact_chat_template()
+    return renderer
+
+
+def save_prompt_files(out: Path) -> None:
+    """Put nano's system prompt next to its tokenizer files, so `model train` ships it in the checkpoint."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MODEL_SYSTEM).write_text(SYSTEM_PROMPT.read_text(encoding="utf-8"), encoding="utf-8")
 
 
 def render_transcript(tokenizer, messages: list[dict], tools: list[dict]) -> tuple[str, list[list[int]]]:
@@ -38,7 +76,9 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int, out: Path) -> PreTrai
     edge: a name is then the same tokens in the task, in a call and in a file), saved to `out` and returned."""
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_test_tokenizer(texts, vocab_size, isolate_words=True)
+    tokenizer.chat_template = compact_chat_template()
     tokenizer.save_pretrained(str(out), save_jinja_files=False)
+    save_prompt_files(out)
     return tokenizer
 
 

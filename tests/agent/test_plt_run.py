@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,18 @@ def test_random_plt_run_ends_with_a_clear_status(repo, tiny_plt, make_config, tm
     assert step["finish_reason"] in ("stop", "length")
     if len(data["steps"]) > 1:  # the kept session prefills only what is new
         assert data["steps"][1]["tokens"]["reused"] > 0
+
+
+def test_a_checkpoints_own_system_prompt_is_what_the_model_sees(repo, tiny_plt, make_config, tmp_path):
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(tiny_plt, checkpoint)
+    (checkpoint / "loopcoder_system.jinja").write_text("You are small. Work in {{ workdir }}.\n")
+    config = make_config(tmp_path / "unused.json", "backend.name=plt", f"backend.model={checkpoint}",
+                         "backend.device=cpu", "sampling.max_new_tokens=4", "agent.max_steps=1")
+    backend = make_backend(config)
+    try:
+        run_task(backend, repo, config, {"kind": "interactive", "text": "Make test_add pass."}, tmp_path / "t.json")
+    finally:
+        backend.close()
+    system = json.loads((tmp_path / "t.json").read_text())["messages"][0]
+    assert system["role"] == "system" and system["content"].startswith("You are small. Work in /")
