@@ -1,12 +1,17 @@
 """The nano data builder: copy drills, first turns, the tokenizer corpus and the workdir pool."""
 from __future__ import annotations
 
+import random
 import re
 
-from agent.nano.build import copy_drills, first_turns, tokenizer_corpus, workdir_pool, with_workdir
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.nano import words
+from agent.nano.build import FIXED_WORDS, copy_drills, first_turns, tokenizer_corpus, workdir_pool, with_workdir
 from agent.nano.record import gold_script
 from agent.nano.tasks import generate_task
-from agent.toolcalls import parse_tool_calls
+from agent.toolcalls import parse_tool_calls, render_tool_call
 from model.tiny_tokenizer import build_test_tokenizer
 
 RENDERER = build_test_tokenizer()
@@ -51,3 +56,50 @@ def test_workdirs_look_like_working_copies_and_replace_everywhere():
     assert all(re.fullmatch(r"/(root|home/\w+)/\.cache/loopcoder/worktrees/\w+-[0-9a-f]{10}-\w{8}", p) for p in pool)
     messages = [{"role": "system", "content": "at /tmp/x."}, {"role": "tool", "content": "/tmp/x/a.py edited"}]
     assert [m["content"] for m in with_workdir(messages, "/tmp/x", pool[0])] == [f"at {pool[0]}.", f"{pool[0]}/a.py edited"]
+
+
+PIECES = ["ab", "cde", "fo", "gul", "ix", "mon", "zel"]
+
+
+def _scrambled_recording(seed: int) -> tuple[list[dict], list[dict]]:
+    from agent.nano.build import scramble
+
+    task = generate_task("train", seed)
+    listing = "\n".join(f"{path}:1:{body.splitlines()[0]}" for path, body in sorted(task.files.items()))
+    messages = [{"role": "system", "content": "You work on parse_ledger."},
+                {"role": "user", "content": task.text},
+                {"role": "assistant", "content": gold_script(task)[0]},
+                {"role": "tool", "content": listing},
+                {"role": "assistant", "content": render_tool_call("bash", {"command": "sed -i 's/\\bparse\\b/x/' a.py"})}]
+    return messages, scramble(messages, PIECES, random.Random(seed))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000))
+def test_scrambled_conversations_name_no_training_word_and_stay_consistent(seed):
+    original, scrambled = _scrambled_recording(seed)
+    assert scrambled[0] == original[0]  # the system turn is nano's, untouched
+    train = (set(words.TRAIN_VERBS) | set(words.TRAIN_NOUNS)) - FIXED_WORDS
+    kept = re.compile(r'"[a-z_]+":|\.cache|LIMIT|\bAdd |\\b')  # argument names, fixed wording, escapes
+    for before, after in zip(original[1:], scrambled[1:]):
+        words_after = {w.lower() for w in re.findall(r"[A-Za-z]+", kept.sub(" ", after["content"]))}
+        assert not any(w in train for w in words_after), after["content"]
+        # same shape: only letters of names changed, every other character kept in place
+        assert re.sub(r"[A-Za-z]+", "w", before["content"].replace("\\b", " ")) == \
+            re.sub(r"[A-Za-z]+", "w", after["content"].replace("\\b", " "))
+    call, = parse_tool_calls(scrambled[2]["content"]).calls  # a call stays a valid call with the same arguments
+    original_call, = parse_tool_calls(original[2]["content"]).calls
+    assert call.name == original_call.name and call.arguments.keys() == original_call.arguments.keys()
+    task_names = re.findall(r"`([^`]+)`", scrambled[1]["content"])
+    assert any(name in scrambled[2]["content"] for name in task_names)  # the first call still names the task's name
+    assert "\\b" in scrambled[4]["content"]  # escapes are not taken for words
+
+
+def test_scrambling_is_the_same_word_for_the_same_word_within_a_conversation():
+    from agent.nano.build import scramble
+
+    messages = [{"role": "user", "content": "Rename `parse_ledger` in ledgerkit/ledger.py; LEDGER_LIMIT, ParseLedger."}]
+    text = scramble(messages, PIECES, random.Random(1))[0]["content"]
+    [(a, b)], [c] = re.findall(r"`(\w+)_(\w+)`", text), re.findall(r"in (\w+)kit/", text)
+    assert b == c and f"{b}kit/{b}.py" in text and f"{b.upper()}_LIMIT" in text
+    assert f"{a.capitalize()}{b.capitalize()}" in text
