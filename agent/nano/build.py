@@ -3,8 +3,10 @@
 Recordings are appended to `recordings.jsonl` as they finish, so an
 interrupted build resumes where it stopped. Each transcript's working-copy
 path is then replaced by one of a few dozen plausible paths: the model meets
-many paths (it must ignore them), and transcripts that share a path share
-their whole system turn, which the trainer runs once per batch (`group`).
+many paths (it must ignore them), and transcripts of a group share their
+opening, which the trainer runs once per batch. Rows are rendered as nano sees
+them (its chat template and system prompt, data.py); phase 2's have their
+names made up anew (`scramble`), so that names are copied, not remembered.
 """
 from __future__ import annotations
 
