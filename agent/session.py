@@ -157,7 +157,8 @@ def start_agent(backend, ws: Workspace, config: Config, trajectory_path: Path | 
     env = ws.env
     trajectory = Trajectory(trajectory_path, config.to_dict(), task, ws.record(),
                             {"name": backend.name, "context_window": backend.context_window}, env.schemas())
-    template = system_template(config.prompts.system, config.backend.model if config.backend.name in ("plt", "hf") else None)
+    model_dir = config.backend.model if config.backend.name in ("plt", "hf") else None
+    template = system_template(config.prompts.system, model_dir)
     system = system_prompt(template, ws.workdir, chat=chat)
     return Agent(backend, env, config, trajectory, system, listener, chat=chat)
 

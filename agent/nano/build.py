@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from agent.nano import words
-from agent.nano.data import SYSTEM_PROMPT, build_tokenizer, nano_renderer, render_transcript, write_transcripts
+from agent.nano.data import (build_tokenizer, nano_renderer, nano_system_message, render_transcript,
+                             write_transcripts)
 from agent.nano.record import gold_script, record
-from agent.prompting import render, task_prompt
+from agent.prompting import task_prompt
 from agent.toolcalls import render_tool_call
 from agent.nano.tasks import PACKAGE_SUFFIXES, generate_task
 from model.tiny_tokenizer import build_test_tokenizer
@@ -36,9 +37,11 @@ DRILLS, FIRST_TURNS, FIRST_TURN_SEEDS = 8000, 6000, 100_000  # first-turn seeds 
 SYSTEM_FIRST_TURNS, SYSTEM_FIRST_TURN_SEEDS = 6000, 200_000  # phase 2: first turns behind nano's system turn
 SCRAMBLES = 3  # phase 2: copies of each recording, each with other made-up names
 FIXED_WORDS = frozenset({"test", "update"})  # name words that are also words of the fixed texts (test_*, task wording)
-RESERVED_WORDS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | set(words.TRAIN_VERBS) | set(words.TRAIN_NOUNS)
+_NAME_WORDS = frozenset(words.TRAIN_VERBS) | frozenset(words.TRAIN_NOUNS)
+RESERVED_WORDS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | _NAME_WORDS  # never a made-up word
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")  # the words of snake_case, CamelCase and UPPER_CASE names
 _JSON_KEY_HEAD, _JSON_KEY_TAIL = re.compile(r'"[a-z_]*$'), re.compile(r'[a-z_]*":')
+_LONGEST_KEY = 64  # how far back a tool argument name can start
 _WORD_AFTER_ESCAPES = re.compile(r"\\+[a-z]|" + _WORD.pattern)  # the same, an escape's letter not taken for one
 WORKDIR_POOL = 32
 
@@ -82,7 +85,7 @@ def replace_names(text: str, new_word: Callable[[str], str], pattern: re.Pattern
                   keep: Callable[[re.Match], bool] = lambda match: False) -> str:
     """`text` with every training word-list word (alone, in a name, or before a package suffix; not one of
     FIXED_WORDS nor one that `keep`s) replaced by `new_word(word)`, written in the original's case."""
-    names = (set(words.TRAIN_VERBS) | set(words.TRAIN_NOUNS)) - FIXED_WORDS
+    names = _NAME_WORDS - FIXED_WORDS
 
     def replace(match: re.Match) -> str:
         word = match.group(0)
@@ -127,15 +130,15 @@ def scramble(messages: list[dict], pieces: list[str], rng: random.Random) -> lis
     words are glued from vocabulary pieces, as held-out words are tokenized.
     """
     mapping: dict[str, str] = {}
-    taken = set(RESERVED_WORDS)
+    used: set[str] = set()
 
     def made_up(word: str) -> str:
         if word not in mapping:
             new = ""
-            while not 3 <= len(new) <= 10 or new in taken:
+            while not 3 <= len(new) <= 10 or new in RESERVED_WORDS or new in used:
                 new = "".join(rng.choice(pieces) for _ in range(rng.randint(2, 4)))
             mapping[word] = new
-            taken.add(new)
+            used.add(new)
         return mapping[word]
 
     return [m if m["role"] == "system" else
@@ -150,7 +153,8 @@ def fixed_where_it_stands(match: re.Match) -> bool:
     everywhere, it would be the one name word the model sees in every transcript."""
     word, text, start, end = match.group(0), match.string, match.start(), match.end()
     return (word in ("LIMIT", "Add") or (word == "cache" and text[start - 1:start] == ".")
-            or (_JSON_KEY_HEAD.search(text, 0, start) is not None and _JSON_KEY_TAIL.match(text, end) is not None))
+            or (_JSON_KEY_TAIL.match(text, end) is not None
+                and _JSON_KEY_HEAD.search(text, max(0, start - _LONGEST_KEY), start) is not None))
 
 
 def with_workdir(messages: list[dict], old: str, new: str) -> list[dict]:
@@ -214,7 +218,7 @@ def first_turns(renderer, count: int, start: int, tools: list[dict] | None = Non
     one-line default. With `pieces`, each row's names are scrambled (made up from them).
     """
     rows = []
-    opening = with_nano_system([{"role": "system", "content": ""}]) if tools else []
+    opening = [nano_system_message()] if tools else []
     for seed in range(start, start + count):
         task = generate_task("train", seed)
         messages = opening + [{"role": "user", "content": task_prompt("interactive", text=task.text)},
@@ -229,7 +233,7 @@ def first_turns(renderer, count: int, start: int, tools: list[dict] | None = Non
 def with_nano_system(messages: list[dict]) -> list[dict]:
     """The recorded conversation with nano's own system prompt in place of the agent's default one."""
     assert messages[0]["role"] == "system", "a recording starts with the agent's system turn"
-    return [{"role": "system", "content": render(str(SYSTEM_PROMPT))}] + messages[1:]
+    return [nano_system_message()] + messages[1:]
 
 
 def write_training_dir(out: Path, vocab_size: int) -> dict:

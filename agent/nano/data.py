@@ -10,13 +10,15 @@ the `<|im_end|>` that ends it).
 """
 from __future__ import annotations
 
+import functools
 import json
+import shutil
 from pathlib import Path
 from typing import Iterable
 
 from transformers import PreTrainedTokenizerFast
 
-from agent.prompting import MODEL_SYSTEM, PROMPTS_DIR
+from agent.prompting import MODEL_SYSTEM, PROMPTS_DIR, render
 from model.tiny_tokenizer import build_test_tokenizer
 from model.tokenizer import default_chat_template, render_chat
 
@@ -50,10 +52,16 @@ def nano_renderer():
     return renderer
 
 
+@functools.cache
+def nano_system_message() -> dict:
+    """nano's system turn, rendered as the agent renders it (the prompt takes no field it uses)."""
+    return {"role": "system", "content": render(str(SYSTEM_PROMPT))}
+
+
 def save_prompt_files(out: Path) -> None:
     """Put nano's system prompt next to its tokenizer files, so `model train` ships it in the checkpoint."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / MODEL_SYSTEM).write_text(SYSTEM_PROMPT.read_text(encoding="utf-8"), encoding="utf-8")
+    shutil.copyfile(SYSTEM_PROMPT, out / MODEL_SYSTEM)
 
 
 def render_transcript(tokenizer, messages: list[dict], tools: list[dict]) -> tuple[str, list[list[int]]]:
