@@ -7,10 +7,14 @@ inference. A recording counts only when the run submitted and its patch,
 applied to a fresh copy of the base repo, passes the task's checker.
 
 The plans are regular on purpose (a nano model must learn them):
-  rename:          search NAME -> one grep|sed over the .py files -> run_tests -> submit
-  change_constant: search NAME -> str_replace the definition -> str_replace the pinning test -> run_tests -> submit
+  rename:          one grep|sed over the .py files -> run_tests -> submit
+  change_constant: str_replace the definition -> search NAME -> str_replace the pinning test -> run_tests -> submit
   fix_off_by_one:  search "def NAME" -> view from that line -> str_replace the bad line -> run_tests -> submit
   add_parameter:   search "def NAME" -> view from that line -> str_replace the function -> run_tests -> submit
+
+What a call copies stands close above it where the plan allows: the rename and
+the constant's definition copy everything from the task right above; the
+pinning test's path, line and new value come from the search just made.
 """
 from __future__ import annotations
 
@@ -64,11 +68,13 @@ def gold_calls(task: Task) -> list[tuple[str, dict]]:
     f = task.facts
     if task.kind == "rename":
         old, new = f["old"], f["new"]
-        sed = f"grep -rlw --include='*.py' {old} . | xargs sed -i 's/\\b{old}\\b/{new}/g'"
-        edits = [("search", {"pattern": old}), ("bash", {"command": sed})]
+        # GNU sed's \< \> rather than \b: the pre-tokenizer glues an escape's letter to the name after it
+        # (`\\bpolish` -> `\\ bp ol ish`), which would make the name other tokens than in the task.
+        sed = f"grep -rlw --include='*.py' {old} . | xargs sed -i 's/\\<{old}\\>/{new}/g'"
+        edits = [("bash", {"command": sed})]
     elif task.kind == "change_constant":
-        edits = [("search", {"pattern": f["name"]}),
-                 _editor(command="str_replace", path=f["path"], old_str=f["line"], new_str=f["new_line"]),
+        edits = [_editor(command="str_replace", path=f["path"], old_str=f["line"], new_str=f["new_line"]),
+                 ("search", {"pattern": f["name"]}),
                  _editor(command="str_replace", path=f["test_path"], old_str=f["pin"], new_str=f["new_pin"])]
     else:
         old, new = (f["bad_line"], f["good_line"]) if task.kind == "fix_off_by_one" else (f["old_src"], f["new_src"])

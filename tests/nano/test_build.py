@@ -24,12 +24,15 @@ def _turns(row: dict) -> tuple[str, str]:
 
 
 def test_drills_search_for_every_name_of_the_request_in_order():
-    for row in copy_drills(RENDERER, ["ab", "cde", "fo"], 30, seed=3):
+    lengths = []
+    for row in copy_drills(RENDERER, ["ab", "cde", "fo"], 30, seed=3, longest=24):
         user, reply = _turns(row)
         names = re.findall(r"`([^`]+)`", user)
         patterns = [c.arguments["pattern"] for c in parse_tool_calls(reply).calls]
         prefix = "def " if user.startswith("Find the definitions") else ""
         assert patterns == [prefix + n for n in names] and names
+        lengths.append(len(names))
+    assert min(lengths) <= 4 and max(lengths) > 10  # short requests and long lists (copies from far back)
 
 
 def test_first_turns_are_the_gold_plan_opening():
@@ -103,3 +106,22 @@ def test_scrambling_is_the_same_word_for_the_same_word_within_a_conversation():
     [(a, b)], [c] = re.findall(r"`(\w+)_(\w+)`", text), re.findall(r"in (\w+)kit/", text)
     assert b == c and f"{b}kit/{b}.py" in text and f"{b.upper()}_LIMIT" in text
     assert f"{a.capitalize()}{b.capitalize()}" in text
+
+
+def test_plan_openings_end_at_the_last_edit_with_names_made_up():
+    from agent.nano.build import plan_openings
+    from agent.nano.data import nano_renderer
+
+    tools = [{"type": "function", "function": {"name": n, "description": "", "parameters": {"type": "object"}}}
+             for n in ("bash", "search", "str_replace_editor", "run_tests", "submit")]
+    rows = plan_openings(nano_renderer(), 4, 700, tools, PIECES)  # one task of each kind
+    for seed, row in enumerate(rows, 700):
+        task, text = generate_task("train", seed), row["text"]
+        replies = [text[start:end].removesuffix("<|im_end|>") for start, end in row["spans"]]
+        plan = gold_script(task)[:-2]  # up to the last edit: run_tests and submit are not in the opening
+        assert [c.name for r in replies for c in parse_tool_calls(r).calls] == \
+            [c.name for r in plan for c in parse_tool_calls(r).calls]
+        assert row["group"] == seed % len(workdir_pool()) and workdir_pool()[row["group"]] in text or len(plan) == 1
+        names = [task.facts[key] for key in ("old", "new", "name", "function", "package") if key in task.facts]
+        assert names and not any(name in text for name in names)  # made up anew in the whole conversation
+    assert "Here's the result of running `cat -n` on" in rows[2]["text"]  # the view's real output

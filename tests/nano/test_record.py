@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent.nano.openings import opening
 from agent.nano.record import gold_calls, gold_script, record
 from agent.nano.tasks import KINDS, generate_task
 from agent.toolcalls import parse_tool_calls
@@ -22,6 +23,10 @@ def test_gold_trajectory_solves_the_task(kind):
     observations = [m["content"] for m in rec.messages if m["role"] == "tool"]
     assert "0 failed, 0 errors" in observations[-2] and observations[-1] == "Submitted."
     assert {t["function"]["name"] for t in rec.tools} == {t.name for t in default_tools()}
+    # the plan's opening, run on the tools without the agent, is the recording's text up to the last edit
+    start = opening(task, rec.workdir)
+    assert [(m["role"], m["content"]) for m in start] == [(m["role"], m["content"]) for m in rec.messages[1:len(start) + 1]]
+    assert start[-1]["role"] == "assistant" and rec.messages[len(start) + 2]["content"] == gold_script(task)[-2]
 
 
 def test_a_wrong_edit_is_recorded_as_unsolved():
