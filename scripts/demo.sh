@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job, for real on any machine: loopcoder-nano (a 1.3M-parameter PLT
-# trained by this project, checkpoints/loopcoder-nano once shipped) runs in process on the CPU and
+# trained by this project, checkpoints/loopcoder-nano) runs in process on the CPU and
 # drives the real tools in a sandbox on a fresh git copy of the bundled example
 # repository (examples/nano/), then the patch is applied and shown.
 #   scripts/demo.sh [--model DIR] [extra `loopcoder run` options...]
@@ -12,8 +12,8 @@ if [ "${1:-}" = "--model" ]; then model=$2; shift 2; fi
 
 if [ ! -f "$model/config.json" ] || [ ! -f "$model/model.safetensors" -a ! -f "$model/model.safetensors.index.json" ]; then
   echo "error: no checkpoint at $model (config.json and safetensors weights expected)." >&2
-  echo "       loopcoder-nano is not shipped in this revision yet (see the README);" >&2
-  echo "       run the same job with a PLT checkpoint: scripts/demo.sh --model /path/to/LoopCoder-V2" >&2
+  echo "       the repository ships checkpoints/loopcoder-nano: restore it with 'git checkout -- checkpoints'," >&2
+  echo "       or run the same job with another PLT checkpoint: scripts/demo.sh --model /path/to/LoopCoder-V2" >&2
   exit 2
 fi
 

@@ -1,0 +1,42 @@
+"""The shipped loopcoder-nano checkpoint: small, loads with the Auto classes, solves held-out tasks for real."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import model  # noqa: F401 - registers the PLT with the Auto classes
+from agent.nano.evaluate import eval_config, evaluate
+from agent.nano.tasks import generate_task
+from agent.session import make_backend
+
+NANO = Path(__file__).resolve().parents[2] / "checkpoints" / "loopcoder-nano"
+# Outside the benchmark's default seeds 0-49: two renames, a constant, two off-by-ones and an add-parameter
+# (the kind this checkpoint does not solve yet; README). Greedy decoding on the CPU: the same runs every time.
+SEEDS = (60, 62, 63, 64, 65, 66)
+
+
+def test_checkpoint_is_small_and_loads_with_the_auto_classes():
+    size = sum(p.stat().st_size for p in NANO.iterdir())
+    assert size <= 30 * 1024 * 1024
+    net = AutoModelForCausalLM.from_pretrained(NANO)
+    assert type(net).__name__ == "IQuestPLTCoderForCausalLM" and net.config.plt_num_loops == 2
+    tokenizer = AutoTokenizer.from_pretrained(NANO)
+    assert len(tokenizer) <= net.config.vocab_size and tokenizer.chat_template
+    assert (NANO / "loopcoder_system.jinja").is_file()  # nano's own system prompt, used by the agent
+
+
+@pytest.fixture(scope="module")
+def backend():
+    lm = make_backend(eval_config(NANO))
+    yield lm
+    lm.close()
+
+
+def test_solves_heldout_tasks_end_to_end(backend):
+    outcomes = [evaluate(backend, generate_task("heldout", s), eval_config(NANO)) for s in SEEDS]
+    solved = [o for o in outcomes if o.solved]
+    assert len(solved) >= 4, "\n\n".join(f"{o.task_id} ({o.kind}): {o.status}\n{o.detail}" for o in outcomes)
+    assert {o.kind for o in solved} >= {"rename", "change_constant", "fix_off_by_one"}
+    assert all(o.status == "submitted" and o.steps <= 5 for o in solved)
