@@ -229,11 +229,11 @@ def first_turns(renderer, count: int, start: int, tools: list[dict] | None = Non
     one-line default. With `pieces`, each row's names are scrambled (made up from them).
     """
     rows = []
-    opening = [nano_system_message()] if tools else []
+    system = [nano_system_message()] if tools else []
     for seed in range(start, start + count):
         task = generate_task("train", seed)
-        messages = opening + [{"role": "user", "content": task_prompt("interactive", text=task.text)},
-                              {"role": "assistant", "content": gold_script(task)[0]}]
+        messages = system + [{"role": "user", "content": task_prompt("interactive", text=task.text)},
+                             {"role": "assistant", "content": gold_script(task)[0]}]
         if pieces:
             messages = scramble(messages, pieces, random.Random(f"nano-scramble:first:{seed}"))
         text, spans = render_transcript(renderer, messages, tools or [])
