@@ -349,7 +349,8 @@ def _add_parameter(nm, rng, pkg, modules, files, values):
         f"    assert inspect.signature({item.name}).parameters[{param!r}].default == {default}\n"
         f"    assert {call} == {base!r}\n    assert {with_param} == {expected!r}\n"
     )
-    facts = {"function": item.name, "path": path, "param": param, "old_src": old_src, "new_src": new_src}
+    facts = {"function": item.name, "path": path, "param": param, "multiply": multiply,
+             "old_src": old_src, "new_src": new_src}
     return text, solution, check, facts
 
 

@@ -1,11 +1,13 @@
 """Gold trajectories: real tools on a real working copy, through the real agent, with patches that pass."""
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from agent.nano.openings import opening
 from agent.nano.record import gold_calls, gold_script, record
-from agent.nano.tasks import KINDS, generate_task
+from agent.nano.tasks import KINDS, generate_task, write_files
 from agent.toolcalls import parse_tool_calls
 from tools import default_tools
 
@@ -46,3 +48,16 @@ def test_gold_calls_parse_back_to_themselves(split):
         for text, (name, arguments) in zip(gold_script(task), gold_calls(task)):
             parsed = parse_tool_calls(text, schemas)
             assert not parsed.errors and [(c.name, c.arguments) for c in parsed.calls] == [(name, arguments)]
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+@pytest.mark.parametrize("kind", ["rename", "change_constant", "add_parameter"])
+def test_one_command_plans_write_the_reference_solution(kind, split, tmp_path):
+    """The plan's one shell command, run by a real shell, gives the solved repo byte for byte."""
+    for seed in range(30):
+        task = generate_task(split, seed, kind=kind)
+        root = write_files(task.files, tmp_path / task.id)
+        [(name, arguments)] = gold_calls(task)[:-2]
+        assert name == "bash"
+        subprocess.run(arguments["command"], shell=True, cwd=root, check=True)
+        assert {path: (root / path).read_text() for path in task.solved_files()} == task.solved_files()
