@@ -34,7 +34,7 @@ def test_gold_trajectory_solves_the_task(kind):
 def test_a_wrong_edit_is_recorded_as_unsolved():
     task = generate_task("train", 11, kind="fix_off_by_one")
     script = gold_script(task)
-    wrong = script[:2] + script[3:]  # skip the edit: the bug stays
+    wrong = script[:-3] + script[-2:]  # skip the edit (the call before run_tests): the bug stays
     rec = record(task, wrong)
     assert rec.status == "submitted" and not rec.ok
     assert "failed" in rec.check.output
