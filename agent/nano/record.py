@@ -16,9 +16,8 @@ What a call copies stands close above it: the three one-command plans copy
 everything from the task right above, the off-by-one's edit copies its line
 from the few lines printed right above it (a search and a view from the
 function's line on made it copy a line number and a line from a whole file
-above: 6 of 12 held-out tasks). (add_parameter
-once searched, viewed and rewrote the function in one str_replace: 0 of 12
-held-out tasks, the parameter's name stood ~350 tokens back.)
+above: 6 of 12 held-out tasks; add_parameter's one str_replace of the whole
+function, its new name ~350 tokens back: 0 of 12).
 """
 from __future__ import annotations
 
@@ -61,18 +60,26 @@ def _editor(**arguments) -> tuple[str, dict]:
     return "str_replace_editor", arguments
 
 
+def sed_where_named(name: str, script: str) -> str:
+    """Run the sed `script` in place on every .py file that has `name` as a word."""
+    return f"grep -rlw --include='*.py' {name} . | xargs sed -i '{script}'"
+
+
 def change_constant_sed(name: str, old: str, new: str) -> str:
     """One grep|sed: the definition `NAME = OLD` and every pin `... NAME == OLD` to NEW, in the files that name it."""
-    return (f"grep -rlw --include='*.py' {name} . | "
-            f"xargs sed -i 's/\\<{name} = {old}$/{name} = {new}/; s/\\<{name} == {old}$/{name} == {new}/'")
+    return sed_where_named(name, f"s/\\<{name} = {old}$/{name} = {new}/; s/\\<{name} == {old}$/{name} == {new}/")
+
+
+def function_lines(function: str) -> str:
+    """sed's address of top-level `function`: its `def` to its return line, the first at the body's indent."""
+    return f"/^def {function}(/,/^    return /"
 
 
 def add_parameter_sed(function: str, param: str, multiply: bool, path: str) -> str:
-    """One sed: `param` (default 1 when it multiplies, else 0) last in the signature of top-level
-    `function`, and into its return line, the first one at the body's indent after the `def`."""
+    """One sed: `param` (default 1 when it multiplies, else 0) last in `function`'s signature and into its return line."""
     default, returned = ("1", f"(\\1) * {param}") if multiply else ("0", f"\\1 + {param}")
     return (f"sed -i -e 's/^def {function}(\\(.*\\)):/def {function}(\\1, {param}={default}):/' "
-            f"-e '/^def {function}(/,/^    return /s/^    return \\(.*\\)/    return {returned}/' {path}")
+            f"-e '{function_lines(function)}s/^    return \\(.*\\)/    return {returned}/' {path}")
 
 
 def gold_calls(task: Task) -> list[tuple[str, dict]]:
@@ -82,15 +89,13 @@ def gold_calls(task: Task) -> list[tuple[str, dict]]:
         old, new = f["old"], f["new"]
         # GNU sed's \< \> rather than \b: the pre-tokenizer glues an escape's letter to the name after it
         # (`\\bpolish` -> `\\ bp ol ish`), which would make the name other tokens than in the task.
-        sed = f"grep -rlw --include='*.py' {old} . | xargs sed -i 's/\\<{old}\\>/{new}/g'"
-        edits = [("bash", {"command": sed})]
+        edits = [("bash", {"command": sed_where_named(old, f"s/\\<{old}\\>/{new}/g")})]
     elif task.kind == "change_constant":
-        edits = [("bash", {"command": change_constant_sed(f["name"], f["line"].split(" = ")[1], f["new_line"].split(" = ")[1])})]
+        edits = [("bash", {"command": change_constant_sed(f["name"], f["value"], f["new_value"])})]
     elif task.kind == "add_parameter":
         edits = [("bash", {"command": add_parameter_sed(f["function"], f["param"], f["multiply"], f["path"])})]
     else:
-        show = f"sed -n '/^def {f['function']}(/,/^    return /p' {f['path']}"  # the function, def to return
-        edits = [("bash", {"command": show}),
+        edits = [("bash", {"command": f"sed -n '{function_lines(f['function'])}p' {f['path']}"}),
                  _editor(command="str_replace", path=f["path"], old_str=f["bad_line"], new_str=f["good_line"])]
     return edits + [("run_tests", {}), ("submit", {})]
 

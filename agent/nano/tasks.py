@@ -300,8 +300,8 @@ def _change_constant(nm, rng, pkg, modules, files, values):
         f"\n\ndef test_constant():\n    assert {item.name} == {new}\n"
         f"    assert {new_pin!r} in (ROOT / {test_path!r}).read_text()\n"
     )
-    facts = {"name": item.name, "path": path, "test_path": test_path, "line": line, "new_line": new_line,
-             "pin": pin, "new_pin": new_pin}
+    facts = {"name": item.name, "path": path, "test_path": test_path, "value": old, "new_value": new,
+             "line": line, "new_line": new_line, "pin": pin, "new_pin": new_pin}
     return text, solution, check, facts
 
 
