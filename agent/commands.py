@@ -128,8 +128,7 @@ def _converse(console: Console, backend, repo: str, config: Config, traj_path: P
                 result = agent.run(text)
                 rearm()
                 view.end_text()
-                if result.status != Status.REPLIED:
-                    console.print(f"[bold]{result.status}[/]: {escape(result.reason)}")
+                view.show_outcome(result)
         return ws.env.diff()
 
 
