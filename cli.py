@@ -6,6 +6,36 @@ stays fast and a missing optional piece only affects its own command.
 from __future__ import annotations
 
 import typer
+from typer.core import TyperArgument, TyperCommand
+
+
+class HelpCommand(TyperCommand):
+    """`--help` in the usual conventions: `TASK` and `[REPOS]...` in the usage line, nothing after a flag,
+    and a repeatable value's own type (`<str>`), not `<list[str]>`."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if param.metavar is not None:
+                continue
+            if isinstance(param, TyperArgument):
+                param.metavar = param.name.upper()
+                if param.nargs != 1:
+                    param.display_type_rich = lambda ctx, param=param: param.display_type(ctx).replace("list[", "")[:-2] + ">..."
+            elif param.is_flag:
+                param.metavar = ""
+            elif param.multiple:
+                param.metavar = param.display_type(ctx).replace("list[", "")[:-2] + ">"
+        return params
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = param.metavar if param.required else f"[{param.metavar}]"
+                pieces.append(name + ("..." if param.nargs != 1 else ""))
+        return pieces
+
 
 app = typer.Typer(
     name="loopcoder",
@@ -24,7 +54,7 @@ def fail(message: str, code: int = 2) -> None:
     """Print a user-facing error (what went wrong, what to do) and exit."""
     from rich.console import Console
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -162,7 +192,8 @@ def _agent_call(fn, *args) -> None:
 _SET_HELP = "Override a config key, e.g. --set agent.max_steps=30 (repeatable)."
 _REPO = typer.Option(".", "--repo", help="The git repository to work on.")
 _MODEL = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai).")
-_BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay.")
+_BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay (default: the config's backend.name, "
+                        "plt; replay with --script).")
 _SCRIPT = typer.Option(None, "--script", help="Replay: a JSON list / JSONL of raw outputs or a trajectory.")
 _SANDBOX = typer.Option(None, "--sandbox", help="local (bubblewrap) | docker.")
 _IMAGE = typer.Option(None, "--image", help="Docker image for --sandbox docker.")
@@ -191,11 +222,13 @@ def run_cmd(
 ) -> None:
     """Let the agent do TASK in a copy of the repository, live; then show the diff and offer to apply it.
 
-    Exit code: 0 submitted, 1 error, 3 a limit (steps, tokens, time, context), 4 format errors or stuck, 130 interrupted.
+    Exit code: 0 submitted a patch, 1 error, 2 bad input (nothing ran), 3 a limit (steps, tokens, time, context),
+    4 malformed tool calls or stuck, 5 submitted without any change, 130 interrupted.
     """
-    from agent.commands import configure, run_command
+    from agent.commands import check_task, configure, run_command
 
     def body() -> int:
+        check_task(task)
         cfg = configure(config, sets, model=model, backend=backend, script=script, sandbox=sandbox, image=image,
                         max_steps=max_steps, in_place=in_place)
         return run_command(task, repo, cfg, yes, output, trajectory)
@@ -258,7 +291,8 @@ def inspect_cmd(
 SANDBOX_HELP = "local (bubblewrap over a clone from --repo-cache) or docker (the instance image when present)."
 REPO_CACHE_HELP = "Directory of owner__repo git clones or bare mirrors (owner__repo.git)."
 # Options the batch commands share (one OptionInfo may serve several commands).
-_BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay.")
+_BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay (default: the config's backend.name, "
+                        "plt; replay with --script).")
 _MODEL = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai).")
 _MAX_STEPS = typer.Option(None, "--max-steps", help="Stop each run after this many model turns.")
 _CONFIG = typer.Option(None, "--config", help="A YAML config file (see agent/defaults.yaml).")
@@ -477,6 +511,11 @@ def serve(
     except ServeError as error:
         fail(str(error))
 
+
+for _typer in (app, model_app, swebench_app):  # every command's --help, whoever added it
+    for _command in _typer.registered_commands:
+        if _command.cls in (None, TyperCommand):
+            _command.cls = HelpCommand
 
 if __name__ == "__main__":
     app()

@@ -29,9 +29,7 @@ EXIT_CODES = {
     Status.TIME_LIMIT: 3, Status.CONTEXT_OVERFLOW: 3, Status.FORMAT_ERROR: 4, Status.STUCK: 4,
     Status.NO_CHANGE: 5, Status.INTERRUPTED: 130,
 }
-BAD_INPUT_EXIT_CODE = 2  # refused before anything ran (cli.fail)
-EXIT_CODES_HELP = ("0 submitted a patch, 1 error, 2 bad input (nothing ran), 3 a limit (steps, tokens, time, "
-                   "context), 4 malformed tool calls or stuck, 5 submitted without any change, 130 interrupted")
+# 2 is bad input, refused before anything ran (cli.fail)
 
 
 def submit_status(patch: str) -> str:
