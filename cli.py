@@ -433,7 +433,8 @@ def refactor_cmd(
     branch: str = typer.Option(None, "--branch", help="Commit the result on this new branch (implies --commit)."),
     commit: bool = typer.Option(False, "--commit", help="Commit each result on a new branch (never the current one)."),
     test_cmd: str = typer.Option(None, "--test-cmd", help="Test command run before and after (default: detected)."),
-    output: str = typer.Option(None, "--output", "-o", help="Where patches and trajectories go (default: runs/refactor/<time>)."),
+    output: str = typer.Option(None, "--output", "-o", help="Where refactor.json, patches and trajectories go "
+                               "(default: refactor-<time>/ under run.output_dir, ~/.cache/loopcoder/runs)."),
     backend: str = _BACKEND,
     model: str = _MODEL,
     script: str = typer.Option(None, "--script", help="Replay: one script for every repo, or a directory of <repo name>.json."),
@@ -448,11 +449,14 @@ def refactor_cmd(
 
     from rich.console import Console
 
+    from agent.outcome import Status
     from agent.refactor import PlanError, RefactorTask, load_plan, refactor_table, run_refactors
 
     _check_sandbox(sandbox)
     if bool(plan) == bool(task):
         fail("give either --task \"...\" with one or more REPO paths, or --plan PLAN.yaml")
+    if task is not None and not task.strip():
+        fail('--task is empty: say what to change, e.g. --task "Rename helper() to assist()"')
     if task and not repos:
         fail("--task needs at least one REPO path")
     try:
@@ -465,7 +469,7 @@ def refactor_cmd(
     console = Console()
     cfg, provider = _batch_backend(console, config, sets, model=model, backend=backend, script=script,
                                    sandbox=sandbox, max_steps=max_steps)
-    out = Path(output) if output else Path("runs/refactor") / time.strftime("%Y%m%d-%H%M%S")
+    out = Path(output) if output else Path(cfg.run.output_dir).expanduser() / f"refactor-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         with console.status("refactoring...") as status:
             outcomes = run_refactors(tasks, provider, cfg, out, commit,
@@ -473,7 +477,9 @@ def refactor_cmd(
     finally:
         provider.close()
     console.print(refactor_table(outcomes))
-    if any(o.status == "error" for o in outcomes):
+    console.print(f"results: {out / 'refactor.json'}; each repo's patch and trajectory in {out}/<n>-<m>-<repo>/",
+                  highlight=False, soft_wrap=True)
+    if any(o.status == Status.ERROR for o in outcomes):
         raise typer.Exit(1)
 
 
