@@ -179,9 +179,11 @@ def replay_command(path: str, repo: str | None, sandbox: str | None, image: str 
         console.print("[yellow]interrupted[/]")
         return EXIT_CODES[Status.INTERRUPTED]
     view.end_text()
-    console.print(f"replayed {outcome.result.steps} steps: {outcome.result.status}")
+    console.print(f"replayed: {escape(outcome.result.summary())}")
     style = "green" if outcome.same else "red"
     console.print(f"[{style}]{escape(outcome.summary())}[/]")
+    if trajectory:
+        console.print(f"[dim]trajectory: {escape(trajectory)}[/]")
     return 0 if outcome.same else 1
 
 
