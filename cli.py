@@ -9,6 +9,11 @@ import typer
 from typer.core import TyperArgument, TyperCommand
 
 
+def _item_type(param, ctx) -> str:
+    """`<str>` for a list parameter's `<list[str]>`."""
+    return param.display_type(ctx).replace("list[", "").replace("]>", ">")
+
+
 class HelpCommand(TyperCommand):
     """`--help` in the usual conventions: `TASK` and `[REPOS]...` in the usage line, nothing after a flag,
     and a repeatable value's own type (`<str>`), not `<list[str]>`."""
@@ -21,11 +26,11 @@ class HelpCommand(TyperCommand):
             if isinstance(param, TyperArgument):
                 param.metavar = param.name.upper()
                 if param.nargs != 1:
-                    param.display_type_rich = lambda ctx, param=param: param.display_type(ctx).replace("list[", "")[:-2] + ">..."
+                    param.display_type_rich = lambda ctx, param=param: _item_type(param, ctx) + "..."
             elif param.is_flag:
                 param.metavar = ""
             elif param.multiple:
-                param.metavar = param.display_type(ctx).replace("list[", "")[:-2] + ">"
+                param.metavar = _item_type(param, ctx)
         return params
 
     def collect_usage_pieces(self, ctx) -> list[str]:

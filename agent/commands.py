@@ -57,11 +57,10 @@ def configure(config_file: str | None, sets: list[str], **flags) -> Config:
         raise ConfigError(message) from None
 
 
-def check_task(task: str) -> str:
-    """The task, or a one-line ConfigError when there is nothing to do."""
+def check_task(task: str) -> None:
+    """A one-line ConfigError when the task says nothing to do."""
     if not task.strip():
         raise ConfigError('the task is empty: say what to do, e.g. loopcoder run "Make test_add pass"')
-    return task
 
 
 def run_command(task: str, repo: str, config: Config, yes: bool, output: str | None,

@@ -23,10 +23,10 @@ from agent.environment import Environment
 from agent.interrupts import deferred_interrupts
 from agent.outcome import EXIT_CODES, Status, TestTally, submit_status, tests_words
 from agent.toolcalls import EXPECTED_FORMAT, ParseResult, ToolCall, parse_tool_calls
-from tools.test_report import from_summary
 from agent.trajectory import Trajectory
 from model.backends.base import Backend, Completion, GenerationParams
 from tools.base import Observation
+from tools.test_report import from_summary
 
 
 NO_CALL = ("Your reply contained no tool call. Every reply must call at least one tool, written exactly like "
