@@ -293,8 +293,10 @@ def _bwrap_args(workdir: str, tmp: str, visible: list[str], network: bool, prote
         mounts.append(("--tmpfs", "", path) if is_dir else ("--ro-bind", "/dev/null", path))
     mounts += [("--proc", "", "/proc"), ("--dev", "", "/dev"), ("--bind", tmp, "/tmp"), ("--dir", "", "/var/tmp")]
     shown.append(workdir)
-    aliases = []
+    aliases: dict[str, str] = {}  # spelled -> real
     for path in visible:
+        if os.path.basename(path.rstrip("/")) == "bin" and os.path.isfile(os.path.join(path, "..", "pyvenv.cfg")):
+            path = os.path.dirname(path.rstrip("/"))  # a virtual environment's bin: the environment, whole
         real = os.path.realpath(path)
         if not os.path.exists(real) or _under(real, HIDDEN_ROOTS):
             continue
@@ -303,15 +305,16 @@ def _bwrap_args(workdir: str, tmp: str, visible: list[str], network: bool, prote
             shown.append(real)
         spelled = os.path.abspath(path)
         if spelled != real and not _under(spelled, shown + ["/" + name for name in SYSTEM_DIRS]):
-            aliases.append((real, spelled))
+            aliases[spelled] = real
     mounts.append(("--bind", workdir, workdir))
     if protect_git and os.path.isdir(os.path.join(workdir, ".git")):
         mounts.append(("--ro-bind", os.path.join(workdir, ".git"), os.path.join(workdir, ".git")))
     mounts.sort(key=lambda m: m[2].rstrip("/").count("/"))  # stable: a parent before what is mounted in it
     for option, source, dest in mounts:
         args += [option, source, dest] if source else [option, dest]
-    for real, spelled in dict.fromkeys(aliases):
-        args += ["--symlink", real, spelled]
+    for spelled, real in sorted(aliases.items()):  # a path under another alias is reached through it
+        if not any(spelled.startswith(other + "/") for other in aliases):
+            args += ["--symlink", real, spelled]
     return args + ["--chdir", workdir, "--"]
 
 
