@@ -211,7 +211,7 @@ class DockerSandbox:
             output = output[:cut]
         duration = time.monotonic() - start
         timed_out = stuck or (code == 124 and duration >= timeout)
-        killed = limit_note(self.limits, oom, forks)
+        killed = limit_note(self.limits, code or 0, oom, forks)
         return CommandResult(exit_code=-1 if timed_out or code is None else code, output=output, timed_out=timed_out,
                              truncated=cap.truncated, duration=duration, killed=killed)
 

@@ -14,6 +14,7 @@ import os
 import re
 import resource
 import secrets
+import signal
 import time
 from dataclasses import dataclass
 
@@ -31,8 +32,9 @@ def parse_size(text: str | int, key: str = "size") -> int:
             return text
     else:
         found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?\s*", str(text).lower())
-        if found and float(found[1]) > 0:
-            return int(float(found[1]) * _UNITS[found[2]])
+        size = int(float(found[1]) * _UNITS[found[2]]) if found else 0
+        if size > 0:
+            return size
     raise SandboxError(f"{key} must be a positive size such as 4g, 512m or 1073741824; got {text!r}")
 
 
@@ -69,12 +71,14 @@ class Limits:
         return pairs
 
 
-def limit_note(limits: Limits, oom_kills: int, refused_forks: int) -> str | None:
+def limit_note(limits: Limits, exit_code: int, oom_kills: int, refused_forks: int) -> str | None:
     """What the model reads when a limit stopped a command (counter deltas over the command)."""
     if oom_kills and limits.memory:
         return f"killed: memory limit {describe_size(limits.memory)} (sandbox.memory)"
     if refused_forks and limits.pids:
         return f"process limit {limits.pids} reached: new processes were refused (sandbox.pids)"
+    if exit_code == 128 + signal.SIGXFSZ and limits.file_size:
+        return f"killed: file size limit {describe_size(limits.file_size)} (sandbox.file_size)"
     return None
 
 

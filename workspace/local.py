@@ -41,8 +41,9 @@ FIXED_ENV = {
     "GIT_TERMINAL_PROMPT": "0", "PIP_NO_INPUT": "1", "DEBIAN_FRONTEND": "noninteractive",
     "PYTHONDONTWRITEBYTECODE": "1",
 }
-# Host variables a command gets when set (plus PATH, and what the caller lists in `passthrough_env`).
-ALLOWED_ENV = ("LANG", "LC_ALL", "TZ")
+# Host variables a command gets when set (plus PATH, and what the caller lists in `passthrough_env`):
+# the locale, and pytest's switch for plugin autoload (the nano recordings set it for speed).
+ALLOWED_ENV = ("LANG", "LC_ALL", "TZ", "PYTEST_DISABLE_PLUGIN_AUTOLOAD")
 SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
 HIDDEN_ROOTS = ("/proc", "/sys", "/dev", "/run", "/var/run")  # never bound, even when on PATH
 DIFF_LIMIT = 256 << 20  # a patch bigger than this is refused, never cut
@@ -116,7 +117,8 @@ class LocalSandbox:
                              self._enter_limits)
         if self._cgroup:
             self._cgroup.kill_all()
-            result.killed = limit_note(self.limits, *(now - then for now, then in zip(self._cgroup.counters(), before)))
+        counts = (now - then for now, then in zip(self._cgroup.counters(), before)) if self._cgroup else (0, 0)
+        result.killed = limit_note(self.limits, result.exit_code, *counts)
         return result
 
     def _environment(self, extra: dict[str, str] | None) -> dict[str, str]:
