@@ -203,3 +203,13 @@ def test_a_virtualenv_spelled_through_a_symlinked_tmp_runs_inside(tmp_path):
         assert r.output.startswith("hello from ") and r.output.strip().endswith("/venv")
     finally:
         shutil.rmtree(real, ignore_errors=True)
+
+
+@needs_bwrap
+def test_a_working_copy_whose_path_has_spaces(git_repo, tmp_path):
+    from workspace.repo import WorkingCopy
+
+    with WorkingCopy.create(git_repo, root=tmp_path / "my copies") as copy, LocalSandbox(copy.path) as sb:
+        r = sb.run("pwd && echo new > 'a file.txt' && python -c 'print(1)'", timeout=60)
+        assert r.exit_code == 0 and r.output.splitlines() == [str(copy.path), "1"]
+        assert "+new" in sb.diff(copy.base_commit) and " b/a file.txt" in sb.diff(copy.base_commit)
