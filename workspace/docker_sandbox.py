@@ -51,7 +51,8 @@ _GRACE = 15.0  # the in-container timeout acts first; this only guards against a
 
 # $0 = timeout seconds, $1 = command, $2 = marker, $3 = the pids to spare (init and its sleep).
 # The command gets its own process group (timeout's); after it ends every other process in the
-# container is killed (setsid ones too). The trailer: marker, exit status, processes the memory limit killed.
+# container is killed (setsid ones too). The trailer: marker, exit status, then the processes the memory
+# limit killed and the forks the process limit refused during the command.
 _OOM = ("$(sed -n 's/^oom_kill //p' /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control "
         "2>/dev/null | head -n1)")
 _FORKS = "$(sed -n 's/^max //p' /sys/fs/cgroup/pids.events /sys/fs/cgroup/pids/pids.events 2>/dev/null | head -n1)"
