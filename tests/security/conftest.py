@@ -59,6 +59,7 @@ class Host:
         # never bound into a sandbox: a marker here was written by a host process.
         self.evidence = Path.home() / ".cache" / f"loopcoder-security-{secrets.token_hex(6)}"
         self.evidence.mkdir(parents=True)
+        self.system_marker = Path("/usr") / f"loopcoder-probe-{secrets.token_hex(6)}"  # a read-only system dir
         self.tmp = tmp_path
         self.secrets = {name: f"{name.lower()}-{secrets.token_hex(12)}" for name in SECRET_VARS}
         self.copies = tmp_path / "copies"
@@ -98,6 +99,7 @@ class Host:
         import shutil
 
         shutil.rmtree(self.evidence, ignore_errors=True)
+        self.system_marker.unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -102,7 +102,8 @@ def test_escapes_reads_and_leftovers_from_one_run(sandbox_kind, user_repo, host,
         # capabilities: remount the root read-write and write into the user's repository by absolute path
         call("bash", command=f"mount -o remount,bind,rw / ; mount -o remount,rw /usr; unshare -Ur true; "
                              f"echo pwned >> {shlex.quote(str(user_repo / 'calc.py'))}; "
-                             f"touch {shlex.quote(str(host.marker('absolute-write')))}; touch /usr/loopcoder-probe; echo tried"),
+                             f"touch {shlex.quote(str(host.marker('absolute-write')))}; touch {host.system_marker}; "
+                             "echo tried"),
         # the editor's path checks: out of the copy by .., by absolute path, through a symlink
         call("str_replace_editor", command="create", path="../escape.txt", file_text="x\n"),
         call("str_replace_editor", command="create", path=str(host.marker("editor-absolute")), file_text="x\n"),
@@ -135,7 +136,7 @@ def test_escapes_reads_and_leftovers_from_one_run(sandbox_kind, user_repo, host,
 
     # no host process ran anything the copy planted; nothing written outside the copy
     assert host.markers() == ["other-run-trajectory.json"]
-    assert not (user_repo.parent / "escape.txt").exists() and not Path("/usr/loopcoder-probe").exists()
+    assert not (user_repo.parent / "escape.txt").exists() and not host.system_marker.exists()
     assert hits == []
     # the user's repository holds exactly the agent's patch, applied (its .git untouched by the model)
     after = snapshot_bytes(user_repo)
