@@ -200,7 +200,8 @@ _MODEL = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or m
 _BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay (default: the config's backend.name, "
                         "plt; replay with --script).")
 _SCRIPT = typer.Option(None, "--script", help="Replay: a JSON list / JSONL of raw outputs or a trajectory.")
-_SANDBOX = typer.Option(None, "--sandbox", help="local (bubblewrap) | docker.")
+_SANDBOX = typer.Option(None, "--sandbox", help="local (bubblewrap) | docker | none (no isolation: the model's "
+                        "commands run on this machine as you).")
 _IMAGE = typer.Option(None, "--image", help="Docker image for --sandbox docker.")
 _IN_PLACE = typer.Option(False, "--in-place", help="Edit the repository directly, not a separate copy.")
 _CONFIG = typer.Option(None, "--config", help="A YAML config file (see agent/defaults.yaml).")
@@ -270,7 +271,7 @@ def chat_cmd(
 def replay_cmd(
     path: str = typer.Argument(..., help="A trajectory JSON written by `loopcoder run` or `chat`."),
     repo: str = typer.Option(None, "--repo", help="The repository, if it moved since the run."),
-    sandbox: str = typer.Option(None, "--sandbox", help="local | docker (default: as recorded)."),
+    sandbox: str = typer.Option(None, "--sandbox", help="local | docker | none (default: as recorded)."),
     image: str = typer.Option(None, "--image", help="Docker image (default: as recorded)."),
     trajectory: str = typer.Option(None, "--trajectory", help="Write the replay's own trajectory here."),
 ) -> None:
@@ -289,6 +290,29 @@ def inspect_cmd(
     from agent.commands import inspect_command
 
     _agent_call(inspect_command, path, full)
+
+
+@app.command("clean")
+def clean_cmd(
+    docker: bool = typer.Option(True, "--docker/--no-docker", help="Also look for containers (needs the engine)."),
+) -> None:
+    """Remove what killed runs left: working copies, sandbox temp dirs, cgroups and containers of dead processes.
+
+    Runs that are still going are never touched; each sandbox also does this when it opens.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    from workspace.leftovers import clean
+    from workspace.repo import DEFAULT_ROOT
+
+    console = Console(highlight=False)
+    removed, skipped = clean(DEFAULT_ROOT, docker=docker)
+    for item in removed:
+        console.print(f"removed {escape(item)}")
+    if skipped:
+        console.print(f"[yellow]containers not checked[/]: {escape(skipped)}")
+    console.print(f"{len(removed)} leftover{'s' if len(removed) != 1 else ''} removed")
 
 
 # --- swebench / refactor (issue: batch) --------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 import git
 
 from agent.swebench.instances import Instance
+from workspace.leftovers import owner_suffix, reap_dirs
 from workspace.repo import RepoError, WorkingCopy
 
 
@@ -32,7 +33,8 @@ def checkout(cache: Path, instance: Instance, root: Path) -> WorkingCopy:
     """A fresh working copy of the instance's repo at base_commit under `root`; close() removes it."""
     source = cached_repo(cache, instance)
     root.mkdir(parents=True, exist_ok=True)
-    dest = Path(tempfile.mkdtemp(prefix=f"{instance.instance_id}-", dir=root))
+    reap_dirs(root)
+    dest = Path(tempfile.mkdtemp(prefix=f"{instance.instance_id}-", suffix=owner_suffix(), dir=root))
     try:
         with git.Repo.clone_from(str(source), dest, shared=True, no_checkout=True, quiet=True) as repo:
             try:

@@ -65,7 +65,8 @@ def open_instance(instance: Instance, options: EnvOptions) -> Iterator[InstanceE
             raise ValueError(f"unknown sandbox kind {options.sandbox!r}; use local or docker")
         copy = stack.enter_context(_cache_copy(instance, options))
         sandbox = stack.enter_context(LocalSandbox(copy.path, network=options.network, output_limit=OUTPUT_LIMIT))
-        yield InstanceEnv(sandbox, copy.diff, f"local clone of {copy.source}")
+        # the diff is taken inside the sandbox: host git must never read a .git the model could write
+        yield InstanceEnv(sandbox, lambda: sandbox.diff(copy.base_commit), f"local clone of {copy.source}")
 
 
 def _cache_copy(instance: Instance, options: EnvOptions) -> WorkingCopy:
