@@ -97,6 +97,26 @@ def model_init_random(
     except ValueError as error:
         fail(str(error))
 
+@model_app.command("quantize")
+def model_quantize(
+    source: str = typer.Argument(..., help="Dense checkpoint directory to read."),
+    destination: str = typer.Argument(..., help="New directory for the quantized checkpoint."),
+    method: str = typer.Option("int8", "--method", help="int8 (per output channel) or int4 (per group)."),
+    group_size: int = typer.Option(128, help="int4: inputs per scale/zero group (a power of two >= 16)."),
+) -> None:
+    """Write a weight-only quantized copy of a checkpoint, shard by shard; it loads as is (`--model DST`)."""
+    from pathlib import Path
+
+    from model.quantized_loading import write_quantized
+
+    try:
+        done = write_quantized(Path(source), Path(destination), {"method": method, "group_size": group_size})
+    except (OSError, ValueError) as error:
+        fail(str(error))
+    typer.echo(f"{done['method']} (group {done['group_size']}): {done['bytes'] / 2**20:,.1f} MiB of tensors "
+               f"in {done['files']} file(s) -> {destination}")
+
+
 @model_app.command("train")
 def model_train(
     data: str = typer.Option(..., help="Training directory: train.jsonl + tokenizer/ (see `python -m agent.nano data`)."),

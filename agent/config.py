@@ -30,6 +30,8 @@ class BackendConfig:
     base_url: str | None
     device: str | None
     dtype: str | None
+    quantize: str | None
+    compile: bool
     script: str | None
 
 

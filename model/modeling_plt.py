@@ -29,6 +29,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from .cache import DEFAULT_SLACK, PLTCache
 from .configuration_plt import IQuestPLTCoderConfig
 from .loading import canonical_key, check_checkpoint_dir, raise_on_loading_problems
+from .quantized_loading import load_quantized, wants_quantized_loader
 
 MAX_CHUNK = 2048  # longer inputs run as consecutive chunks: masks stay O(chunk * L)
 
@@ -221,7 +222,16 @@ class IQuestPLTCoderPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """transformers' loader, but a missing, unexpected or misshapen tensor is an error, not a warning."""
+        """transformers' loader, but a missing, unexpected or misshapen tensor is an error, not a warning.
+
+        `quantize="int8"|"int4"` (or a checkpoint written by `loopcoder model quantize`) loads
+        through model/quantized_loading.py instead: weight-only quantized, shard by shard.
+        """
+        quantize = kwargs.pop("quantize", None)
+        if cls is IQuestPLTCoderForCausalLM and wants_quantized_loader(pretrained_model_name_or_path, quantize,
+                                                                        kwargs.get("config")):
+            return load_quantized(cls, pretrained_model_name_or_path, quantize, kwargs.get("config"),
+                                  kwargs.get("dtype", kwargs.get("torch_dtype")), kwargs.get("device_map") or "cpu")
         if cls is IQuestPLTCoderForCausalLM:
             check_checkpoint_dir(pretrained_model_name_or_path, kwargs.get("config"))
         want_info = kwargs.pop("output_loading_info", False)
