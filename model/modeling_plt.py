@@ -57,6 +57,26 @@ def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtyp
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
+class RotaryTable:
+    """`rotary_cos_sin` for positions 0..n-1, computed once per device and dtype and grown by doubling,
+    so a decode step only gathers two rows (gpt-fast's precomputed freqs_cis). Same values, bit for bit."""
+
+    def __init__(self, head_dim: int, theta: float):
+        self.head_dim, self.theta = head_dim, theta
+        self._tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, position_ids: torch.Tensor, dtype: torch.dtype, limit: int):
+        """position_ids [B, n], all < limit -> cos, sin [B, 1, n, Dh]."""
+        key = (position_ids.device, dtype)
+        table = self._tables.get(key)
+        if table is None or table[0].shape[0] < limit:
+            size = max(256, 1 << (limit - 1).bit_length())
+            positions = torch.arange(size, device=position_ids.device)[None]
+            cos, sin = rotary_cos_sin(positions, self.head_dim, self.theta, dtype)  # [1, 1, size, Dh]
+            table = self._tables[key] = (cos[0, 0], sin[0, 0])
+        return table[0][position_ids][:, None], table[1][position_ids][:, None]
+
+
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x [B, heads, n, Dh] rotated by position (rotate-half over all Dh dims)."""
     first, second = x.chunk(2, dim=-1)
@@ -251,6 +271,7 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.layers = nn.ModuleList(PLTDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = PLTRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary = RotaryTable(config.head_dim, config.rope_theta)
         self.post_init()
 
     def forward(
@@ -283,13 +304,17 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
                              "use model.new_cache(batch_size) with the input's batch size")
         held = cache.get_seq_length()
         key_valid = _key_validity(attention_mask, batch, held + n)  # [B, L+n] or None
+        limit = held + n  # a token's position is at most its column
         if position_ids is None:
             position_ids = _default_positions(key_valid, held, n, embeds.device)
+        elif n:
+            limit = max(limit, int(position_ids.max()) + 1)
+        cos, sin = self.rotary(position_ids, embeds.dtype, limit)  # [B|1, 1, n, Dh]
         run = self._decode_step if n == 1 and self.cross_loop_decode else self._prefill_chunk
         hidden = [
             run(
                 embeds[:, start:start + MAX_CHUNK],
-                position_ids[:, start:start + MAX_CHUNK],
+                (cos[:, :, start:start + MAX_CHUNK], sin[:, :, start:start + MAX_CHUNK]),
                 None if key_valid is None else key_valid[:, : held + start + MAX_CHUNK],
                 cache,
             )
@@ -299,11 +324,11 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
             last_hidden_state=torch.cat(hidden, dim=1), past_key_values=cache if use_cache else None
         )
 
-    def _prefill_chunk(self, embeds, position_ids, key_valid, cache: PLTCache) -> torch.Tensor:
+    def _prefill_chunk(self, embeds, rotary, key_valid, cache: PLTCache) -> torch.Tensor:
         """Loop after loop over one chunk [B, n, d] (spec §4 prefill); returns the last loop's normed output."""
         config = self.config
         held, n = cache.get_seq_length(), embeds.shape[1]
-        cos, sin = rotary_cos_sin(position_ids, config.head_dim, config.rope_theta, embeds.dtype)
+        cos, sin = rotary
         global_mask, local_mask = _chunk_masks(cache, n, key_valid, embeds.device)
         h = embeds
         for loop in range(config.plt_num_loops):
@@ -319,12 +344,12 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
         cache.advance(n)
         return out
 
-    def _decode_step(self, embeds, position_ids, key_valid, cache: PLTCache) -> torch.Tensor:
+    def _decode_step(self, embeds, rotary, key_valid, cache: PLTCache) -> torch.Tensor:
         """One token [B, 1, d], all loops in one pass (spec §4): row r runs loop r, so every
         weight is read once per token. Row r >= 1 needs only loop r-1's output at t-1 (the carry)."""
         config, loops = self.config, self.config.plt_num_loops
         held = cache.get_seq_length()
-        cos, sin = rotary_cos_sin(position_ids, config.head_dim, config.rope_theta, embeds.dtype)  # [B|1, 1, 1, Dh]
+        cos, sin = rotary  # [B|1, 1, 1, Dh]
         global_mask, local_mask = _chunk_masks(cache, 1, key_valid, embeds.device)
         if local_mask.shape[0] > 1:
             local_mask = local_mask.repeat(loops - 1, 1, 1, 1)  # one row of masks per (loop, sequence)
