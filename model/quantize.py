@@ -32,8 +32,8 @@ METHODS = ("int8", "int4")
 DEFAULT_GROUP_SIZE = 128
 DECODE_ROWS = 8  # a call with at most this many rows is a decode step (one row per loop and sequence)
 MEASURE_ROWS = {"decode": (1, 2), "prefill": (64,)}
-MEASURE_MAX_FEATURES = 4096  # time a slice of big layers: the cost is linear in output features
-QUANT_BLOCK_ROWS = 4096  # quantize this many rows at a time: float32 temporaries stay small
+MEASURE_MAX_FEATURES = 1024  # time a slice of big layers: the cost is linear in output features
+QUANT_BLOCK_ROWS = 1024  # quantize this many rows at a time: float32 temporaries stay small
 STORED_TENSORS = {"int8": ("weight", "weight_scale"), "int4": ("weight", "weight_scale", "weight_zero")}
 LINEAR_NAMES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                 "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")

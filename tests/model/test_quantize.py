@@ -246,3 +246,18 @@ def test_rotary_table_gives_the_fresh_tables_bit_for_bit_and_grows():
             positions = torch.randint(0, limit, (2, 7))
             for got, want in zip(table(positions, dtype, limit), rotary_cos_sin(positions, 16, 5e5, dtype)):
                 assert torch.equal(got, want)
+
+
+@pytest.mark.slow
+def test_big_benchmark_runs_at_a_small_shape(tmp_path):
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "big.py"
+    out = subprocess.run([sys.executable, str(script), "--scale", "8", "--layers", "1", "--prompt", "16", "--tokens", "3",
+                          "--variants", "bf16,int8", "--probe-mb", "8", "--threads", "1", "--dir", str(tmp_path / "ckpt")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(result["variants"]) == {"bf16", "int8"}
+    int8 = result["variants"]["int8"]
+    assert int8["weight_gb_per_token"]["one-pass"] < 0.6 * result["variants"]["bf16"]["weight_gb_per_token"]["one-pass"]
+    assert int8["agreement_with_bf16"] is not None and int8["kernels"]
+    assert "decode int8 speedup over bf16" in result["ratios"]
