@@ -31,7 +31,6 @@ class BackendConfig:
     device: str | None
     dtype: str | None
     quantize: str | None
-    compile: bool
     script: str | None
 
 

@@ -62,7 +62,7 @@ def make_backend(config: Config):
         return create_backend("openai", base_url=b.base_url, model=b.model, context_window=config.context.window)
     if not b.model:
         raise ConfigError(f"the {b.name} backend needs a model: --model PATH (a checkpoint directory)")
-    extra = {k: v for k, v in (("quantize", b.quantize), ("compile", b.compile)) if v}
+    extra = {"quantize": b.quantize} if b.quantize else {}
     return create_backend(b.name, model_path=b.model, device=b.device, dtype=b.dtype, **extra)
 
 
