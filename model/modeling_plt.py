@@ -175,22 +175,21 @@ class PLTAttention(nn.Module):
 
     def _all_loops_one_token(self, q, k, v, residual, step: LoopStep) -> torch.Tensor:
         """Row r = loop r at token t. Row 0's k, v enter loop 0's cache before anyone attends, so
-        every row's global branch sees them; rows r >= 1 also attend to their ring plus their own key."""
+        every row's global branch sees them; rows r >= 1 also attend to their ring, which their own
+        key enters first (the slot it takes held position t - S, outside the window): no copy of the ring."""
         cache, loops = step.cache, q.shape[2]
         k0, v0 = cache.append_global(self.layer_idx, k[:, :, :1], v[:, :, :1])  # [B, Hkv, L+1, Dh]
         glob = attend(q, k0, v0, step.global_mask)  # [B, H, R, Dh]: all rows share keys and position
         if loops == 1:
             return glob
         batch, heads, _, dim = q.shape
-        ring_k, ring_v = cache.ring(self.layer_idx, k)  # [R-1, B, Hkv, S, Dh]
-        local_k = torch.cat([ring_k, k[:, :, 1:].permute(2, 0, 1, 3)[:, :, :, None]], dim=3)  # [R-1, B, Hkv, S+1, Dh]
-        local_v = torch.cat([ring_v, v[:, :, 1:].permute(2, 0, 1, 3)[:, :, :, None]], dim=3)
-        q_local = q[:, :, 1:].permute(2, 0, 1, 3)[:, :, :, None].flatten(0, 1)  # [(R-1)*B, H, 1, Dh]
-        local = attend(q_local, local_k.flatten(0, 1), local_v.flatten(0, 1), step.local_mask)
-        local = local.view(loops - 1, batch, heads, dim).permute(1, 2, 0, 3)  # [B, H, R-1, Dh]
-        gate = self.plt_gate(q[:, :, 1:], residual[:, 1:])  # [B, H, R-1, 1]
         for loop in range(1, loops):
             cache.write_ring(self.layer_idx, loop, k[:, :, loop:loop + 1], v[:, :, loop:loop + 1])
+        ring_k, ring_v = cache.ring(self.layer_idx, k)  # [R-1, B, Hkv, S, Dh], token t included
+        q_local = q[:, :, 1:].permute(2, 0, 1, 3)[:, :, :, None].flatten(0, 1)  # [(R-1)*B, H, 1, Dh]
+        local = attend(q_local, ring_k.flatten(0, 1), ring_v.flatten(0, 1), step.local_mask)
+        local = local.view(loops - 1, batch, heads, dim).permute(1, 2, 0, 3)  # [B, H, R-1, Dh]
+        gate = self.plt_gate(q[:, :, 1:], residual[:, 1:])  # [B, H, R-1, 1]
         return torch.cat([glob[:, :, :1], glob[:, :, 1:] * gate + local * (1 - gate)], dim=2)
 
 
@@ -350,7 +349,7 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
         config, loops = self.config, self.config.plt_num_loops
         held = cache.get_seq_length()
         cos, sin = rotary  # [B|1, 1, 1, Dh]
-        global_mask, local_mask = _chunk_masks(cache, 1, key_valid, embeds.device)
+        global_mask, local_mask = _decode_masks(cache, key_valid, embeds.device)
         if local_mask.shape[0] > 1:
             local_mask = local_mask.repeat(loops - 1, 1, 1, 1)  # one row of masks per (loop, sequence)
         rows = [embeds] + [
@@ -506,6 +505,22 @@ def _default_positions(key_valid, held: int, n: int, device) -> torch.LongTensor
     if key_valid is None:
         return torch.arange(held, held + n, device=device)[None]
     return (key_valid.long().cumsum(-1) - 1).clamp(min=0)[:, held:].to(device)
+
+
+def _decode_masks(cache: PLTCache, key_valid, device):
+    """Visibility for one new token at column L -> (global [B, 1, 1, L+1] or None, local [B|1, 1, 1, S]
+    over the ring slots once the token's own keys are in them). Without padding the global
+    branch sees every column, so only the ring's few slots are compared."""
+    held = cache.get_seq_length()
+    columns = cache.ring_positions(held + 1, device=device)  # [S], -1: empty slot
+    local_mask = (columns >= 0) & (columns >= held - cache.window)
+    if key_valid is None:
+        return None, local_mask[None, None, None]
+    key_valid = key_valid.to(device)
+    local_valid = key_valid.gather(1, columns.clamp(min=0).expand(key_valid.shape[0], -1))  # [B, S]
+    global_mask = key_valid.clone()
+    global_mask[:, held] = True  # a padded column is still its own query's key: no empty row
+    return global_mask[:, None, None], ((local_mask & local_valid) | (columns == held))[:, None, None]
 
 
 def _chunk_masks(cache: PLTCache, n: int, key_valid, device):

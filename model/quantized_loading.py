@@ -52,7 +52,8 @@ def wants_quantized_loader(path, quantize, config) -> bool:
 
 def load_quantized(cls, path, quantize=None, config: IQuestPLTCoderConfig | None = None,
                    dtype: torch.dtype | str | None = None, device="cpu"):
-    """`cls.from_pretrained` for quantization: a local directory, dense or quantized, in `quantize`'s form."""
+    """`cls.from_pretrained` for quantization: a local directory, dense or quantized, in `quantize`'s form,
+    on one device (`device_map="auto"` means the GPU when there is one)."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"quantized loading reads a local checkpoint directory; {path} is not one")
@@ -64,7 +65,9 @@ def load_quantized(cls, path, quantize=None, config: IQuestPLTCoderConfig | None
                               f"{wanted.method} instead")
     spec = stored or wanted
     dtype = _torch_dtype(dtype, config)
-    device = torch.device(device if isinstance(device, (str, torch.device)) else "cpu")
+    if not isinstance(device, (str, torch.device)) or device == "auto":  # a device map: one device here
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
     headers = read_headers(path)
     if not headers:
         raise CheckpointError(f"{path} has no {SINGLE_FILE} or {INDEX_FILE}: nothing to load the weights from")
