@@ -395,9 +395,9 @@ class IQuestPLTCoderForCausalLM(IQuestPLTCoderPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
-    def new_cache(self, batch_size: int = 1, slack: int = DEFAULT_SLACK) -> PLTCache:
-        """An empty cache; `crop` can later drop up to `slack` tokens exactly."""
-        return PLTCache(self.config, batch_size, slack)
+    def new_cache(self, batch_size: int = 1, slack: int = DEFAULT_SLACK, max_length: int | None = None) -> PLTCache:
+        """An empty cache; `crop` can later drop up to `slack` tokens exactly; `max_length` preallocates it."""
+        return PLTCache(self.config, batch_size, slack, max_length)
 
     def forward(
         self,
