@@ -142,7 +142,8 @@ def test_cli_quantize_then_generate_and_info(dense_dir, tmp_path):
     assert "int4 (group 32)" in out.stdout
     info = subprocess.run([LOOPCODER, "model", "info", str(tmp_path / "q4")], capture_output=True, text=True, timeout=300)
     assert info.returncode == 0, info.stderr
-    assert "all match the config" in info.stdout
+    assert "all match the config" in info.stdout and "linears weight-only int4 (groups of 32)" in info.stdout
+    assert f"({sum(p.numel() for p in tiny_model(2).parameters()):,})" in info.stdout  # the dense count
     bad = subprocess.run([LOOPCODER, "model", "quantize", str(dense_dir), str(tmp_path / "q5"), "--method", "int2"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "quantization method must be one of int8, int4" in bad.stderr
@@ -250,3 +251,19 @@ def test_big_benchmark_runs_at_a_small_shape(tmp_path):
     assert int8["weight_gb_per_token"]["one-pass"] < 0.6 * result["variants"]["bf16"]["weight_gb_per_token"]["one-pass"]
     assert int8["agreement_with_bf16"] is not None and int8["kernels"]
     assert "decode int8 speedup over bf16" in result["ratios"]
+
+
+def test_plt_backend_quantizes_from_the_config_key_and_hf_refuses():
+    from agent.config import load_config
+    from agent.session import make_backend
+    from model.backends import BackendError, create_backend
+
+    nano = Path(__file__).resolve().parents[2] / "checkpoints" / "loopcoder-nano"
+    config = load_config(user_file=False, overrides=(f"backend.model={nano}", "backend.quantize=int8", "backend.device=cpu"))
+    backend = make_backend(config)
+    assert backend.model.dtype == torch.bfloat16  # the default activations of a quantized model
+    assert sum(isinstance(m, QuantizedLinear) for m in backend.model.modules()) == 4 * 7 + 1
+    with pytest.raises(BackendError, match="--quantize works with the plt backend only"):
+        create_backend("hf", model_path=str(nano), quantize="int8")
+    with pytest.raises(BackendError, match="quantization method must be one of int8, int4, got 'int3'"):
+        create_backend("plt", model_path=str(nano), quantize="int3")
