@@ -258,6 +258,13 @@ class IQuestPLTCoderPreTrainedModel(PreTrainedModel):
         raise_on_loading_problems(info, pretrained_model_name_or_path)
         return (model, info) if want_info else model
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Refused for a quantized model: its kernels' layouts are per device, not a checkpoint format."""
+        if self.config.plt_quantization is not None:
+            raise ValueError("a quantized model is not saved with save_pretrained; write a quantized checkpoint "
+                             "from the dense one with `loopcoder model quantize SRC DST`")
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
 
 class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
     """Embeddings, the shared layers run plt_num_loops times, and the shared final norm."""

@@ -131,6 +131,8 @@ def test_quantized_checkpoint_errors_name_the_problem(dense_dir, tmp_path):
         IQuestPLTCoderConfig(plt_quantization="int3")
     with pytest.raises(ValueError, match="group_size must be a power of two"):
         QuantSpec.parse({"method": "int4", "group_size": 48})
+    with pytest.raises(ValueError, match="write a quantized checkpoint from the dense one with `loopcoder model quantize"):
+        quantize_model(tiny_model(), "int8").save_pretrained(tmp_path / "saved")
     with pytest.raises(ValueError, match="divisible by the group size"):
         quantize_model(tiny_model(), {"method": "int4", "group_size": 128})
 
