@@ -97,6 +97,26 @@ def model_init_random(
     except ValueError as error:
         fail(str(error))
 
+@model_app.command("quantize")
+def model_quantize(
+    source: str = typer.Argument(..., help="Dense checkpoint directory to read."),
+    destination: str = typer.Argument(..., help="New directory for the quantized checkpoint."),
+    method: str = typer.Option("int8", "--method", help="int8 (per output channel) or int4 (per group)."),
+    group_size: int = typer.Option(128, help="int4: inputs per scale/zero group (a power of two >= 16)."),
+) -> None:
+    """Write a weight-only quantized copy of a checkpoint, shard by shard; it loads as is (`--model DST`)."""
+    from pathlib import Path
+
+    from model.quantized_loading import write_quantized
+
+    try:
+        done = write_quantized(Path(source), Path(destination), {"method": method, "group_size": group_size})
+    except (OSError, ValueError) as error:
+        fail(str(error))
+    typer.echo(f"{done['method']} (group {done['group_size']}): {done['bytes'] / 2**20:,.1f} MiB of tensors "
+               f"in {done['files']} file(s) -> {destination}")
+
+
 @model_app.command("train")
 def model_train(
     data: str = typer.Option(..., help="Training directory: train.jsonl + tokenizer/ (see `python -m agent.nano data`)."),
@@ -146,6 +166,7 @@ def generate(
     backend: str = typer.Option("plt", help="plt (LoopCoder-V2 checkpoints) or hf (any transformers causal LM)."),
     device: str = typer.Option(None, help="cuda, cuda:1, cpu ... (default: cuda when available)."),
     dtype: str = typer.Option(None, help="bfloat16 | float16 | float32 (default: bfloat16 on GPU, float32 on CPU)."),
+    quantize: str = typer.Option(None, help="plt: int8 | int4 weight-only, quantized while loading."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run tokenizer/model code shipped with the checkpoint."),
 ) -> None:
     """Stream a completion of PROMPT; prefill and decode speed go to stderr."""
@@ -163,7 +184,8 @@ def generate(
     params = GenerationParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                               max_new_tokens=max_new_tokens, stop=list(stop))
     try:
-        lm = create_backend(backend, model_path=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        lm = create_backend(backend, model_path=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                            **({"quantize": quantize} if quantize else {}))
         if chat:
             done = lm.complete([{"role": "user", "content": prompt}], None, params, on_text)
         else:
@@ -529,6 +551,7 @@ def serve(
     device: str = typer.Option(None, help="cuda, cuda:1, cpu (default: cuda when available)."),
     dtype: str = typer.Option(None, help="bfloat16, float16, float32 (default: bfloat16 on GPU, float32 on CPU)."),
     context_window: int = typer.Option(None, help="Tokens of context (default: the model's max_position_embeddings)."),
+    quantize: str = typer.Option(None, help="plt: int8 | int4 weight-only, quantized while loading."),
     trust_remote_code: bool = typer.Option(False, help="Allow the checkpoint's own tokenizer code to run."),
 ) -> None:
     """Serve the model over an OpenAI-compatible API: /v1/models and /v1/chat/completions."""
@@ -539,7 +562,8 @@ def serve(
     from agent.server.run import serve as run_server
 
     configure_logging()
-    options = {"device": device, "dtype": dtype, "context_window": context_window, "trust_remote_code": trust_remote_code}
+    options = {"device": device, "dtype": dtype, "context_window": context_window, "trust_remote_code": trust_remote_code,
+               "quantize": quantize}
     try:
         run_server(Path(model), backend, host, port, model_name, sessions, max_body_bytes, api_key,
                    {k: v for k, v in options.items() if v is not None})

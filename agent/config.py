@@ -30,6 +30,7 @@ class BackendConfig:
     base_url: str | None
     device: str | None
     dtype: str | None
+    quantize: str | None
     script: str | None
 
 

@@ -62,7 +62,8 @@ def make_backend(config: Config):
         return create_backend("openai", base_url=b.base_url, model=b.model, context_window=config.context.window)
     if not b.model:
         raise ConfigError(f"the {b.name} backend needs a model: --model PATH (a checkpoint directory)")
-    return create_backend(b.name, model_path=b.model, device=b.device, dtype=b.dtype)
+    extra = {"quantize": b.quantize} if b.quantize else {}
+    return create_backend(b.name, model_path=b.model, device=b.device, dtype=b.dtype, **extra)
 
 
 _IDENTITY = {"GIT_AUTHOR_NAME": "loopcoder", "GIT_AUTHOR_EMAIL": "loopcoder@localhost",
