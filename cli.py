@@ -226,7 +226,7 @@ _SANDBOX = typer.Option(None, "--sandbox", help="local (bubblewrap) | docker | n
                         "commands run on this machine as you).")
 _IMAGE = typer.Option(None, "--image", help="Docker image for --sandbox docker.")
 _IN_PLACE = typer.Option(False, "--in-place", help="Edit the repository directly, not a separate copy.")
-_CONFIG = typer.Option(None, "--config", help="A YAML config file (see agent/defaults.yaml).")
+_CONFIG = typer.Option(None, "--config", help="A YAML config file (`loopcoder config` prints every key).")
 _SETS = typer.Option([], "--set", help=_SET_HELP)
 _TRAJECTORY = typer.Option(None, "--trajectory", help="Where to write the trajectory JSON.")
 
@@ -337,6 +337,20 @@ def clean_cmd(
     console.print(f"{len(removed)} leftover{'s' if len(removed) != 1 else ''} removed")
 
 
+@app.command("config")
+def config_cmd(config: str = _CONFIG, sets: list[str] = _SETS) -> None:
+    """Print the effective configuration as YAML: defaults <- user file <- --config <- --set."""
+    import yaml
+
+    from agent.commands import configure
+
+    def body() -> int:
+        typer.echo(yaml.safe_dump(configure(config, sets).to_dict(), sort_keys=False), nl=False)
+        return 0
+
+    _agent_call(body)
+
+
 # --- swebench / refactor (issue: batch) --------------------------------------
 
 SANDBOX_HELP = "local (bubblewrap over a clone from --repo-cache) or docker (the instance image when present)."
@@ -346,7 +360,7 @@ _BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay (def
                         "plt; replay with --script).")
 _MODEL = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai).")
 _MAX_STEPS = typer.Option(None, "--max-steps", help="Stop each run after this many model turns.")
-_CONFIG = typer.Option(None, "--config", help="A YAML config file (see agent/defaults.yaml).")
+_CONFIG = typer.Option(None, "--config", help="A YAML config file (`loopcoder config` prints every key).")
 _SETS = typer.Option([], "--set", help="Override a config key, e.g. --set agent.max_steps=30 (repeatable).")
 
 
