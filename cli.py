@@ -560,6 +560,8 @@ def serve(
     model_name: str = typer.Option(None, help="Name clients pass as `model` (default: the directory's name)."),
     sessions: int = typer.Option(4, help="Conversations whose KV cache is kept between requests."),
     max_body_bytes: int = typer.Option(8 * 1024 * 1024, help="Largest request body accepted (413 above)."),
+    read_timeout: float = typer.Option(30.0, help="Seconds a request body may take to arrive (408 after)."),
+    max_queue: int = typer.Option(16, help="Chat requests in the server at once, queued or running (429 above)."),
     api_key: str = typer.Option(None, envvar="LOOPCODER_SERVE_API_KEY",
                                 help="Require 'Authorization: Bearer KEY' (env LOOPCODER_SERVE_API_KEY)."),
     device: str = typer.Option(None, help="cuda, cuda:1, cpu (default: cuda when available)."),
@@ -571,7 +573,7 @@ def serve(
     """Serve the model over an OpenAI-compatible API: /v1/models and /v1/chat/completions."""
     from pathlib import Path
 
-    from agent.server import ServeError
+    from agent.server import Limits, ServeError
     from agent.server.run import configure_logging
     from agent.server.run import serve as run_server
 
@@ -579,8 +581,8 @@ def serve(
     options = {"device": device, "dtype": dtype, "context_window": context_window, "trust_remote_code": trust_remote_code,
                "quantize": quantize}
     try:
-        run_server(Path(model), backend, host, port, model_name, sessions, max_body_bytes, api_key,
-                   {k: v for k, v in options.items() if v is not None})
+        run_server(Path(model), backend, host, port, model_name, sessions, Limits(max_body_bytes, read_timeout, max_queue),
+                   api_key, {k: v for k, v in options.items() if v is not None})
     except ServeError as error:
         fail(str(error))
 
