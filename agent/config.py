@@ -10,6 +10,7 @@ as the effective configuration; `loopcoder config` prints it.
 from __future__ import annotations
 
 import os
+import re
 import types
 from pathlib import Path
 from typing import Annotated, Literal, Union, get_args, get_origin
@@ -229,5 +230,14 @@ class _Layers:
             error = exc.errors(include_url=False)[0]
             dotted = ".".join(str(part) for part in error["loc"])
             source = self.sources.get(dotted, DEFAULTS_SOURCE)
-            problem = error["msg"].replace("Input should be", "must be")
-            raise ConfigError(f"config key {dotted!r} (from {source}) {problem}, got {error['input']!r}") from None
+            raise ConfigError(f"config key {dotted!r} (from {source}) {_problem(error)}, got {error['input']!r}") from None
+
+
+def _problem(error: dict) -> str:
+    """pydantic's words, shorter where there are shorter ones: "must be positive", "must be one of a, b"."""
+    ctx = error.get("ctx", {})
+    if error["type"] == "greater_than" and ctx.get("gt") == 0:
+        return "must be positive"
+    if error["type"] == "literal_error":
+        return "must be one of " + ", ".join(re.findall(r"'([^']*)'", ctx["expected"]))
+    return error["msg"].replace("Input should be", "must be")

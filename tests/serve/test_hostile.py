@@ -15,6 +15,13 @@ from tests.serve.test_http_errors import OK_BODY, assert_error, post
 SLOW = 5.0  # seconds: far above what a 4-token reply takes, far below what the old server took (9 s, 120 s)
 
 
+def read_response(sock: socket.socket) -> tuple[int, dict]:
+    """The status and JSON body of the reply to a request written by hand on `sock`."""
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    return response.status, json.loads(response.read())
+
+
 def timed_post(port: int, body: dict, headers: dict | None = None) -> tuple[float, int, dict]:
     start = time.monotonic()
     status, reply = post(port, body, headers=headers)
@@ -36,9 +43,7 @@ def test_a_small_request_is_served_while_an_8_mb_prompt_is_rejected(plt_server):
                          b"Content-Length: %d\r\n\r\n" % len(huge) + huge)
             uploaded.set()
             start = time.monotonic()
-            reply = b""
-            while (b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}")) and (chunk := sock.recv(65536)):
-                reply += chunk
+            reply = read_response(sock)
             rejected.append((time.monotonic() - start, reply))
 
     thread = threading.Thread(target=send_huge)
@@ -49,10 +54,8 @@ def test_a_small_request_is_served_while_an_8_mb_prompt_is_rejected(plt_server):
     thread.join(30)
     assert status == 200 and reply["usage"]["completion_tokens"] <= 4
     assert seconds < SLOW, f"a 4-token request took {seconds:.2f} s while an 8 MB prompt was being rejected"
-    (rejection_seconds, raw), = rejected
-    head, body = raw.split(b"\r\n\r\n", 1)
-    assert head.startswith(b"HTTP/1.1 400")
-    assert json.loads(body)["error"]["code"] == "context_length_exceeded"
+    (rejection_seconds, (status, body)), = rejected
+    assert_error(status, body, 400, "context_length_exceeded", "messages")
     assert rejection_seconds < SLOW
     print(f"4-token request: {seconds:.3f} s; 8 MB prompt rejected {rejection_seconds:.3f} s after its upload")
 
@@ -102,11 +105,9 @@ def test_a_body_shorter_than_its_content_length_is_dropped_after_the_read_timeou
         start = time.monotonic()
         seconds, status, _ = timed_post(served.port, OK_BODY)  # meanwhile, others are served
         assert status == 200 and seconds < SLOW
-        reply = stalled.recv(65536)
+        status, body = read_response(stalled)
         waited = time.monotonic() - start
-    head, body = reply.split(b"\r\n\r\n", 1)
-    assert head.startswith(b"HTTP/1.1 408")
-    assert json.loads(body)["error"]["code"] == "request_timeout"
+    assert_error(status, body, 408, "request_timeout")
     assert 0.5 < waited < SLOW
 
 
