@@ -172,6 +172,7 @@ def _takes_text(dotted: str) -> bool:
             return False
         annotation = fields[part].annotation
     kinds = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    kinds = [get_args(k)[0] if get_origin(k) is Annotated else k for k in kinds]
     return any(k is str or get_origin(k) is Literal for k in kinds)
 
 
@@ -238,6 +239,8 @@ def _problem(error: dict) -> str:
     ctx = error.get("ctx", {})
     if error["type"] == "greater_than" and ctx.get("gt") == 0:
         return "must be positive"
+    if error["type"] == "value_error":
+        return str(ctx["error"])
     if error["type"] == "literal_error":
         return "must be one of " + ", ".join(re.findall(r"'([^']*)'", ctx["expected"]))
     return error["msg"].replace("Input should be", "must be")

@@ -105,3 +105,13 @@ def test_config_command_prints_the_effective_config(tmp_path, monkeypatch):
     refused = CliRunner().invoke(app, ["config", "--set", "agent.max_steps=0"], env={"COLUMNS": "200"})
     assert refused.exit_code == 2 and "must be positive" in refused.stderr
     assert yaml.safe_load(shown.stdout)["agent"]["max_steps"] == 7
+
+
+def test_sandbox_limits_are_sizes_counts_and_names():
+    cfg = load_config(overrides=["sandbox.memory=1073741824", "sandbox.env=[HOME, PATH]", "sandbox.cpus=1.5"],
+                      user_file=False)
+    assert (cfg.sandbox.memory, cfg.sandbox.env, cfg.sandbox.cpus) == ("1073741824", ["HOME", "PATH"], 1.5)
+    for bad, words in (("sandbox.memory=lots", "must be a positive size"), ("sandbox.pids=0", "must be positive"),
+                       ("sandbox.env=HOME", "must be a valid list")):
+        with pytest.raises(ConfigError, match=words):
+            load_config(overrides=[bad], user_file=False)
