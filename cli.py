@@ -226,7 +226,7 @@ _SANDBOX = typer.Option(None, "--sandbox", help="local (bubblewrap) | docker | n
                         "commands run on this machine as you).")
 _IMAGE = typer.Option(None, "--image", help="Docker image for --sandbox docker.")
 _IN_PLACE = typer.Option(False, "--in-place", help="Edit the repository directly, not a separate copy.")
-_CONFIG = typer.Option(None, "--config", help="A YAML config file (see agent/defaults.yaml).")
+_CONFIG = typer.Option(None, "--config", help="A YAML config file (`loopcoder config` prints every key).")
 _SETS = typer.Option([], "--set", help=_SET_HELP)
 _TRAJECTORY = typer.Option(None, "--trajectory", help="Where to write the trajectory JSON.")
 
@@ -337,6 +337,20 @@ def clean_cmd(
     console.print(f"{len(removed)} leftover{'s' if len(removed) != 1 else ''} removed")
 
 
+@app.command("config")
+def config_cmd(config: str = _CONFIG, sets: list[str] = _SETS) -> None:
+    """Print the effective configuration as YAML: defaults <- user file <- --config <- --set."""
+    import yaml
+
+    from agent.commands import configure
+
+    def body() -> int:
+        typer.echo(yaml.safe_dump(configure(config, sets).to_dict(), sort_keys=False), nl=False)
+        return 0
+
+    _agent_call(body)
+
+
 # --- swebench / refactor (issue: batch) --------------------------------------
 
 SANDBOX_HELP = "local (bubblewrap over a clone from --repo-cache) or docker (the instance image when present)."
@@ -346,7 +360,7 @@ _BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay (def
                         "plt; replay with --script).")
 _MODEL = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai).")
 _MAX_STEPS = typer.Option(None, "--max-steps", help="Stop each run after this many model turns.")
-_CONFIG = typer.Option(None, "--config", help="A YAML config file (see agent/defaults.yaml).")
+_CONFIG = typer.Option(None, "--config", help="A YAML config file (`loopcoder config` prints every key).")
 _SETS = typer.Option([], "--set", help="Override a config key, e.g. --set agent.max_steps=30 (repeatable).")
 
 
@@ -546,6 +560,8 @@ def serve(
     model_name: str = typer.Option(None, help="Name clients pass as `model` (default: the directory's name)."),
     sessions: int = typer.Option(4, help="Conversations whose KV cache is kept between requests."),
     max_body_bytes: int = typer.Option(8 * 1024 * 1024, help="Largest request body accepted (413 above)."),
+    read_timeout: float = typer.Option(30.0, help="Seconds a request body may take to arrive (408 after)."),
+    max_queue: int = typer.Option(16, help="Chat requests in the server at once, queued or running (429 above)."),
     api_key: str = typer.Option(None, envvar="LOOPCODER_SERVE_API_KEY",
                                 help="Require 'Authorization: Bearer KEY' (env LOOPCODER_SERVE_API_KEY)."),
     device: str = typer.Option(None, help="cuda, cuda:1, cpu (default: cuda when available)."),
@@ -557,7 +573,7 @@ def serve(
     """Serve the model over an OpenAI-compatible API: /v1/models and /v1/chat/completions."""
     from pathlib import Path
 
-    from agent.server import ServeError
+    from agent.server import Limits, ServeError
     from agent.server.run import configure_logging
     from agent.server.run import serve as run_server
 
@@ -565,8 +581,8 @@ def serve(
     options = {"device": device, "dtype": dtype, "context_window": context_window, "trust_remote_code": trust_remote_code,
                "quantize": quantize}
     try:
-        run_server(Path(model), backend, host, port, model_name, sessions, max_body_bytes, api_key,
-                   {k: v for k, v in options.items() if v is not None})
+        run_server(Path(model), backend, host, port, model_name, sessions, Limits(max_body_bytes, read_timeout, max_queue),
+                   api_key, {k: v for k, v in options.items() if v is not None})
     except ServeError as error:
         fail(str(error))
 

@@ -1,116 +1,121 @@
-"""Configuration: shipped defaults, user file, --config file, --set overrides.
+"""Configuration: the defaults below, the user file, a --config file, --set overrides.
 
-Merged in that order. The dataclasses below are the schema: every key has a
-type, so a typo or a wrong type is an error that names the key and the source
-instead of a surprise deep inside a run. `Config.to_dict()` is what a
-trajectory records as the effective configuration.
+Merged in that order. The pydantic models below are the schema and the
+defaults: one line per key (type, limit, default, what it means), so adding a
+key is one line here. Every source is checked against them, so a typo, a wrong
+type or a limit of 0 is one line naming the key and the source instead of a
+surprise deep inside a run. `Config.to_dict()` is what a trajectory records
+as the effective configuration; `loopcoder config` prints it.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
+import re
 import types
-import typing
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-DEFAULTS = Path(__file__).with_name("defaults.yaml")
+DEFAULTS_SOURCE = "the defaults in agent/config.py"
+Positive = Annotated[int, Field(gt=0)]  # a count or limit where 0 or less makes no sense
+Seconds = Annotated[float, Field(gt=0)]
+
+
+def _size(text: str) -> str:
+    from workspace.limits import parse_size
+    from workspace.sandbox import SandboxError
+
+    try:
+        parse_size(text)
+    except SandboxError:
+        raise ValueError("must be a positive size such as 4g, 512m or 1073741824") from None
+    return text
+
+
+Size = Annotated[str, AfterValidator(_size)]  # bytes as text: '4g', '512m', '1.5G', '1073741824'
 
 
 class ConfigError(ValueError):
     """A configuration problem, worded for the user."""
 
 
-@dataclass
-class BackendConfig:
-    name: str
-    model: str | None
-    base_url: str | None
-    device: str | None
-    dtype: str | None
-    quantize: str | None
-    script: str | None
+class Section(BaseModel):
+    """Strict (no "30" for 30, no true for 1) and closed (unknown keys are errors)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", validate_default=True)
 
 
-@dataclass
-class SamplingConfig:
-    temperature: float
-    top_p: float
-    top_k: int
-    seed: int | None
-    max_new_tokens: int
+class BackendConfig(Section):
+    name: Literal["plt", "hf", "openai", "replay"] = "plt"  # plt (in process), hf (any causal LM), openai (a server), replay (scripted outputs)
+    model: str | None = None  # checkpoint directory (plt, hf); model name (openai)
+    base_url: str | None = None  # openai: the server, e.g. http://localhost:8000/v1 (or $OPENAI_BASE_URL)
+    device: str | None = None  # null = cuda when available, else cpu; or cpu, cuda, cuda:1, ...
+    dtype: str | None = None  # null = bfloat16 on GPU, float32 on CPU (bfloat16 when quantized); or bfloat16, float16, float32
+    quantize: str | None = None  # plt: null = as the checkpoint is; int8 or int4 = weight-only quantized while loading
+    script: str | None = None  # replay: JSON list / JSONL of raw outputs, or a trajectory file
 
 
-@dataclass
-class AgentConfig:
-    max_steps: int
-    max_tokens: int
-    max_seconds: float
-    max_format_errors: int
-    stuck_repeats: int
-    max_consecutive_timeouts: int
+class SamplingConfig(Section):
+    temperature: Annotated[float, Field(ge=0)] = 0.0  # 0 = greedy
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    top_k: Annotated[int, Field(ge=0)] = 0  # 0 = off
+    seed: int | None = None
+    max_new_tokens: Positive = 2048  # per assistant turn; also the room kept free in the context window
 
 
-@dataclass
-class ContextConfig:
-    window: int | None
-    keep_last_observations: int
+class AgentConfig(Section):
+    max_steps: Positive = 50  # assistant turns
+    max_tokens: Positive = 200000  # generated tokens over the whole run
+    max_seconds: Seconds = 3600  # wall time of the run
+    max_format_errors: Positive = 3  # consecutive turns without a valid call
+    stuck_repeats: Positive = 3  # same action and observation this many times: warn, then stop
+    max_consecutive_timeouts: Positive = 3  # commands in a row that hit their timeout
 
 
-@dataclass
-class SandboxConfig:
-    kind: str
-    image: str | None
-    command_timeout: float
-    network: bool
-    env: list[str]
-    memory: str | None
-    pids: int | None
-    cpus: float | None
-    file_size: str | None
+class ContextConfig(Section):
+    window: Positive | None = None  # tokens; null = the backend's context window
+    keep_last_observations: Positive = 8  # observations kept in full when older ones must be elided
 
 
-@dataclass
-class WorkspaceConfig:
-    in_place: bool
+class SandboxConfig(Section):
+    kind: Literal["local", "docker", "none"] = "local"  # local (bubblewrap), docker, or none (no isolation at all: commands run on this machine)
+    image: str | None = None  # docker image; null = the sandbox's default
+    command_timeout: Seconds = 120  # seconds: a command's default timeout, and the most the model may ask for
+    network: bool = False
+    env: list[str] = []  # names of host environment variables commands may see (all others never enter)
+    memory: Size | None = "4g"  # memory of a command and everything it starts; null = no limit
+    pids: Positive | None = 1024  # processes and threads at once; null = no limit
+    cpus: Annotated[float, Field(gt=0)] | None = None  # CPU time as a number of cores, e.g. 2; null = no limit
+    file_size: Size | None = "8g"  # the largest file a command may write; null = no limit
 
 
-@dataclass
-class PromptsConfig:
-    system: str | None
-    task: str
+class WorkspaceConfig(Section):
+    in_place: bool = False  # edit the repository directly instead of a separate worktree
 
 
-@dataclass
-class RunConfig:
-    output_dir: str
+class PromptsConfig(Section):
+    system: str | None = None  # null = the checkpoint's loopcoder_system.jinja if it ships one, else system.jinja
+    task: str = "task_interactive.jinja"
 
 
-@dataclass
-class Config:
-    backend: BackendConfig
-    sampling: SamplingConfig
-    agent: AgentConfig
-    context: ContextConfig
-    sandbox: SandboxConfig
-    workspace: WorkspaceConfig
-    prompts: PromptsConfig
-    run: RunConfig
+class RunConfig(Section):
+    output_dir: str = "~/.cache/loopcoder/runs"  # trajectories and patches when no path is given
+
+
+class Config(Section):
+    backend: BackendConfig = BackendConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    agent: AgentConfig = AgentConfig()
+    context: ContextConfig = ContextConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+    workspace: WorkspaceConfig = WorkspaceConfig()
+    prompts: PromptsConfig = PromptsConfig()
+    run: RunConfig = RunConfig()
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-_CHOICES = {
-    "backend.name": ("plt", "hf", "openai", "replay"),
-    "sandbox.kind": ("local", "docker", "none"),
-}
-_SIZES = {"sandbox.memory", "sandbox.file_size"}
-_POSITIVE = {"agent.max_steps", "agent.max_tokens", "agent.max_seconds", "agent.max_format_errors",
-             "agent.stuck_repeats", "agent.max_consecutive_timeouts", "context.keep_last_observations",
-             "context.window", "sampling.max_new_tokens", "sandbox.command_timeout", "sandbox.pids", "sandbox.cpus"}
+        return self.model_dump()
 
 
 def user_config_path() -> Path:
@@ -121,51 +126,61 @@ def user_config_path() -> Path:
 def load_config(config_file: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 user_file: bool = True) -> Config:
     """Defaults <- user file (if present) <- config_file <- `key.sub=value` overrides."""
-    data = _read_yaml(DEFAULTS)
+    layers = _Layers()
     if user_file and (path := user_config_path()).is_file():
-        _merge(data, _read_yaml(path), source=str(path))
+        layers.add(_read_yaml(path), str(path))
     if config_file is not None:
         path = Path(config_file).expanduser()
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        _merge(data, _read_yaml(path), source=str(path))
+        layers.add(_read_yaml(path), str(path))
     for item in overrides:
         key, value = parse_override(item)
-        _merge(data, _nest(key, value), source=f"--set {item}")
-    return _build(Config, data, prefix="")
+        layers.add(_nest(key, value), f"--set {item}")
+    return layers.build()
 
 
 def from_dict(data: dict) -> Config:
     """A Config from a recorded `to_dict()` (a trajectory's), checked like any other source."""
-    merged = _read_yaml(DEFAULTS)
-    _merge(merged, data, source="the recorded config")
-    return _build(Config, merged, prefix="")
+    layers = _Layers()
+    layers.add(data, "the recorded config")
+    return layers.build()
 
 
 def parse_override(item: str) -> tuple[str, object]:
-    """`agent.max_steps=30` -> ("agent.max_steps", 30); values are YAML scalars."""
+    """`agent.max_steps=30` -> ("agent.max_steps", 30); values are YAML scalars, except that a
+    text key keeps the text as written (`--set sandbox.image=3.11` is "3.11", not 3.11)."""
     key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
+    key = key.strip()
+    if not sep or not key:
         raise ConfigError(f"--set expects key.sub=value, got {item!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
-    return key.strip(), _RawString(raw, value)
+    if value is not None and not isinstance(value, str) and _takes_text(key):
+        value = raw
+    return key, value
 
 
-class _RawString:
-    """A --set value with its original text, so `--set sandbox.image=3.11` can stay a string."""
-
-    def __init__(self, raw: str, value: object):
-        self.raw, self.value = raw, value
+def _takes_text(dotted: str) -> bool:
+    """Whether the key's type is text (str, str | None, or a choice of strings)."""
+    annotation = Config
+    for part in dotted.split("."):
+        fields = annotation.model_fields if isinstance(annotation, type) and issubclass(annotation, BaseModel) else {}
+        if part not in fields:
+            return False
+        annotation = fields[part].annotation
+    kinds = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    kinds = [get_args(k)[0] if get_origin(k) is Annotated else k for k in kinds]
+    return any(k is str or get_origin(k) is Literal for k in kinds)
 
 
 def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        raise ConfigError(f"cannot read config file {path}: {' '.join(str(exc).split())}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -183,63 +198,49 @@ def _nest(key: str, value: object) -> dict:
     return out
 
 
-def _merge(base: dict, new: dict, source: str, prefix: str = "") -> None:
-    for key, value in new.items():
-        dotted = f"{prefix}{key}"
-        if key not in base:
-            known = ", ".join(sorted(base))
-            raise ConfigError(f"unknown config key {dotted!r} (from {source}); known keys here: {known}")
-        if isinstance(base[key], dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key {dotted!r} (from {source}) is a section; set its keys, e.g. {dotted}.<key>")
-            _merge(base[key], value, source, prefix=f"{dotted}.")
-        else:
-            base[key] = (value, source)
+class _Layers:
+    """Sources merged key by key, remembering which source set each key, for the error messages."""
 
+    def __init__(self):
+        self.data: dict = {}
+        self.sources: dict[str, str] = {}
 
-def _build(cls, data: dict, prefix: str):
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        dotted = f"{prefix}{f.name}"
-        value = data[f.name]
-        if dataclasses.is_dataclass(hints[f.name]):
-            kwargs[f.name] = _build(hints[f.name], value, prefix=f"{dotted}.")
-        else:
-            value, source = value if isinstance(value, tuple) else (value, "agent/defaults.yaml")
-            kwargs[f.name] = _check(dotted, hints[f.name], value, source)
-    return cls(**kwargs)
+    def add(self, new: dict, source: str) -> None:
+        self._merge(self.data, new, Config, source, "")
 
+    def _merge(self, base: dict, new: dict, model: type[BaseModel], source: str, prefix: str) -> None:
+        for key, value in new.items():
+            dotted = f"{prefix}{key}"
+            field = model.model_fields.get(key) if isinstance(key, str) else None
+            if field is None:
+                known = ", ".join(model.model_fields)
+                raise ConfigError(f"unknown config key {dotted!r} (from {source}); known keys here: {known}")
+            section = field.annotation
+            if isinstance(section, type) and issubclass(section, BaseModel):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"config key {dotted!r} (from {source}) is a section; set its keys, e.g. {dotted}.<key>")
+                self._merge(base.setdefault(key, {}), value, section, source, f"{dotted}.")
+            else:
+                base[key] = value
+                self.sources[dotted] = source
 
-def _check(key: str, hint, value, source: str):
-    raw = None
-    if isinstance(value, _RawString):
-        raw, value = value.raw, value.value
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None and type(None) in allowed:
-        return None
-    base = next(t for t in allowed if t is not type(None))
-    if typing.get_origin(base) is list:  # a list of names, e.g. sandbox.env
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise ConfigError(f"config key {key!r} (from {source}) must be a list of strings, got {value!r}")
-        return value
-    if base is str and raw is not None and not isinstance(value, str) and value is not None:
-        value = raw  # `--set sandbox.image=3.11` means the string "3.11"
-    if base is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, base) or (base is int and isinstance(value, bool)):
-        nullable = " or null" if type(None) in allowed else ""
-        raise ConfigError(f"config key {key!r} (from {source}) must be {base.__name__}{nullable}, got {value!r}")
-    if key in _CHOICES and value not in _CHOICES[key]:
-        raise ConfigError(f"config key {key!r} (from {source}) must be one of {', '.join(_CHOICES[key])}, got {value!r}")
-    if key in _POSITIVE and value <= 0:
-        raise ConfigError(f"config key {key!r} (from {source}) must be positive, got {value!r}")
-    if key in _SIZES:
-        from workspace.limits import parse_size
-        from workspace.sandbox import SandboxError
-
+    def build(self) -> Config:
         try:
-            parse_size(value, key)
-        except SandboxError as error:
-            raise ConfigError(f"config key {key!r} (from {source}): {error}") from None
-    return value
+            return Config.model_validate(self.data)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            dotted = ".".join(str(part) for part in error["loc"])
+            source = self.sources.get(dotted, DEFAULTS_SOURCE)
+            raise ConfigError(f"config key {dotted!r} (from {source}) {_problem(error)}, got {error['input']!r}") from None
+
+
+def _problem(error: dict) -> str:
+    """pydantic's words, shorter where there are shorter ones: "must be positive", "must be one of a, b"."""
+    ctx = error.get("ctx", {})
+    if error["type"] == "greater_than" and ctx.get("gt") == 0:
+        return "must be positive"
+    if error["type"] == "value_error":
+        return str(ctx["error"])
+    if error["type"] == "literal_error":
+        return "must be one of " + ", ".join(re.findall(r"'([^']*)'", ctx["expected"]))
+    return error["msg"].replace("Input should be", "must be")

@@ -1,23 +1,105 @@
-"""Validate a `/v1/chat/completions` body into messages, tools and sampling settings.
+"""A `/v1/chat/completions` body: pydantic models for its shape, then the checks across fields.
 
-Everything here is client input: each check names the offending field
-(`param`) so the client sees exactly what to fix, and nothing raises anything
-but `ApiError`. Messages come out normalized (text content, tool-call
-arguments as dicts) so the chat template renders them the same way the model
-wrote them, which keeps the KV cache reusable across requests.
+Everything here is client input. The models are strict (no "10" for 10, no
+true for 1, no NaN) and bound every number the model code will use (a seed
+torch cannot take is a 400, not a 500); any violation becomes one OpenAI 400
+whose `param` is the offending field's path in the client's JSON
+(`messages[1].content`). Fields OpenAI defines that this server ignores pass
+through. Messages come out normalized (text content, tool-call arguments as
+dicts) so the chat template renders them the same way the model wrote them,
+which keeps the KV cache reusable across requests.
 """
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.server.errors import ApiError, bad_request
 from model.backends.base import GenerationParams
 
-ROLES = {"system", "developer", "user", "assistant", "tool"}
 MAX_STOP_STRINGS = 16
 FILL_WINDOW = 2**31 - 1  # no max_tokens: generate until the window is full (the engine clamps to the room left)
+NonEmpty = Annotated[str, Field(min_length=1)]
+Positive = Annotated[int, Field(ge=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
+
+
+class TextPart(Strict):
+    type: Literal["text"]
+    text: str
+
+
+class CalledFunction(Strict):
+    name: NonEmpty
+    arguments: str | dict[str, Any] | None = None
+
+
+class HistoryCall(Strict):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
+class ChatMessage(Strict):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    tool_calls: list[HistoryCall] | None = None
+    tool_call_id: str | None = None
+
+
+class FunctionSchema(Strict):
+    name: NonEmpty
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ToolSchema(Strict):
+    type: Literal["function"]
+    function: FunctionSchema
+
+
+class FunctionName(Strict):
+    name: str
+
+
+class NamedToolChoice(Strict):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class StreamOptions(Strict):
+    include_usage: bool | None = None
+
+
+class ResponseFormat(Strict):
+    type: Literal["text"]
+
+
+class ChatCompletionRequest(Strict):
+    """The fields this server reads; `null` means the default, as in the OpenAI API."""
+
+    model: str
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    tools: list[ToolSchema] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    response_format: ResponseFormat | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None  # an extension vLLM and SGLang take too
+    seed: Annotated[int, Field(ge=-(2**63), lt=2**64)] | None = None  # what torch.Generator.manual_seed takes
+    max_tokens: Positive | None = None
+    max_completion_tokens: Positive | None = None
+    stop: NonEmpty | Annotated[list[NonEmpty], Field(max_length=MAX_STOP_STRINGS)] | None = None
+    n: Literal[1] | None = None
+    logprobs: Literal[False] | None = None
 
 
 @dataclass
@@ -31,57 +113,85 @@ class ChatRequest:
 
 
 def parse_chat_request(body: bytes, model_names: list[str]) -> ChatRequest:
+    """The request, or an ApiError (4xx) that names the field to fix."""
     try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise bad_request(f"The request body is not valid JSON ({_reason(exc)}). Send a JSON object.") from None
-    if not isinstance(data, dict):
-        raise bad_request(f"The request body must be a JSON object, not {_kind(data)}.")
-    model = data.get("model")
-    if not isinstance(model, str):
-        raise bad_request("'model' is required and must be a string; GET /v1/models lists the served model.", "model")
-    if model not in model_names:
+        req = ChatCompletionRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise _field_error(exc, body) from None
+    if req.model not in model_names:
         raise ApiError(
             404,
-            f"The model '{_clip(model)}' does not exist on this server; it serves {', '.join(map(repr, model_names))}.",
+            f"The model '{_clip(req.model)}' does not exist on this server; it serves {', '.join(map(repr, model_names))}.",
             param="model",
             code="model_not_found",
         )
-    for field, allowed in (("n", (1, None)), ("logprobs", (False, None))):
-        if data.get(field, None) not in allowed:
-            raise bad_request(f"'{field}' is not supported by this server; leave it out.", field)
-    fmt = data.get("response_format")
-    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
-        raise bad_request("Only response_format {'type': 'text'} is supported; leave it out.", "response_format")
-
-    tools = _tools(data.get("tools"))
-    messages = normalize_messages(data.get("messages"))
-    parse_tools = _tool_choice(data.get("tool_choice"), tools)
-    stream = _typed(data, "stream", bool, False)
-    options = _typed(data, "stream_options", dict, {}) or {}
-    include_usage = _typed(options, "include_usage", bool, False, "stream_options.include_usage")
-
-    max_tokens = _max_tokens(data)
-    seed = _typed(data, "seed", int, None)
+    tools = _tools(req.tools)
     params = GenerationParams(
-        temperature=_number(data, "temperature", 1.0, 0.0, 2.0),
-        top_p=_number(data, "top_p", 1.0, 0.0, 1.0, low_open=True),
-        top_k=_typed(data, "top_k", int, 0) or 0,
-        seed=seed,
-        max_new_tokens=max_tokens or FILL_WINDOW,
-        stop=_stop(data.get("stop")),
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=req.top_k or 0,
+        seed=req.seed,
+        max_new_tokens=req.max_completion_tokens or req.max_tokens or FILL_WINDOW,
+        stop=[req.stop] if isinstance(req.stop, str) else req.stop or [],
     )
-    if params.top_k < 0:
-        raise bad_request("'top_k' must be 0 (off) or a positive integer.", "top_k")
-    return ChatRequest(messages, tools, params, stream, include_usage, parse_tools)
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    return ChatRequest(_messages(req.messages), tools, params, bool(req.stream), include_usage,
+                       _tool_choice(req.tool_choice, tools))
 
 
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, UnicodeDecodeError):
-        return "not UTF-8"
-    if isinstance(exc, RecursionError):
-        return "nested too deeply"
-    return str(exc)
+def normalize_messages(value: list[dict]) -> list[dict]:
+    """Messages in the OpenAI shape (a reply, say), checked, in the one shape the chat template
+    and the session pool see."""
+    try:
+        messages = [ChatMessage.model_validate(m, strict=False) for m in value]
+    except ValidationError as exc:
+        raise bad_request(f"A message is not in the OpenAI shape: {exc.errors()[0]['msg']}.", "messages") from None
+    return _messages(messages)
+
+
+# --- a pydantic error as one OpenAI 400 -------------------------------------------
+
+
+def _field_error(exc: ValidationError, body: bytes) -> ApiError:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        reason = first["msg"].removeprefix("Invalid JSON: ")
+        return bad_request(f"The request body is not valid JSON ({reason}). Send a JSON object.")
+    if not first["loc"]:
+        return bad_request(f"The request body must be a JSON object, not {_kind(first['input'])}.")
+    data = json.loads(body)  # valid JSON: pydantic just parsed it
+    paths = [_path(data, e) for e in errors]
+    # a field with several allowed shapes fails once per shape; the deepest path is the one that
+    # matched the client's shape (content: [{"type": "image"}] -> messages[0].content[0].type)
+    related = [p for p in paths if p[: len(paths[0])] == paths[0]]
+    path = max(related, key=len)
+    problems = list(dict.fromkeys(e["msg"] for e, p in zip(errors, paths) if p == path))
+    param = _param(path)
+    where = f"'{param}'" if param else "The request body"
+    got = next(e["input"] for e, p in zip(errors, paths) if p == path)
+    shown = "" if isinstance(got, (dict, list)) or (isinstance(got, str) and not got) or problems[0] == "Field required" \
+        else f" (got {_clip(json.dumps(got))})"
+    text = " or ".join(problems[:1] + [p.removeprefix("Input should be ") for p in problems[1:]])
+    return bad_request(f"{where}: {text[0].lower() + text[1:]}{shown}.", param or None)
+
+
+def _path(data: Any, error: dict) -> list:
+    """The error's location in the client's JSON: pydantic's loc without its union-member tags."""
+    out, node, loc = [], data, error["loc"]
+    for i, part in enumerate(loc):
+        missing = error["type"] == "missing" and i == len(loc) - 1
+        if isinstance(node, dict) and isinstance(part, str) and (part in node or missing):
+            out.append(part)
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            out.append(part)
+            node = node[part]
+    return out
+
+
+def _param(path: list) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
 def _kind(value) -> str:
@@ -93,169 +203,78 @@ def _clip(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _typed(data: dict, key: str, kind: type, default, param: str | None = None):
-    """data[key] if it has the right JSON type (booleans are not integers), else a 400."""
-    value = data.get(key)
-    if value is None:
-        return default
-    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-    if not ok:
-        want = {bool: "a boolean", int: "an integer", dict: "an object", str: "a string", list: "an array"}[kind]
-        raise bad_request(f"'{param or key}' must be {want}, not {_kind(value)}.", param or key)
-    return value
+# --- checks across fields -----------------------------------------------------
 
 
-def _number(data: dict, key: str, default: float, low: float, high: float, low_open: bool = False) -> float:
-    value = data.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise bad_request(f"'{key}' must be a number, not {_kind(value)}.", key)
-    if value < low or value > high or (low_open and value == low):
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-        raise bad_request(f"'{key}' must be in {interval}; got {value}.", key)
-    return float(value)
-
-
-def _max_tokens(data: dict) -> int | None:
-    for key in ("max_completion_tokens", "max_tokens"):
-        value = _typed(data, key, int, None)
-        if value is not None:
-            if value < 1:
-                raise bad_request(f"'{key}' must be at least 1; got {value}.", key)
-            return value
-    return None
-
-
-def _stop(value) -> list[str]:
-    if value is None:
-        return []
-    stops = [value] if isinstance(value, str) else value
-    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
-        raise bad_request("'stop' must be a non-empty string or an array of non-empty strings.", "stop")
-    if len(stops) > MAX_STOP_STRINGS:
-        raise bad_request(f"'stop' may hold at most {MAX_STOP_STRINGS} strings; got {len(stops)}.", "stop")
-    return stops
-
-
-def _tools(value) -> list[dict] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        raise bad_request(f"'tools' must be an array of function tools, not {_kind(value)}.", "tools")
+def _tools(tools: list[ToolSchema] | None) -> list[dict] | None:
     out, names = [], set()
-    for i, tool in enumerate(value):
-        where = f"tools[{i}]"
-        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(tool.get("function"), dict):
-            raise bad_request(f"'{where}' must be {{'type': 'function', 'function': {{...}}}}.", where)
-        fn = tool["function"]
-        name = fn.get("name")
-        if not isinstance(name, str) or not name:
-            raise bad_request(f"'{where}.function.name' must be a non-empty string.", f"{where}.function.name")
-        if name in names:
-            raise bad_request(f"Tool '{_clip(name)}' is defined twice in 'tools'.", f"{where}.function.name")
-        names.add(name)
-        description = _typed(fn, "description", str, None, f"{where}.function.description")
-        parameters = _typed(fn, "parameters", dict, None, f"{where}.function.parameters")
-        clean = {"name": name}
-        if description is not None:
-            clean["description"] = description
-        clean["parameters"] = parameters if parameters is not None else {"type": "object", "properties": {}}
+    for i, tool in enumerate(tools or []):
+        fn = tool.function
+        if fn.name in names:
+            raise bad_request(f"Tool '{_clip(fn.name)}' is defined twice in 'tools'.", f"tools[{i}].function.name")
+        names.add(fn.name)
+        clean: dict = {"name": fn.name}
+        if fn.description is not None:
+            clean["description"] = fn.description
+        clean["parameters"] = fn.parameters if fn.parameters is not None else {"type": "object", "properties": {}}
         out.append({"type": "function", "function": clean})
     return out or None
 
 
-def _tool_choice(value, tools: list[dict] | None) -> bool:
+def _tool_choice(choice: str | NamedToolChoice | None, tools: list[dict] | None) -> bool:
     """Whether calls are parsed out of the reply. "required" and a named function are honoured
     by listing the tools; generation is not constrained."""
-    if value is None or value in ("auto", "required"):
-        if value == "required" and not tools:
-            raise bad_request("tool_choice 'required' needs 'tools'.", "tool_choice")
-        return True
-    if value == "none":
+    if choice == "none":
         return False
-    if isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("function"), dict):
-        name = value["function"].get("name")
+    if choice == "required" and not tools:
+        raise bad_request("tool_choice 'required' needs 'tools'.", "tool_choice")
+    if isinstance(choice, NamedToolChoice):
         known = [t["function"]["name"] for t in tools or []]
-        if name not in known:
+        if choice.function.name not in known:
             raise bad_request(
-                f"tool_choice names the function {_clip(repr(name))}, which is not in 'tools' ({', '.join(known) or 'none given'}).",
+                f"tool_choice names the function {_clip(repr(choice.function.name))}, which is not in 'tools' "
+                f"({', '.join(known) or 'none given'}).",
                 "tool_choice",
             )
-        return True
-    raise bad_request("'tool_choice' must be 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}.", "tool_choice")
+    return True
 
 
-def normalize_messages(value) -> list[dict]:
-    """Client messages, checked, in the one shape the chat template and the session pool see."""
-    if not isinstance(value, list) or not value:
-        raise bad_request("'messages' is required and must be a non-empty array.", "messages")
+def _messages(messages: list[ChatMessage]) -> list[dict]:
     out: list[dict] = []
     call_ids: set[str] = set()
-    for i, msg in enumerate(value):
+    for i, msg in enumerate(messages):
         where = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            raise bad_request(f"'{where}' must be an object, not {_kind(msg)}.", where)
-        role = msg.get("role")
-        if role not in ROLES:
-            raise bad_request(f"'{where}.role' must be one of {sorted(ROLES)}; got {_clip(repr(role))}.", f"{where}.role")
-        clean = {"role": "system" if role == "developer" else role, "content": _content(msg.get("content"), where)}
-        if role == "assistant" and msg.get("tool_calls") is not None:
-            clean["tool_calls"] = _history_calls(msg["tool_calls"], where)
+        content = msg.content if not isinstance(msg.content, list) else "".join(p.text for p in msg.content)
+        clean: dict = {"role": "system" if msg.role == "developer" else msg.role, "content": content}
+        if msg.role == "assistant" and msg.tool_calls is not None:
+            clean["tool_calls"] = [_history_call(call, f"{where}.tool_calls[{j}]") for j, call in enumerate(msg.tool_calls)]
             call_ids.update(c["id"] for c in clean["tool_calls"] if c["id"])
-        elif clean["content"] is None:
-            raise bad_request(f"'{where}.content' is required for role '{role}'.", f"{where}.content")
-        if role == "tool":
-            call_id = _typed(msg, "tool_call_id", str, None, f"{where}.tool_call_id")
-            if call_id is not None:
-                if call_id not in call_ids:
-                    raise bad_request(
-                        f"'{where}.tool_call_id' {_clip(repr(call_id))} does not match a tool call of an earlier assistant message.",
-                        f"{where}.tool_call_id",
-                    )
-                clean["tool_call_id"] = call_id
+        elif content is None:
+            raise bad_request(f"'{where}.content' is required for role '{msg.role}'.", f"{where}.content")
+        if msg.role == "tool" and msg.tool_call_id is not None:
+            if msg.tool_call_id not in call_ids:
+                raise bad_request(
+                    f"'{where}.tool_call_id' {_clip(repr(msg.tool_call_id))} does not match a tool call of an earlier "
+                    "assistant message.",
+                    f"{where}.tool_call_id",
+                )
+            clean["tool_call_id"] = msg.tool_call_id
         if clean["content"] is None:
             clean["content"] = ""
         out.append(clean)
     return out
 
 
-def _content(value, where: str) -> str | None:
-    """Text content; an array of text parts is joined, other part types are refused."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        texts = []
-        for j, part in enumerate(value):
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise bad_request(
-                    f"'{where}.content[{j}]' must be a text part {{'type': 'text', 'text': ...}}; this server reads text only.",
-                    f"{where}.content",
-                )
-            texts.append(part["text"])
-        return "".join(texts)
-    raise bad_request(f"'{where}.content' must be a string or an array of text parts, not {_kind(value)}.", f"{where}.content")
-
-
-def _history_calls(value, where: str) -> list[dict]:
-    if not isinstance(value, list):
-        raise bad_request(f"'{where}.tool_calls' must be an array.", f"{where}.tool_calls")
-    calls = []
-    for j, call in enumerate(value):
-        at = f"{where}.tool_calls[{j}]"
-        fn = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
-            raise bad_request(f"'{at}' must be {{'id', 'type': 'function', 'function': {{'name', 'arguments'}}}}.", at)
-        arguments = fn.get("arguments")
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments) if arguments.strip() else {}
-            except (ValueError, RecursionError):
-                arguments = None
-        if arguments is None and "arguments" not in fn:
-            arguments = {}
-        if not isinstance(arguments, dict):
-            raise bad_request(f"'{at}.function.arguments' must be a JSON object (or a string holding one).", f"{at}.function.arguments")
-        call_id = _typed(call, "id", str, "", f"{at}.id")
-        calls.append({"id": call_id, "type": "function", "function": {"name": fn["name"], "arguments": arguments}})
-    return calls
+def _history_call(call: HistoryCall, at: str) -> dict:
+    arguments = call.function.arguments
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except (ValueError, RecursionError):
+            arguments = None
+    elif arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise bad_request(f"'{at}.function.arguments' must be a JSON object (or a string holding one).",
+                          f"{at}.function.arguments")
+    return {"id": call.id or "", "type": "function", "function": {"name": call.function.name, "arguments": arguments}}

@@ -1,7 +1,9 @@
 """One generation at a time: pick the session, check the context window, generate, remember.
 
-The HTTP layer runs a thread per connection; everything that touches a model
-goes through `Engine.generate`, which holds a lock, so requests queue here.
+Everything that touches a model goes through `Engine.generate`, which holds a
+lock; the HTTP front calls it from its one model thread. `check_size` refuses
+a prompt that cannot fit from its length in characters alone, so a huge prompt
+is turned away in microseconds instead of being tokenized under that lock.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from agent.server.chat_request import ChatRequest, normalize_messages
-from agent.server.errors import bad_request
+from agent.server.errors import ApiError, bad_request
 from agent.server.pool import SessionPool
 from agent.server.reply import ContentStream
 from model.backends.base import Backend, Completion
@@ -27,12 +29,20 @@ class Engine:
     def __init__(self, factory: Callable[[], Backend], sessions: int = 4):
         self.pool = SessionPool(factory, sessions)
         self.lock = threading.Lock()
-        self.context_window = self._probe_window()
-
-    def _probe_window(self) -> int:
         with self.lock:
-            slot = self.pool.acquire([], None)
-            return slot.backend.context_window
+            first = self.pool.acquire([], None).backend
+        self.context_window = first.context_window
+        # the most characters one token stands for; None: no bound known, every prompt is tokenized
+        self.max_token_chars: int | None = getattr(first, "max_token_chars", None)
+
+    def check_size(self, request: ChatRequest) -> None:
+        """A 400 for messages whose text alone needs more tokens than the window holds: each token
+        covers at most `max_token_chars` characters, and the template only adds to the text."""
+        if not self.max_token_chars:
+            return
+        chars = sum(len(m["content"]) for m in request.messages)
+        if chars > self.context_window * self.max_token_chars:
+            raise _too_long(self.context_window, f"at least {-(-chars // self.max_token_chars)}")
 
     def generate(
         self,
@@ -68,12 +78,7 @@ class Engine:
         prompt = backend.count_tokens(request.messages, request.tools)
         room = window - prompt
         if room < 1:
-            raise bad_request(
-                f"This model's maximum context length is {window} tokens; the messages take {prompt}. "
-                "Shorten the messages.",
-                "messages",
-                "context_length_exceeded",
-            )
+            raise _too_long(window, str(prompt))
         return replace(request.params, max_new_tokens=min(request.params.max_new_tokens, room))
 
     def close(self) -> None:
@@ -83,3 +88,8 @@ class Engine:
                 self.pool.close()
             finally:
                 self.lock.release()
+
+
+def _too_long(window: int, tokens: str) -> ApiError:
+    return bad_request(f"This model's maximum context length is {window} tokens; the messages take {tokens}. "
+                       "Shorten the messages.", "messages", "context_length_exceeded")

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from agent.server import ServeError, make_server
-from agent.server.httpd import DEFAULT_MAX_BODY_BYTES
+from agent.server import Limits, ServeError, make_server
 from model.backends import create_backend
 from model.backends.base import Backend
 from model.backends.openai_backend import is_loopback
@@ -34,7 +33,7 @@ def serve(
     port: int = 8000,
     model_name: str | None = None,
     sessions: int = 4,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    limits: Limits | None = None,
     api_key: str | None = None,
     backend_options: dict | None = None,
 ) -> None:
@@ -43,8 +42,11 @@ def serve(
 
     if backend not in ("plt", "hf"):
         raise ServeError(f"--backend must be plt or hf, not {backend!r}.")
-    if sessions < 1:
-        raise ServeError("--sessions must be at least 1.")
+    limits = limits or Limits()
+    for flag, value in (("--sessions", sessions), ("--max-body-bytes", limits.max_body_bytes),
+                        ("--read-timeout", limits.read_timeout), ("--max-queue", limits.max_queue)):
+        if value <= 0:
+            raise ServeError(f"{flag} must be positive, not {value}.")
     if not is_loopback(host):
         log.warning(
             "WARNING: listening on %s, not loopback: anyone who can reach port %d can run the model and "
@@ -58,20 +60,20 @@ def serve(
 
     try:  # binds first, so a busy port fails before the model loads
         server = make_server(shared_weights_factory(load), model_name or Path(model_path).name, host, port,
-                             sessions, max_body_bytes, api_key)
+                             sessions, limits, api_key)
     except BackendError as exc:
         raise ServeError(str(exc)) from None
-    log.info("serving %r at %s (context window %d tokens, %d sessions); Ctrl-C stops",
-             server.model_names[0], server.url, server.engine.context_window, server.engine.pool.size)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    log.info("serving %r at %s (context window %d tokens, %d sessions, at most %d requests queued); Ctrl-C stops",
+             server.model_names[0], server.url, server.engine.context_window, server.engine.pool.size, limits.max_queue)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # uvicorn stops on it, then raises it again: exit 0
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        log.info("shutting down")
+        pass
     finally:
+        log.info("shutting down")
         signal.signal(signal.SIGTERM, previous)
-        server.server_close()
-        server.engine.close()
+        server.close()
 
 
 def _interrupt(signum, frame) -> None:
@@ -79,4 +81,6 @@ def _interrupt(signum, frame) -> None:
 
 
 def configure_logging() -> None:
+    """Our one line per request; uvicorn speaks up only for warnings."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)

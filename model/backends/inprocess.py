@@ -13,6 +13,7 @@ tokenization of its text, and a mismatch would cost a rollback or a re-prefill.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Callable
@@ -83,6 +84,13 @@ class InProcessBackend:
 
     def count_tokens(self, messages: list[Message], tools: list[ToolSchema] | None = None) -> int:
         return len(encode_chat(self.tokenizer, messages, tools))
+
+    @functools.cached_property
+    def max_token_chars(self) -> int:
+        """The most characters of text one token can stand for, so a prompt's length bounds its token
+        count without tokenizing it: a vocabulary entry spells its text with at least one character
+        per character (byte-level BPE: one per byte; SentencePiece: '▁' per space)."""
+        return max(map(len, self.tokenizer.get_vocab()), default=1)
 
     def close(self) -> None:
         self.session.reset()

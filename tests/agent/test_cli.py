@@ -83,6 +83,10 @@ def test_bad_input_is_a_one_line_error(repo, script, tmp_path):
     assert done.exit_code == 2 and "does not exist" in done.stderr
     done = invoke("run", "x", "--repo", str(repo), "--script", str(tmp_path / "missing.json"))
     assert done.exit_code == 2 and "cannot read replay script" in done.stderr
+    for limit in (["--max-steps", "0"], ["--set", "agent.max_steps=0"], ["--set", "sandbox.command_timeout=-1"]):
+        done = invoke("run", "x", "--repo", str(repo), "--script", str(script([])), *limit)
+        assert done.exit_code == 2 and "must be positive" in done.stderr, done.output
+        assert len(done.stderr.strip().splitlines()) == 1
 
 
 def _processes_with(marker: str) -> list[int]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable
 
 import pytest
@@ -19,10 +20,13 @@ class ScriptedBackend:
     """
 
     name = "scripted"
+    max_token_chars = 1  # a character stands for a token
 
-    def __init__(self, replies: list[str], context_window: int = 4000):
+    def __init__(self, replies: list[str], context_window: int = 4000, seconds_per_piece: float = 0.0):
         self.replies = replies
         self.context_window = context_window
+        self.seconds_per_piece = seconds_per_piece
+        self.finished = 0  # generations that ran to their end (not cut short by a client gone)
         self.cached = ""  # what a KV cache would hold: the last prompt and its reply
         self.calls: list[GenerationParams] = []
         self.closed = False
@@ -45,9 +49,11 @@ class ScriptedBackend:
         if len(text) > params.max_new_tokens:
             text, finish = text[: params.max_new_tokens], "length"
         for i in range(0, len(text), 3):
+            time.sleep(self.seconds_per_piece)
             if on_text is not None:
                 on_text(text[i : i + 3])
         self.cached = prompt + text
+        self.finished += 1
         return Completion(text, finish, prompt_tokens=len(prompt), completion_tokens=len(text),
                           prefilled_tokens=len(prompt) - reused, reused_tokens=reused)
 
@@ -59,7 +65,7 @@ class ScriptedBackend:
 
 
 class Served:
-    """A running server and the backends its factory made."""
+    """A running server (uvicorn in a thread) and the backends its factory made."""
 
     def __init__(self, factory, **options):
         self.backends: list = []
@@ -71,15 +77,14 @@ class Served:
 
         self.server = make_server(make, "tiny", port=0, **options)
         self.url = self.server.url
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.port = self.server.port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
         self.server.shutdown()
-        self.server.server_close()
-        self.server.engine.close()
         self.thread.join(timeout=10)
+        self.server.close()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from agent.server import Limits
 from tests.serve.conftest import ScriptedBackend
 
 OK_BODY = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
@@ -45,7 +46,7 @@ def assert_error(status: int, body: dict, want_status: int, code: str | None = N
 
 @pytest.fixture
 def server(serve):
-    return serve(lambda: ScriptedBackend(["hello there"], context_window=400), max_body_bytes=20_000)
+    return serve(lambda: ScriptedBackend(["hello there"], context_window=400), limits=Limits(max_body_bytes=20_000))
 
 
 def with_(**changes):
@@ -67,7 +68,7 @@ BAD_REQUESTS = [
     (with_(messages=[{"role": "wizard", "content": "hi"}]), 400, None, "messages[0].role"),
     (with_(messages=[{"role": "user"}]), 400, None, "messages[0].content"),
     (with_(messages=[{"role": "user", "content": 42}]), 400, None, "messages[0].content"),
-    (with_(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]), 400, None, "messages[0].content"),
+    (with_(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]), 400, None, "messages[0].content[0].type"),
     (with_(messages=["hi"]), 400, None, "messages[0]"),
     (with_(max_tokens=-5), 400, None, "max_tokens"),
     (with_(max_tokens=0), 400, None, "max_tokens"),
@@ -77,7 +78,11 @@ BAD_REQUESTS = [
     (with_(temperature=7), 400, None, "temperature"),
     (with_(top_p=0), 400, None, "top_p"),
     (with_(stream="yes"), 400, None, "stream"),
-    (with_(stop=[1, 2]), 400, None, "stop"),
+    (with_(stop=[1, 2]), 400, None, "stop[0]"),
+    (with_(stop=["s"] * 17), 400, None, "stop"),
+    (with_(seed=10**30), 400, None, "seed"),
+    (with_(top_k=-1), 400, None, "top_k"),
+    (with_(temperature=float("inf")), 400, None, "temperature"),
     (with_(seed=1.5), 400, None, "seed"),
     (with_(n=3), 400, None, "n"),
     (with_(tools={"name": "x"}), 400, None, "tools"),
@@ -118,11 +123,11 @@ def test_transport_level_abuse(server):
     for garbage in (
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)),  # a TLS hello
         b"GARBAGE\r\n\r\n",
-        b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: banana\r\n\r\n",
-        b"POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-        b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"model\"",  # body cut short
-        b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
-        b"GET /v1/models HTTP/1.1\r\n" + b"X-Junk: y\r\n" * 200 + b"\r\n",
+        b"GET /v1/models HTTP/1.1\r\n\r\n",  # no Host
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: banana\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"model\"",  # body cut short
+        b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
     ):
         reply = raw(server.port, garbage)
         status_line = reply.split(b"\r\n", 1)[0]
@@ -156,10 +161,12 @@ def test_models_lists_the_served_name_and_window(server):
 
 
 def test_client_hanging_up_mid_stream(serve):
-    served = serve(lambda: ScriptedBackend(["word " * 20_000]))
+    backend = ScriptedBackend(["word " * 20_000], seconds_per_piece=0.001)  # ~35 s if it ran to the end
+    served = serve(lambda: backend)
     body = json.dumps({**OK_BODY, "stream": True}).encode()
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
         assert sock.recv(100).startswith(b"HTTP/1.1 200")
     status, reply = post(served.port, {**OK_BODY, "max_tokens": 10})
     assert status == 200 and reply["choices"][0]["message"]["content"] == "word word "
+    assert backend.finished == 1  # the follow-up; the stream stopped when its client left
