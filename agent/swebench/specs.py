@@ -132,15 +132,13 @@ def load_specs(path: str | Path | None) -> SpecMap:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the specs file ({exc.strerror})") from None
-    try:
-        if path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
+    import yaml
 
-            data = yaml.safe_load(text)
-    except (ValueError, ImportError) as exc:  # json and yaml errors are ValueErrors
-        raise SpecError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        what = "JSON" if path.suffix == ".json" else "YAML"
+        raise SpecError(f"{path}: not valid {what}: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping of repo -> version -> spec (or instance_id -> spec)")
     specs = SpecMap(source=str(path))
