@@ -7,6 +7,9 @@ for the session (env_cache), so each spec is built once.
 from __future__ import annotations
 
 import json
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,18 +29,21 @@ def srclib(tmp_path_factory):
     root = tmp_path_factory.mktemp("srclib")
     instance = parse_instance(srclib_instance(root / "cache"), "srclib")
     (root / "specs.yaml").write_text(yaml.safe_dump(SRCLIB_SPEC))
-    for name, text in SHADOW.items():
-        (root / "shadow" / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / "shadow" / name).write_text(text)
     return root, instance
 
 
 @pytest.fixture
-def shadowed(srclib, monkeypatch):
-    """The host's Python sees the shadow package first, the way an installed copy would be."""
-    root, _ = srclib
-    monkeypatch.setenv("PYTHONPATH", str(root / "shadow"))
-    monkeypatch.setenv("PYTHONUSERBASE", str(root / "shadow"))
+def shadowed(monkeypatch):
+    """A user site and PYTHONPATH holding the shadow package, outside /tmp so a sandbox could see it."""
+    base = Path(tempfile.mkdtemp(prefix="loopcoder-shadow-", dir="/var/tmp"))
+    site = base / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    for name, text in SHADOW.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(text)
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    monkeypatch.setenv("PYTHONUSERBASE", str(base))
+    yield
+    shutil.rmtree(base)
 
 
 def _evaluate(root: Path, instance, patch: str, model: str, options: EvalOptions, out: Path):
