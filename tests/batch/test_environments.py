@@ -7,7 +7,9 @@ for the session (env_cache), so each spec is built once.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +23,8 @@ from agent.swebench.eval import EvalOptions, evaluate
 from agent.swebench.instances import parse_instance
 from agent.swebench.specs import load_specs
 from tests.batch.fabricate import NOOP, SHADOW, SRCLIB_SPEC, srclib_instance
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 
@@ -83,6 +87,22 @@ def test_local_env_gold_resolves_noop_does_not_shadow_never_seen(srclib, shadowe
         assert pytest_path.startswith(str(env_cache)) and pythonpath == "PYTHONPATH="
         assert env.diff() == ""  # what the offline install built is no part of a patch
     assert not any((tmp_path / "work").iterdir())
+
+
+def test_env_build_command_reports_each_environment(srclib, env_cache, tmp_path):
+    root, instance = srclib
+    instances = tmp_path / "instances.jsonl"
+    instances.write_text(json.dumps(instance.to_dict()) + "\n")
+    base = [sys.executable, "-m", "cli", "swebench", "env", "build", "-i", str(instances), "--repo-cache",
+            str(root / "cache"), "--env-cache", str(env_cache), "--workers", "2"]
+    env = {**os.environ, "COLUMNS": "250"}
+    ok = subprocess.run([*base, "--specs", str(root / "specs.yaml")], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=600)
+    assert ok.returncode == 0 and "1/1 environments ready" in ok.stdout, ok.stdout + ok.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("acme/srclib:\n  '1.0':\n    pip_pakages: [six]\n")
+    wrong = subprocess.run([*base, "--specs", str(bad)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "unknown key(s) pip_pakages" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
 def test_broken_environments_are_errors_with_a_reason(srclib, env_cache, tmp_path):
