@@ -62,6 +62,7 @@ def official_python() -> str:
     return str(VENV / "bin" / "python")
 
 
+@pytest.mark.timeout(2400)  # the first run installs the official package (minutes)
 def test_official_grading_agrees_on_every_report_and_summary_field(official_python, env_cache, tmp_path):
     cache = tmp_path / "cache"
     calc1, calc2, text3 = standard_instances(cache)

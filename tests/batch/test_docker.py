@@ -26,6 +26,7 @@ def fabricated(tmp_path, base_image, docker_client):
             docker_client.images.remove(image.id, force=True)
 
 
+@pytest.mark.timeout(900)  # builds three instance images
 def test_eval_in_instance_images_built_from_the_base_image(fabricated, tmp_path, env_cache):
     calc1, calc2, text3 = fabricated
     options = EvalOptions(sandbox="docker", repo_cache=tmp_path / "cache", work_root=tmp_path / "work",

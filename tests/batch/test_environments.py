@@ -72,6 +72,7 @@ def _check_gold_and_noop(root: Path, instance, options: EvalOptions, out: Path) 
         "tests/test_core.py::test_double"]
 
 
+@pytest.mark.timeout(900)  # builds environments from the registry
 def test_local_env_gold_resolves_noop_does_not_shadow_never_seen(srclib, shadowed, env_cache, tmp_path):
     root, instance = srclib
     options = EvalOptions(repo_cache=root / "cache", work_root=tmp_path / "work", env_cache=env_cache,
@@ -89,6 +90,7 @@ def test_local_env_gold_resolves_noop_does_not_shadow_never_seen(srclib, shadowe
     assert not any((tmp_path / "work").iterdir())
 
 
+@pytest.mark.timeout(900)  # builds environments from the registry
 def test_env_build_command_reports_each_environment(srclib, env_cache, tmp_path):
     root, instance = srclib
     instances = tmp_path / "instances.jsonl"
@@ -105,6 +107,7 @@ def test_env_build_command_reports_each_environment(srclib, env_cache, tmp_path)
     assert wrong.returncode == 2 and "unknown key(s) pip_pakages" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
+@pytest.mark.timeout(900)  # builds environments from the registry
 def test_broken_environments_are_errors_with_a_reason(srclib, env_cache, tmp_path):
     root, instance = srclib
     # no `six`: collecting tests/test_core.py fails for every patch, the gold one included
@@ -130,6 +133,7 @@ def test_broken_environments_are_errors_with_a_reason(srclib, env_cache, tmp_pat
     assert [p.suffix for p in (tmp_path / "envs").iterdir() if not p.name.endswith(".lock")] == [".log"]
 
 
+@pytest.mark.timeout(900)  # builds environments from the registry
 @pytest.mark.docker
 def test_docker_env_gold_resolves_noop_does_not(srclib, shadowed, base_image, docker_client, env_cache, tmp_path):
     from agent.swebench.envbuild import image_tag
