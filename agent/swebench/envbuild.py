@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import glob
+import hashlib
 import io
 import json
 import os
@@ -245,7 +246,13 @@ def image_tag(instance: Instance, spec: Spec) -> str:
 
 def docker_env(instance: Instance, spec: Spec, cache: Path, repo_cache: Path | None, work_root: Path,
                base_image: str, client) -> str:
-    """The instance image (built from `base_image` first when missing); returns its tag."""
+    """The instance image (built first when missing); returns its tag.
+
+    Two layers, as the official harness has them: an environment image per spec
+    (python, pre_install, packages by name, pip_packages), shared by every
+    instance with that spec, and on top the instance image (repository at
+    /testbed, a requirements file from it, install).
+    """
     tag = image_tag(instance, spec)
     key = tag.rsplit(":", 1)[1]
     with _locked(cache, f"image-{key}"):
@@ -254,10 +261,40 @@ def docker_env(instance: Instance, spec: Spec, cache: Path, repo_cache: Path | N
         if repo_cache is None:
             raise EnvBuildError(f"instance {instance.instance_id}: no image {tag} yet, and building it needs "
                                 "the repository; pass --repo-cache DIR")
-        log = _BuildLog(cache / f"image-{key}.log")
+        env_image = _env_image(instance, spec, cache, base_image, client)
+        repo_part = replace(spec, pre_install=(), pip_packages=(),
+                            packages=spec.packages if spec.depends_on_repo() else "")
+        labels = {"loopcoder.swebench.instance": instance.instance_id, "loopcoder.swebench.repo": instance.repo,
+                  "loopcoder.swebench.base_commit": instance.base_commit,
+                  "loopcoder.swebench.spec": json.dumps(spec.__dict__, sort_keys=True)}
         with checkout(repo_cache, instance, work_root) as copy:
-            _build_image(instance, spec, copy.path, tag, base_image, client, log)
+            steps = build_steps(repo_part, copy.path) + [("artifacts", EXCLUDE_ARTIFACTS)]
+            _build_layer(client, env_image, tag, steps, labels, _BuildLog(cache / f"image-{key}.log"), instance,
+                         copy.path)
         return tag
+
+
+def _env_image(instance: Instance, spec: Spec, cache: Path, base_image: str, client) -> str:
+    """The environment layer for a spec: everything that does not read the repository."""
+    env_part = replace(spec, install="", test_cmd="", eval_commands=(),
+                       packages="" if spec.depends_on_repo() else spec.packages)
+    key = hashlib.sha256(f"{env_part.key()} {base_image}".encode()).hexdigest()[:16]
+    tag = f"{ENV_IMAGE}:env-{key}"
+    with _locked(cache, f"image-env-{key}"):
+        if client.images.list(name=tag):
+            return tag
+        python = f"python{spec.python}" if spec.python else "python3"
+        setup = [
+            ("python", f"command -v {python} >/dev/null || {{ echo '{base_image} has no {python}; use an image that "
+                       f"has it (--image) or change the spec'; exit 1; }}; command -v python >/dev/null || "
+                       f"ln -s \"$(command -v python3)\" /usr/local/bin/python"),
+            ("venv", f"{python} -m venv --without-pip {IMAGE_VENV} && w=$(ls /tmp/loopcoder-build/pip-*.whl) && "
+                     f"{IMAGE_VENV}/bin/python \"$w/pip\" install -q --no-index \"$w\""),
+        ]
+        labels = {"loopcoder.swebench.env": json.dumps(env_part.__dict__, sort_keys=True)}
+        _build_layer(client, base_image, tag, setup + build_steps(env_part, None), labels,
+                     _BuildLog(cache / f"image-env-{key}.log"), instance, None)
+    return tag
 
 
 def _host_files() -> bytes:
@@ -273,28 +310,19 @@ def _host_files() -> bytes:
     return buf.getvalue()
 
 
-def _build_image(instance: Instance, spec: Spec, repo: Path, tag: str, base_image: str, client, log: _BuildLog) -> None:
+def _build_layer(client, image: str, tag: str, steps: list[tuple[str, str]], labels: dict[str, str], log: _BuildLog,
+                 instance: Instance, repo: Path | None) -> None:
+    """Run `steps` (with the registry) in a container of `image`, `repo` copied to /testbed; commit it as `tag`."""
     from workspace.docker_sandbox import LABEL, DockerSandbox
 
-    python = f"python{spec.python}" if spec.python else "python3"
     path = f"{IMAGE_VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     ca = "/tmp/loopcoder-build/ca.pem"
     env = {"PATH": path, "VIRTUAL_ENV": IMAGE_VENV, "PYTHONNOUSERSITE": "1", "PIP_CERT": ca, "SSL_CERT_FILE": ca,
            "REQUESTS_CA_BUNDLE": ca, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_ROOT_USER_ACTION": "ignore"}
-    setup = [
-        ("python", f"command -v {python} >/dev/null || {{ echo '{base_image} has no {python}; use an image that "
-                   f"has it (--image) or change the spec'; exit 1; }}; command -v python >/dev/null || "
-                   f"ln -s \"$(command -v python3)\" /usr/local/bin/python"),
-        ("venv", f"{python} -m venv --without-pip {IMAGE_VENV} && w=$(ls /tmp/loopcoder-build/pip-*.whl) && "
-                 f"{IMAGE_VENV}/bin/python \"$w/pip\" install -q --no-index \"$w\""),
-    ]
-    steps = setup + build_steps(spec, repo) + [("artifacts", EXCLUDE_ARTIFACTS)]
-    labels = {**LABEL, "loopcoder.swebench.instance": instance.instance_id, "loopcoder.swebench.repo": instance.repo,
-              "loopcoder.swebench.base_commit": instance.base_commit,
-              "loopcoder.swebench.spec": json.dumps(spec.__dict__, sort_keys=True)}
-    log.add(f"image {tag} for {instance.instance_id} from {base_image}: {json.dumps(spec.__dict__)}")
-    with DockerSandbox(base_image, copy_from=repo, base_commit=instance.base_commit, network=True,
-                       output_limit=8 << 20, client=client) as box:
+    log.add(f"image {tag} from {image} for {instance.instance_id}")
+    with DockerSandbox(image, copy_from=repo, workdir="/testbed" if repo else "/",
+                       base_commit=instance.base_commit if repo else None, network=True, output_limit=8 << 20,
+                       client=client) as box:
         box.container.put_archive("/", _host_files())
         for name, command in steps:
             log.add(f"+ [{name}] {command}")
@@ -304,6 +332,6 @@ def _build_image(instance: Instance, spec: Spec, repo: Path, tag: str, base_imag
                 raise log.fail(f"{name} (exit {result.exit_code})", instance)
         box.run("rm -rf /tmp/loopcoder-build", timeout=60)
         changes = [f"ENV PATH={path}", f"ENV VIRTUAL_ENV={IMAGE_VENV}", "ENV PYTHONNOUSERSITE=1", "WORKDIR /testbed",
-                   *(f"LABEL {k}={json.dumps(v)}" for k, v in labels.items())]
+                   *(f"LABEL {k}={json.dumps(v)}" for k, v in {**LABEL, **labels}.items())]
         box.container.commit(repository=ENV_IMAGE, tag=tag.rsplit(":", 1)[1], changes=changes)
     log.add("built")
