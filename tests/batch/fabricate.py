@@ -9,9 +9,11 @@ stores them.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
+from unittest import mock
 
 from tests.conftest import git
 
@@ -35,6 +37,9 @@ for path in sys.argv[1:]:
 MINI_RUNNER = "python3 -c " + shlex.quote(_RUNNER)
 
 
+FIXED_DATES = {"GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z"}
+
+
 def _commit(repo: Path, files: dict[str, str], message: str) -> str:
     for name, text in files.items():
         path = repo / name
@@ -44,7 +49,8 @@ def _commit(repo: Path, files: dict[str, str], message: str) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     git(repo, "add", "-A")
-    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+    with mock.patch.dict(os.environ, FIXED_DATES):  # the same repo gets the same commits: cached environments hit
+        git(repo, "commit", "-q", "--allow-empty", "-m", message)
     return git(repo, "rev-parse", "HEAD").strip()
 
 
