@@ -6,6 +6,41 @@ stays fast and a missing optional piece only affects its own command.
 from __future__ import annotations
 
 import typer
+from typer.core import TyperArgument, TyperCommand
+
+
+def _item_type(param, ctx) -> str:
+    """`<str>` for a list parameter's `<list[str]>`."""
+    return param.display_type(ctx).replace("list[", "").replace("]>", ">")
+
+
+class HelpCommand(TyperCommand):
+    """`--help` in the usual conventions: `TASK` and `[REPOS]...` in the usage line, nothing after a flag,
+    and a repeatable value's own type (`<str>`), not `<list[str]>`."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if param.metavar is not None:
+                continue
+            if isinstance(param, TyperArgument):
+                param.metavar = param.name.upper()
+                if param.nargs != 1:
+                    param.display_type_rich = lambda ctx, param=param: _item_type(param, ctx) + "..."
+            elif param.is_flag:
+                param.metavar = ""
+            elif param.multiple:
+                param.metavar = _item_type(param, ctx)
+        return params
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = param.metavar if param.required else f"[{param.metavar}]"
+                pieces.append(name + ("..." if param.nargs != 1 else ""))
+        return pieces
+
 
 app = typer.Typer(
     name="loopcoder",
@@ -26,7 +61,7 @@ def fail(message: str, code: int = 2) -> None:
     """Print a user-facing error (what went wrong, what to do) and exit."""
     from rich.console import Console
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -164,7 +199,8 @@ def _agent_call(fn, *args) -> None:
 _SET_HELP = "Override a config key, e.g. --set agent.max_steps=30 (repeatable)."
 _REPO = typer.Option(".", "--repo", help="The git repository to work on.")
 _MODEL = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai).")
-_BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay.")
+_BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay (default: the config's backend.name, "
+                        "plt; replay with --script).")
 _SCRIPT = typer.Option(None, "--script", help="Replay: a JSON list / JSONL of raw outputs or a trajectory.")
 _SANDBOX = typer.Option(None, "--sandbox", help="local (bubblewrap) | docker.")
 _IMAGE = typer.Option(None, "--image", help="Docker image for --sandbox docker.")
@@ -193,11 +229,13 @@ def run_cmd(
 ) -> None:
     """Let the agent do TASK in a copy of the repository, live; then show the diff and offer to apply it.
 
-    Exit code: 0 submitted, 1 error, 3 a limit (steps, tokens, time, context), 4 format errors or stuck, 130 interrupted.
+    Exit code: 0 submitted a patch, 1 error, 2 bad input (nothing ran), 3 a limit (steps, tokens, time, context),
+    4 malformed tool calls or stuck, 5 submitted without any change, 130 interrupted.
     """
-    from agent.commands import configure, run_command
+    from agent.commands import check_task, configure, run_command
 
     def body() -> int:
+        check_task(task)
         cfg = configure(config, sets, model=model, backend=backend, script=script, sandbox=sandbox, image=image,
                         max_steps=max_steps, in_place=in_place)
         return run_command(task, repo, cfg, yes, output, trajectory)
@@ -260,7 +298,8 @@ def inspect_cmd(
 SANDBOX_HELP = "local (bubblewrap over a clone from --repo-cache) or docker (the instance image when present)."
 REPO_CACHE_HELP = "Directory of owner__repo git clones or bare mirrors (owner__repo.git)."
 # Options the batch commands share (one OptionInfo may serve several commands).
-_BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay.")
+_BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay (default: the config's backend.name, "
+                        "plt; replay with --script).")
 _MODEL = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai).")
 _MAX_STEPS = typer.Option(None, "--max-steps", help="Stop each run after this many model turns.")
 _CONFIG = typer.Option(None, "--config", help="A YAML config file (see agent/defaults.yaml).")
@@ -471,7 +510,8 @@ def refactor_cmd(
     branch: str = typer.Option(None, "--branch", help="Commit the result on this new branch (implies --commit)."),
     commit: bool = typer.Option(False, "--commit", help="Commit each result on a new branch (never the current one)."),
     test_cmd: str = typer.Option(None, "--test-cmd", help="Test command run before and after (default: detected)."),
-    output: str = typer.Option(None, "--output", "-o", help="Where patches and trajectories go (default: runs/refactor/<time>)."),
+    output: str = typer.Option(None, "--output", "-o", help="Where refactor.json, patches and trajectories go "
+                               "(default: refactor-<time>/ under run.output_dir, ~/.cache/loopcoder/runs)."),
     backend: str = _BACKEND,
     model: str = _MODEL,
     script: str = typer.Option(None, "--script", help="Replay: one script for every repo, or a directory of <repo name>.json."),
@@ -486,11 +526,14 @@ def refactor_cmd(
 
     from rich.console import Console
 
+    from agent.outcome import Status
     from agent.refactor import PlanError, RefactorTask, load_plan, refactor_table, run_refactors
 
     _check_sandbox(sandbox)
     if bool(plan) == bool(task):
         fail("give either --task \"...\" with one or more REPO paths, or --plan PLAN.yaml")
+    if task is not None and not task.strip():
+        fail('--task is empty: say what to change, e.g. --task "Rename helper() to assist()"')
     if task and not repos:
         fail("--task needs at least one REPO path")
     try:
@@ -503,7 +546,7 @@ def refactor_cmd(
     console = Console()
     cfg, provider = _batch_backend(console, config, sets, model=model, backend=backend, script=script,
                                    sandbox=sandbox, max_steps=max_steps)
-    out = Path(output) if output else Path("runs/refactor") / time.strftime("%Y%m%d-%H%M%S")
+    out = Path(output) if output else Path(cfg.run.output_dir).expanduser() / f"refactor-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         with console.status("refactoring...") as status:
             outcomes = run_refactors(tasks, provider, cfg, out, commit,
@@ -511,7 +554,9 @@ def refactor_cmd(
     finally:
         provider.close()
     console.print(refactor_table(outcomes))
-    if any(o.status == "error" for o in outcomes):
+    console.print(f"results: {out / 'refactor.json'}; each repo's patch and trajectory in {out}/<n>-<m>-<repo>/",
+                  highlight=False, soft_wrap=True)
+    if any(o.status == Status.ERROR for o in outcomes):
         raise typer.Exit(1)
 
 
@@ -549,6 +594,11 @@ def serve(
     except ServeError as error:
         fail(str(error))
 
+
+for _typer in (app, model_app, swebench_app):  # every command's --help, whoever added it
+    for _command in _typer.registered_commands:
+        if _command.cls in (None, TyperCommand):
+            _command.cls = HelpCommand
 
 if __name__ == "__main__":
     app()

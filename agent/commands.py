@@ -14,7 +14,7 @@ from rich.prompt import Confirm
 
 from agent.config import Config, ConfigError, load_config
 from agent.interrupts import interrupt_once
-from agent.loop import EXIT_CODES, Status
+from agent.outcome import EXIT_CODES, Status
 from agent.prompting import PromptError
 from agent.session import default_trajectory_path, make_backend, open_workspace, run_task, start_agent
 from agent.trajectory import TrajectoryError, load
@@ -27,19 +27,40 @@ from workspace.sandbox import SandboxError
 USER_ERRORS = (ConfigError, RepoError, BackendError, PromptError, ReplayScriptError, TrajectoryError, SandboxError)
 
 
-def flag_overrides(**flags) -> list[str]:
-    """Command-line flags as `section.key=value` overrides (unset flags are skipped)."""
-    keys = {"model": "backend.model", "backend": "backend.name", "script": "backend.script",
-            "sandbox": "sandbox.kind", "image": "sandbox.image", "max_steps": "agent.max_steps",
-            "in_place": "workspace.in_place"}
-    out = [f"{keys[name]}={value}" for name, value in flags.items() if value not in (None, False)]
+FLAG_KEYS = {"model": "backend.model", "backend": "backend.name", "script": "backend.script",
+             "sandbox": "sandbox.kind", "image": "sandbox.image", "max_steps": "agent.max_steps",
+             "in_place": "workspace.in_place"}
+
+
+def flag_overrides(**flags) -> dict[str, str]:
+    """Command-line flags as `section.key=value` overrides -> the flag as the user typed it (unset flags skipped)."""
+    out = {}
+    for name, value in flags.items():
+        if value is None or value is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        out[f"{FLAG_KEYS[name]}={value}"] = flag if value is True else f"{flag} {value}"
     if flags.get("script") and not flags.get("backend"):
-        out.append("backend.name=replay")
+        out["backend.name=replay"] = f"--script {flags['script']}"
     return out
 
 
 def configure(config_file: str | None, sets: list[str], **flags) -> Config:
-    return load_config(config_file, [*sets, *flag_overrides(**flags)])
+    """The effective config; an error about a flag's value quotes the flag as typed, not its `--set` form."""
+    overrides = flag_overrides(**flags)
+    try:
+        return load_config(config_file, [*sets, *overrides])
+    except ConfigError as error:
+        message = str(error)
+        for item, typed in overrides.items():
+            message = message.replace(f"--set {item}", typed)
+        raise ConfigError(message) from None
+
+
+def check_task(task: str) -> None:
+    """A one-line ConfigError when the task says nothing to do."""
+    if not task.strip():
+        raise ConfigError('the task is empty: say what to do, e.g. loopcoder run "Make test_add pass"')
 
 
 def run_command(task: str, repo: str, config: Config, yes: bool, output: str | None,
@@ -128,8 +149,7 @@ def _converse(console: Console, backend, repo: str, config: Config, traj_path: P
                 result = agent.run(text)
                 rearm()
                 view.end_text()
-                if result.status != Status.REPLIED:
-                    console.print(f"[bold]{result.status}[/]: {escape(result.reason)}")
+                view.show_outcome(result)
         return ws.env.diff()
 
 
@@ -158,9 +178,11 @@ def replay_command(path: str, repo: str | None, sandbox: str | None, image: str 
         console.print("[yellow]interrupted[/]")
         return EXIT_CODES[Status.INTERRUPTED]
     view.end_text()
-    console.print(f"replayed {outcome.result.steps} steps: {outcome.result.status}")
+    console.print(f"replayed: {escape(outcome.result.summary())}")
     style = "green" if outcome.same else "red"
     console.print(f"[{style}]{escape(outcome.summary())}[/]")
+    if trajectory:
+        console.print(f"[dim]trajectory: {escape(trajectory)}[/]")
     return 0 if outcome.same else 1
 
 

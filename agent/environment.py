@@ -1,12 +1,15 @@
 """The environment the agent acts in: a sandbox, the tools bound to it, and the diff.
 
-Tools turn their own failures into error observations (tools.base.define);
-the environment adds the one failure no tool can see: a name that is no tool.
+Tools turn their own failures into error observations (tools.base.define).
+The environment tells apart the calls that are malformed (a name that is no
+tool, arguments that do not fit the schema): those observations carry
+`extra["call_error"]`, and the agent counts them as format errors.
 """
 from __future__ import annotations
 
 from typing import Callable
 
+from tools.arguments import validate
 from tools.base import Observation, Tool
 from workspace.sandbox import Sandbox
 
@@ -23,11 +26,19 @@ class Environment:
         return [tool.schema() for tool in self.tools.values()]
 
     def execute(self, name: str, arguments: dict) -> Observation:
+        error = self.call_error(name, arguments)
+        if error:
+            return Observation(error, is_error=True, extra={"call_error": True})
+        return self.tools[name].run(arguments, self.sandbox)
+
+    def call_error(self, name: str, arguments: dict) -> str | None:
+        """Why this call cannot run (unknown tool, missing or invalid arguments), naming the valid tools; else None."""
+        known = f"The available tools are: {', '.join(self.tools)}."
         tool = self.tools.get(name)
         if tool is None:
-            known = ", ".join(self.tools)
-            return Observation(f"Unknown tool `{name}`. The available tools are: {known}.", is_error=True)
-        return tool.run(arguments, self.sandbox)
+            return f"Unknown tool `{name}`. {known}"
+        error, _ = validate(name, arguments, tool.parameters)
+        return f"{error} {known}" if error else None
 
     def diff(self) -> str:
         return self._diff()

@@ -21,30 +21,13 @@ from dataclasses import dataclass
 from agent.config import Config
 from agent.environment import Environment
 from agent.interrupts import deferred_interrupts
+from agent.outcome import EXIT_CODES, Status, TestTally, submit_status, tests_words
 from agent.toolcalls import EXPECTED_FORMAT, ParseResult, ToolCall, parse_tool_calls
 from agent.trajectory import Trajectory
 from model.backends.base import Backend, Completion, GenerationParams
 from tools.base import Observation
+from tools.test_report import from_summary
 
-
-class Status:
-    SUBMITTED = "submitted"
-    REPLIED = "replied"  # chat: the model answered without a tool call and waits for the user
-    STEP_LIMIT = "step_limit"
-    TOKEN_LIMIT = "token_limit"
-    TIME_LIMIT = "time_limit"
-    FORMAT_ERROR = "format_error"
-    STUCK = "stuck"
-    CONTEXT_OVERFLOW = "context_overflow"
-    INTERRUPTED = "interrupted"
-    ERROR = "error"
-
-
-EXIT_CODES = {
-    Status.SUBMITTED: 0, Status.REPLIED: 0, Status.ERROR: 1, Status.STEP_LIMIT: 3, Status.TOKEN_LIMIT: 3,
-    Status.TIME_LIMIT: 3, Status.CONTEXT_OVERFLOW: 3, Status.FORMAT_ERROR: 4, Status.STUCK: 4,
-    Status.INTERRUPTED: 130,
-}
 
 NO_CALL = ("Your reply contained no tool call. Every reply must call at least one tool, written exactly like "
            "this:\n" + EXPECTED_FORMAT + "\nWhen the task is done, call `submit`.")
@@ -55,6 +38,8 @@ STUCK_WARNING = ("Warning: you ran the same action and got the same result {n} t
 
 class Listener:
     """What a user interface hears about a run; every method is optional."""
+
+    def on_start(self, workdir: str) -> None: ...
 
     def on_step(self, index: int) -> None: ...
 
@@ -73,10 +58,17 @@ class RunResult:
     reason: str
     patch: str
     steps: int
+    tests: TestTally | None = None  # the last test result the agent saw in this run
+    malformed: int = 0  # turns with a malformed call in this run
 
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.status]
+
+    def summary(self) -> str:
+        """The outcome in one line: 'submitted: the model called submit; tests: 2 passed (4 steps)'."""
+        malformed = f", {self.malformed} with malformed calls" if self.malformed else ""
+        return f"{self.status}: {self.reason}; {tests_words(self.tests)} ({self.steps} steps{malformed})"
 
 
 class Agent:
@@ -96,6 +88,7 @@ class Agent:
         self.params = GenerationParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, seed=s.seed,
                                        max_new_tokens=s.max_new_tokens)
         self.window = config.context.window or backend.context_window
+        self.valid_tools = f"The available tools are: {', '.join(t['function']['name'] for t in self.tools)}."
 
     # -- the loop -----------------------------------------------------------------
 
@@ -104,6 +97,7 @@ class Agent:
         self.messages.append({"role": "user", "content": user_text})
         self.trajectory.add_input(user_text)
         self._reset_counters()
+        self.listener.on_start(self.env.sandbox.workdir)
         error_traceback = None
         try:
             while (stop := self._limit_reached()) is None:
@@ -121,7 +115,9 @@ class Agent:
         self.started = time.monotonic()
         self.steps = 0
         self.generated = 0
-        self.format_errors = 0
+        self.format_errors = 0  # consecutive turns with a malformed call
+        self.malformed = 0  # all of them, this run
+        self.tests: TestTally | None = None
         self.timeouts = 0
         self.last_signature: str | None = None
         self.repeats = 0
@@ -144,8 +140,13 @@ class Agent:
             except Exception as exc:
                 patch = ""
                 reason = f"{reason}; the diff failed: {type(exc).__name__}: {exc}"
-            self.trajectory.finish(status, reason, patch, self.messages, error_traceback)
-        return RunResult(status, reason, patch, len(self.trajectory.steps))
+            if status == Status.SUBMITTED:
+                status = submit_status(patch)
+                if status == Status.NO_CHANGE:
+                    reason = "the model called submit without changing any file"
+            self.trajectory.finish(status, reason, patch, self.messages, error_traceback,
+                                   tests=self.tests.to_dict() if self.tests else None, malformed=self.malformed)
+        return RunResult(status, reason, patch, len(self.trajectory.steps), self.tests, self.malformed)
 
     # -- one step -------------------------------------------------------------------
 
@@ -179,7 +180,7 @@ class Agent:
 
         t1 = time.monotonic()
         records, submitted = self._run_calls(index, parsed.calls)
-        exit_ = self._check_format(index, parsed, completion)
+        exit_ = self._check_format(index, parsed, completion, records)
         if submitted:
             exit_ = Status.SUBMITTED, "the model called submit"
         if exit_ is None:
@@ -195,6 +196,7 @@ class Agent:
             self.listener.on_call(call)
             t0 = time.monotonic()
             obs = self.env.execute(call.name, call.arguments)
+            self.tests = _tests_seen(call, obs) or self.tests
             self.listener.on_observation(call, obs)
             self.timeouts = self.timeouts + 1 if obs.extra.get("timed_out") else 0
             self._observe({"role": "tool", "tool_call_id": call_id, "name": call.name, "content": obs.text}, index)
@@ -209,28 +211,38 @@ class Agent:
         self.observation_steps[len(self.messages)] = index
         self.messages.append(message)
 
-    def _check_format(self, index: int, parsed: ParseResult, completion: Completion) -> tuple[str, str] | None:
-        """A turn with parse errors, or (outside chat) with no call, is a format error the model hears about."""
+    def _check_format(self, index: int, parsed: ParseResult, completion: Completion,
+                      records: list[dict]) -> tuple[str, str] | None:
+        """A malformed turn is a format error the model hears about; `max_format_errors` in a row end the run.
+
+        Malformed: a call that could not be read, an unclosed block, an unknown
+        tool or arguments that do not fit (those observations already say so),
+        or, outside chat, no call at all.
+        """
         if completion.finish_reason == "context":
             return Status.CONTEXT_OVERFLOW, "the context window filled up during generation"
-        if parsed.calls and not parsed.errors:
+        call_errors = [r["text"] for r in records if r["extra"].get("call_error")]
+        if parsed.calls and not parsed.errors and not parsed.warnings and not call_errors:
             self.format_errors = 0
             return None
         if not parsed.calls and not parsed.errors and self.chat:
             return Status.REPLIED, "the model answered"
         self.format_errors += 1
-        parts = parsed.errors or [NO_CALL]
+        self.malformed += 1
+        parts = [*parsed.errors, *parsed.warnings] or ([] if parsed.calls else [NO_CALL])
         if completion.finish_reason == "length":
             parts = [CUT_OFF, *parts]
-        text = self._notice("\n\n".join(parts))
-        if parsed.calls:  # the valid calls already have their observations; this one explains the rest
-            self._observe({"role": "tool", "tool_call_id": f"call_{index}_errors", "name": "format_error",
-                           "content": text}, index)
-        else:
-            self._observe({"role": "user", "content": text}, index)
+        if parts:
+            text = self._notice("\n\n".join([*parts, self.valid_tools]))
+            if parsed.calls:  # the calls that ran have their observations; this one explains the rest
+                self._observe({"role": "tool", "tool_call_id": f"call_{index}_errors", "name": "format_error",
+                               "content": text}, index)
+            else:
+                self._observe({"role": "user", "content": text}, index)
         limit = self.config.agent.max_format_errors
         if self.format_errors >= limit:
-            return Status.FORMAT_ERROR, f"{limit} replies in a row without a valid tool call"
+            last = (parts[-1] if parts else call_errors[-1]).splitlines()[0]
+            return Status.FORMAT_ERROR, f"{limit} replies in a row with malformed tool calls (last: {last})"
         return None
 
     def _notice(self, text: str) -> str:
@@ -260,7 +272,7 @@ class Agent:
             "raw_output": completion.text,
             "content": parsed.content,
             "calls": [{"name": c.name, "arguments": c.arguments} for c in parsed.calls],
-            "parse_errors": parsed.errors,
+            "parse_errors": [*parsed.errors, *parsed.warnings],
             "notices": self.notices,
             "observations": records,
             "finish_reason": completion.finish_reason,
@@ -291,6 +303,20 @@ class Agent:
             if not pending:
                 return False
             keep = min(keep, len(pending)) - 1
+
+
+def _tests_seen(call: ToolCall, obs: Observation) -> TestTally | None:
+    """The counts a test run showed the model: run_tests' report, or pytest's summary line in bash output."""
+    extra = obs.extra
+    if call.name == "run_tests" and ("passed" in extra or extra.get("timed_out")):
+        return TestTally(extra.get("passed", 0), extra.get("failed", 0), extra.get("errors", 0),
+                         extra.get("skipped", 0), bool(extra.get("timed_out")))
+    command = call.arguments.get("command") if call.name == "bash" else None
+    if isinstance(command, str) and "pytest" in command and not obs.extra.get("call_error"):
+        report = from_summary(obs.text)
+        if report is not None:
+            return TestTally(report.passed, report.failed, report.errors, report.skipped)
+    return None
 
 
 def _jsonable(value):

@@ -6,9 +6,10 @@ saved; with `commit`, it also becomes a commit on a new branch made with
 plumbing only: a temporary index, `commit-tree`, and `update-ref` that refuses
 to move an existing branch, so the current branch and working tree stay as
 they were. Tests run before and after when a test command is given or
-detected. A repo that fails is reported and the next one goes on. Outcomes
-go to OUTPUT/refactor.json; each repo's patch and trajectory to
-OUTPUT/<task>-<repo>-<name>/.
+detected. A repo that fails is reported and the next one goes on. Outcomes,
+in the words of agent/outcome.py, go to OUTPUT/refactor.json; each repo's
+patch and trajectory to OUTPUT/<task>-<repo>-<name>/ (OUTPUT defaults to
+refactor-<time>/ under the config's run.output_dir, ~/.cache/loopcoder/runs).
 
 Plan file (YAML):
 
@@ -36,7 +37,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.config import Config
-from agent.loop import Status
+from agent.outcome import Status, TestTally, tally_from_dict, tests_words
 from agent.prompting import task_prompt
 from agent.session import open_workspace, start_agent
 from agent.swebench.backends import BackendProvider
@@ -75,18 +76,19 @@ class TestRun:
     timed_out: bool = False
 
     def __str__(self) -> str:
-        if self.timed_out:
-            return "timed out"
-        counts = f": {self.passed} passed, {self.failed} failed" if self.passed is not None else ""
-        return f"exit {self.exit_code}{counts}"
+        """'tests: 2 failed, 1 passed' from a pytest log; 'tests: exit 1' from another runner."""
+        if self.passed is not None or self.timed_out:
+            return tests_words(TestTally(self.passed or 0, self.failed or 0, timed_out=self.timed_out))
+        return f"tests: exit {self.exit_code}"
 
 
 @dataclass
 class RepoOutcome:
     repo: str
     task: str
-    status: str  # committed | patch | no changes | error | the agent's exit status when it did not submit
+    status: str  # the run's outcome (agent.outcome.Status): submitted, no_change, a limit, error, ...
     files: list[str] = field(default_factory=list)
+    tests_seen: dict | None = None  # the last test counts the agent saw (TestTally.to_dict())
     tests_before: TestRun | None = None
     tests_after: TestRun | None = None
     branch: str | None = None
@@ -207,7 +209,7 @@ def commit_on_branch(repo: git.Repo, base: str, patch: str, branch: str, message
 def refactor_repo(task: RefactorTask, repo_path: str, provider: BackendProvider, config: Config, out_dir: Path,
                   commit: bool, branch: str | None) -> RepoOutcome:
     """One (task, repo); raises RepoError and friends for the caller to record."""
-    outcome = RepoOutcome(repo_path, task.task, "error")
+    outcome = RepoOutcome(repo_path, task.task, Status.ERROR)
     with open_repo(repo_path) as repo:
         top = Path(repo.working_tree_dir)
         outcome.repo = str(top)
@@ -228,20 +230,19 @@ def refactor_repo(task: RefactorTask, repo_path: str, provider: BackendProvider,
                     outcome.tests_after = run_tests(ws.env.sandbox, command)
         finally:
             backend.close()
+        outcome.status, outcome.tests_seen = result.status, result.tests.to_dict() if result.tests else None
         if result.status == Status.ERROR:
             outcome.error = result.reason
             return outcome
         outcome.files = patch_files(result.patch)
         if not result.patch.strip():
-            outcome.status = "no changes" if result.status == Status.SUBMITTED else result.status
             return outcome
         patch_path = out_dir / "patch.diff"
         patch_path.write_text(result.patch, encoding="utf-8")
         outcome.patch_path = str(patch_path)
-        outcome.status = "patch" if result.status == Status.SUBMITTED else result.status
         if commit and result.status == Status.SUBMITTED:
             outcome.commit = commit_on_branch(repo, head, result.patch, branch, f"{task.task}\n\nMade by loopcoder refactor.")
-            outcome.branch, outcome.status = branch, "committed"
+            outcome.branch = branch
     return outcome
 
 
@@ -256,7 +257,7 @@ def run_refactors(tasks: list[RefactorTask], provider: BackendProvider, config: 
             try:
                 outcome = refactor_repo(task, repo_path, provider, config, out_dir, commit, branch)
             except Exception as exc:  # this repo's failure, whatever it is; the others still run
-                outcome = RepoOutcome(repo_path, task.task, "error", error=str(exc) or type(exc).__name__)
+                outcome = RepoOutcome(repo_path, task.task, Status.ERROR, error=str(exc) or type(exc).__name__)
             outcomes.append(outcome)
             if on_done:
                 on_done(outcome)
@@ -266,13 +267,15 @@ def run_refactors(tasks: list[RefactorTask], provider: BackendProvider, config: 
 
 
 def refactor_table(outcomes: list[RepoOutcome]) -> Table:
+    """One row per repo: the outcome and the tests the agent saw, then the tests run before and after it."""
     table = Table(title="refactor", title_justify="left")
-    for name in ("repo", "status", "files", "tests before", "tests after", "branch", "patch"):
+    for name in ("repo", "outcome", "files", "agent saw", "before", "after", "committed on", "patch"):
         table.add_column(name, overflow="fold")
     for o in outcomes:
-        status = Text(o.status, style={"committed": "green", "patch": "green", "error": "bold red"}.get(o.status, "yellow"))
+        status = Text(o.status, style={Status.SUBMITTED: "green", Status.ERROR: "bold red"}.get(o.status, "yellow"))
         if o.error:
             status.append(f"\n{o.error.splitlines()[0][:160]}", style="red")
-        table.add_row(o.repo, status, str(len(o.files)) if o.files else "-", str(o.tests_before or "-"),
+        seen = "-" if o.status == Status.ERROR else tests_words(tally_from_dict(o.tests_seen))
+        table.add_row(o.repo, status, str(len(o.files)) if o.files else "-", seen, str(o.tests_before or "-"),
                       str(o.tests_after or "-"), f"{o.branch} {o.commit[:10]}" if o.commit else "-", o.patch_path or "-")
     return table

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from agent.config import from_dict
 from agent.loop import Listener, RunResult
+from agent.outcome import Status
 from agent.session import open_workspace, start_agent
 from agent.trajectory import TrajectoryError
 from model.backends.replay import ReplayBackend
@@ -68,7 +69,7 @@ def replay(data: dict, repo: str | Path | None = None, overrides: dict | None = 
         result = None
         for item in inputs:
             result = agent.run(moved(item["text"]))
-            if result.status not in ("replied", "submitted"):
+            if result.status not in (Status.REPLIED, Status.SUBMITTED, Status.NO_CHANGE):
                 break
     if result is None:
         raise TrajectoryError("the trajectory has no user input to replay")

@@ -4,8 +4,9 @@ The model was trained on Hermes/Qwen calls,
 `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`, but open
 coder models drift: unclosed final tags, ```json fences, `arguments` given as
 a JSON string, the `<function=NAME><parameter=K>V</parameter></function>` form.
-All of those are accepted. Anything else becomes an error message that quotes
-the expected format, so the model can fix its next turn. Model output is
+All of those are accepted; an unclosed block also gets a warning for the model
+(it ran, but the next one must be closed). Anything else becomes an error
+message that quotes the expected format, so the model can fix its next turn. Model output is
 untrusted input: `parse_tool_calls` never raises.
 
 JSON calls are read with a JSON decoder, not a regex, so argument strings may
@@ -42,6 +43,7 @@ class ParseResult:
     content: str  # the text outside the calls, stripped
     calls: list[ToolCall] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # messages for the model, one per bad call
+    warnings: list[str] = field(default_factory=list)  # calls that ran but were malformed (an unclosed block)
 
 
 def render_tool_call(name: str, arguments: dict) -> str:
@@ -69,6 +71,9 @@ def format_error(reason: str, raw: str) -> str:
         snippet = snippet[:_SNIPPET_CHARS] + "..."
     quoted = f" in:\n{snippet}\n" if snippet else ". "
     return f"Tool call format error: {reason}{quoted}Write each call exactly like this:\n{EXPECTED_FORMAT}"
+
+
+UNCLOSED = f"the {OPEN} block is not closed with {CLOSE} (it was run as if closed; close every call)"
 
 
 def _string_params(tools: list[dict] | None) -> dict[str, set[str]]:
@@ -158,6 +163,7 @@ class _Parser:
         self.content: list[str] = []
         self.calls: list[ToolCall] = []
         self.errors: list[str] = []
+        self.warnings: list[str] = []
 
     def run(self) -> ParseResult:
         text, pos = self.text, 0
@@ -170,7 +176,7 @@ class _Parser:
             else:
                 pos = self._fenced(m.start(), m.end())
         self.content.append(text[pos:])
-        return ParseResult("".join(self.content).strip(), self.calls, self.errors)
+        return ParseResult("".join(self.content).strip(), self.calls, self.errors, self.warnings)
 
     def _add(self, result: ToolCall | str, raw: str) -> None:
         if isinstance(result, ToolCall):
@@ -204,7 +210,7 @@ class _Parser:
         if (fence := _FENCE_OPEN.match(text, i)) is not None:
             i = self._skip_ws(fence.end())
         if text.startswith("<function=", i):
-            return self._close(self._xml(start, self._block_end(i)))
+            return self._closed(start, self._close(self._xml(start, self._block_end(i))))
         if not text.startswith("{", i):
             end = self._block_end(body)
             self._add("expected a JSON object after <tool_call>", text[start:end])
@@ -225,7 +231,13 @@ class _Parser:
         raw = text[start:block_end]
         for obj in objects:
             self._add(obj if isinstance(obj, str) else _call_from_object(obj, raw), raw)
-        return block_end
+        return block_end if any(isinstance(obj, str) for obj in objects) else self._closed(start, block_end)
+
+    def _closed(self, start: int, end: int) -> int:
+        """`end`, after warning the model when the block from `start` ran without its close tag."""
+        if not self.text[start:end].endswith(CLOSE):
+            self.warnings.append(format_error(UNCLOSED, self.text[start:end]))
+        return end
 
     def _xml(self, start: int, limit: int) -> int:
         """`<function=NAME><parameter=K>V</parameter>...</function>`, ending by `limit` if unclosed."""

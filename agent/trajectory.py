@@ -16,7 +16,10 @@ and replayed. Schema (format "loopcoder-trajectory", version 1):
                   "observations", "finish_reason", "tokens", "timings"}]
     totals      {"steps", "prompt_tokens", "completion_tokens", "prefilled_tokens",
                  "reused_tokens", "seconds"}
-    exit        {"status", "reason", "traceback"?}   status null while the run is going
+    exit        {"status", "reason", "tests", "malformed", "traceback"?}   status null while the run is going;
+                tests: the last test counts the agent saw ({"passed", "failed", "errors",
+                "skipped", "timed_out"}, null when it ran none); malformed: turns with a
+                malformed call
     patch       final diff against the base commit ("" when nothing changed)
 """
 from __future__ import annotations
@@ -107,8 +110,8 @@ class Trajectory:
         self.save()
 
     def finish(self, status: str, reason: str, patch: str | None, messages: list[dict],
-               error_traceback: str | None = None) -> None:
-        self.data["exit"] = {"status": status, "reason": reason}
+               error_traceback: str | None = None, tests: dict | None = None, malformed: int = 0) -> None:
+        self.data["exit"] = {"status": status, "reason": reason, "tests": tests, "malformed": malformed}
         if error_traceback:
             self.data["exit"]["traceback"] = error_traceback
         self.data["patch"] = patch

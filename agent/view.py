@@ -6,6 +6,7 @@ followed by the head of the observation.
 """
 from __future__ import annotations
 
+import difflib
 import json
 
 from rich.console import Console
@@ -13,13 +14,14 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from agent.loop import Listener, RunResult, Status
+from agent.loop import Listener, RunResult
+from agent.outcome import Status, tally_from_dict, tests_words
 from agent.toolcalls import CLOSE, OPEN, ToolCall
 from tools.base import Observation
 
 OBSERVATION_LINES = 8
-STATUS_STYLE = {Status.SUBMITTED: "green", Status.REPLIED: "green", Status.INTERRUPTED: "yellow",
-                Status.ERROR: "red"}
+STATUS_STYLE = {Status.SUBMITTED: "green", Status.REPLIED: "green", Status.NO_CHANGE: "yellow",
+                Status.INTERRUPTED: "yellow", Status.ERROR: "red"}
 
 
 class CallHider:
@@ -61,19 +63,67 @@ def _partial_tag(text: str, tag: str) -> int:
     return 0
 
 
-def call_summary(name: str, arguments: dict, width: int = 160) -> str:
-    """One line a person can read: the command for bash, command + path for the editor, else the values."""
-    if name == "bash" and isinstance(arguments.get("command"), str):
-        text = arguments["command"]
-    elif isinstance(arguments.get("command"), str) and isinstance(arguments.get("path"), str):
-        text = f"{arguments['command']} {arguments['path']}"
-    elif all(isinstance(v, str) or (isinstance(v, list) and all(isinstance(i, str) for i in v))
-             for v in arguments.values()):
-        text = " ".join(v if isinstance(v, str) else " ".join(v) for v in arguments.values())
-    else:
-        text = json.dumps(arguments, ensure_ascii=False)
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."
+def relative(text: str, workdir: str | None) -> str:
+    """`text` with the working copy's absolute path shown relative to the repository root."""
+    root = (workdir or "").rstrip("/")
+    if not root:
+        return text
+    return text.replace(root + "/", "").replace(root, ".")
+
+
+def call_summary(name: str, arguments: dict, workdir: str | None = None) -> str:
+    """The line after `> name`: a one-line bash command verbatim, the editor's command and path, else the values."""
+    command = arguments.get("command")
+    if name == "bash" and isinstance(command, str):
+        return command if "\n" not in command else ""
+    path = arguments.get("path")
+    if name == "str_replace_editor" and isinstance(command, str) and isinstance(path, str):
+        where = [command, relative(path, workdir)]
+        if isinstance(arguments.get("view_range"), list):
+            where.append(json.dumps(arguments["view_range"]))
+        if command == "insert" and arguments.get("insert_line") is not None:
+            where.append(f"after line {arguments['insert_line']}")
+        return " ".join(where)
+    values = {k: relative(v, workdir) if k == "path" and isinstance(v, str) else v for k, v in arguments.items()}
+    if all(isinstance(v, str) or (isinstance(v, list) and all(isinstance(i, str) for i in v)) for v in values.values()):
+        return " ".join(v if isinstance(v, str) else " ".join(v) for v in values.values())
+    return json.dumps(values, ensure_ascii=False)
+
+
+def call_body(name: str, arguments: dict) -> list[tuple[str, str]]:
+    """What a call carries beyond its summary line, as (style, line): a multi-line command, or the edit as a diff."""
+    command = arguments.get("command")
+    if name == "bash":
+        return [("", line) for line in command.split("\n")] if isinstance(command, str) and "\n" in command else []
+    if name != "str_replace_editor":
+        return []
+    if command == "str_replace" and isinstance(arguments.get("old_str"), str):
+        new = arguments.get("new_str") if isinstance(arguments.get("new_str"), str) else ""
+        return edit_diff(arguments["old_str"], new)
+    added = arguments.get("file_text") if command == "create" else arguments.get("new_str", arguments.get("insert_text"))
+    return [("green", f"+{line}") for line in added.split("\n")] if isinstance(added, str) else []
+
+
+def edit_diff(old: str, new: str) -> list[tuple[str, str]]:
+    """old -> new as the changed lines of a unified diff (one line of context), styled; `...` between hunks.
+
+    The hunk headers are left out: their line numbers would count from old_str, not from the file.
+    """
+    lines = list(difflib.unified_diff(old.split("\n"), new.split("\n"), lineterm="", n=1))[3:]
+    styles = {"-": "red", "+": "green"}
+    return [("dim", "...") if line.startswith("@@") else (styles.get(line[:1], ""), line) for line in lines]
+
+
+def print_call(console: Console, name: str, arguments: dict, workdir: str | None, lines: int | None) -> None:
+    """`> name summary`, then the command or the diff (its first `lines` lines, or all with None)."""
+    console.print(f"[bold cyan]> {escape(name)}[/] {escape(call_summary(name, arguments, workdir))}", highlight=False,
+                  soft_wrap=True)
+    body = call_body(name, arguments)
+    shown = body if lines is None or name == "bash" or len(body) <= lines else body[:lines]
+    for style, line in shown:
+        console.print(f"[{style}]{escape(line)}[/]" if style else escape(line), highlight=False, soft_wrap=True)
+    if len(shown) < len(body):
+        console.print(f"[dim]... ({len(body) - len(shown)} more lines)[/]")
 
 
 def observation_head(text: str, lines: int = OBSERVATION_LINES) -> str:
@@ -90,6 +140,7 @@ class LiveView(Listener):
         self.console = console
         self.hider = CallHider()
         self.at_line_start = True
+        self.workdir: str | None = None
 
     def _write(self, text: str) -> None:
         if text:
@@ -102,6 +153,9 @@ class LiveView(Listener):
             self.console.out("")
             self.at_line_start = True
 
+    def on_start(self, workdir: str) -> None:
+        self.workdir = workdir
+
     def on_step(self, index: int) -> None:
         self.end_text()
         self.console.rule(f"[dim]step {index + 1}[/]", align="left", style="dim")
@@ -111,11 +165,11 @@ class LiveView(Listener):
 
     def on_call(self, call: ToolCall) -> None:
         self.end_text()
-        self.console.print(f"[bold cyan]> {escape(call.name)}[/] {escape(call_summary(call.name, call.arguments))}")
+        print_call(self.console, call.name, call.arguments, self.workdir, OBSERVATION_LINES)
 
     def on_observation(self, call: ToolCall, observation: Observation) -> None:
         style = "red" if observation.is_error else "dim"
-        head = observation_head(observation.text)
+        head = observation_head(relative(observation.text, self.workdir))
         if head:
             self.console.print(f"[{style}]{escape(head)}[/]")
 
@@ -123,11 +177,16 @@ class LiveView(Listener):
         self.end_text()
         self.console.print(f"[yellow]! {escape(observation_head(text, 3))}[/]")
 
+    def show_outcome(self, result: RunResult) -> None:
+        """The outcome line: status, reason, the last test result the agent saw, steps."""
+        status, rest = result.summary().split(":", 1)
+        style = STATUS_STYLE.get(result.status, "magenta")
+        self.console.print(f"[bold {style}]{escape(status)}[/]:{escape(rest)}")
+
     def show_result(self, result: RunResult, trajectory_path: str | None) -> None:
         self.end_text()
         show_patch(self.console, result.patch)
-        style = STATUS_STYLE.get(result.status, "magenta")
-        self.console.print(f"[bold {style}]{result.status}[/]: {escape(result.reason)} ({result.steps} steps)")
+        self.show_outcome(result)
         if trajectory_path:
             self.console.print(f"[dim]trajectory: {escape(trajectory_path)}[/]")
 
@@ -149,7 +208,8 @@ def show_trajectory(console: Console, data: dict, full: bool = False) -> None:
         ("task", (task.get("text") or "").strip().splitlines()[0][:200] if task.get("text") else task.get("kind", "")),
         ("repo", f"{repo.get('path')} @ {str(repo.get('base_commit'))[:12]}"),
         ("backend", str((data.get("backend") or {}).get("name"))),
-        ("status", f"{exit_.get('status') or 'running'}: {exit_.get('reason') or ''}"),
+        ("status", f"{exit_.get('status') or 'running'}: {exit_.get('reason') or ''}"
+                   + (f"; {tests_words(tally_from_dict(exit_['tests']))}" if "tests" in exit_ else "")),
         ("totals", f"{totals.get('steps', 0)} steps, {totals.get('prompt_tokens', 0)} prompt / "
                    f"{totals.get('completion_tokens', 0)} generated tokens, {totals.get('seconds', 0):.1f} s"),
     ]
@@ -158,6 +218,7 @@ def show_trajectory(console: Console, data: dict, full: bool = False) -> None:
     console.print(header)
     inputs = {item["step"]: item["text"] for item in data.get("inputs", [])[1:]}
     limit = None if full else OBSERVATION_LINES
+    workdir = repo.get("workdir")
     for step in data.get("steps", []):
         index = step.get("index", 0)
         if index in inputs:
@@ -166,8 +227,9 @@ def show_trajectory(console: Console, data: dict, full: bool = False) -> None:
         if step.get("content"):
             console.print(escape(step["content"]))
         for obs in step.get("observations", []):
-            console.print(f"[bold cyan]> {escape(obs['name'])}[/] {escape(call_summary(obs['name'], obs['arguments']))}")
-            text = obs["text"] if limit is None else observation_head(obs["text"], limit)
+            print_call(console, obs["name"], obs["arguments"], workdir, limit)
+            text = relative(obs["text"], workdir)
+            text = text if limit is None else observation_head(text, limit)
             console.print(f"[{'red' if obs.get('is_error') else 'dim'}]{escape(text)}[/]")
         for notice in step.get("notices", []):
             console.print(f"[yellow]! {escape(notice if full else observation_head(notice, 3))}[/]")

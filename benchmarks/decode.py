@@ -251,7 +251,8 @@ def print_tables(result: dict) -> None:
 
     console = Console(width=160)
     table = Table(title=f"decode @ {result['prompt'] * 2} tokens of context, prefill {result['prompt']} tokens "
-                        f"({result['preset']}, {result['device']}, {result['dtype']}, {result['threads']} threads)")
+                        f"({result['preset']}, {result['device']} {result['device_name']}, {result['dtype']}, {result['threads']} threads, "
+                        f"load {result['load_average'][0]:.1f})")
     for column in ("model", "ms/token", "fastest", "tok/s", "weights/step", "BW ceiling tok/s", "% matvec BW",
                    "prefill tok/s", "KV B/token", "KV constant"):
         table.add_column(column, justify="left" if column == "model" else "right")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from .configuration_plt import IQuestPLTCoderConfig
 
@@ -63,10 +63,7 @@ def read_headers(path: str | os.PathLike) -> dict[str, TensorHeader]:
         if not (path / name).is_file():
             listed = sorted(k for k, f in weight_map.items() if f == name)
             raise CheckpointError(f"{INDEX_FILE} lists shard {name}, which is missing from {path} (holds {listed[:3]}...)")
-        with safe_open(path / name, framework="pt") as handle:
-            for key in handle.keys():
-                piece = handle.get_slice(key)
-                headers[key] = TensorHeader(tuple(piece.get_shape()), piece.get_dtype(), name)
+        headers.update(_file_headers(path / name, name))
     if weight_map is not None:
         unlisted = sorted(k for k, h in headers.items() if weight_map.get(k) != h.file)
         absent = sorted(k for k in weight_map if k not in headers)
@@ -79,6 +76,18 @@ def read_headers(path: str | os.PathLike) -> dict[str, TensorHeader]:
                 ]))
             )
     return headers
+
+
+def _file_headers(file: Path, name: str) -> dict[str, TensorHeader]:
+    """One safetensors file's headers; a truncated or corrupt file is a CheckpointError naming it."""
+    try:
+        with safe_open(file, framework="pt") as handle:
+            return {key: TensorHeader(tuple(handle.get_slice(key).get_shape()), handle.get_slice(key).get_dtype(), name)
+                    for key in handle.keys()}
+    except (SafetensorError, OSError) as error:
+        reason = str(error).removeprefix("Error while deserializing header: ")
+        raise CheckpointError(f"{file} is not a readable safetensors file ({reason}): it is truncated or corrupt; "
+                              "copy or download it again") from None
 
 
 def expected_shapes(config: IQuestPLTCoderConfig) -> dict[str, tuple[int, ...]]:

@@ -5,6 +5,7 @@
 # repository (examples/nano/), then the patch is applied and shown.
 #   scripts/demo.sh [--model DIR] [extra `loopcoder run` options...]
 set -euo pipefail
+started=$EPOCHREALTIME
 cd "$(dirname "$0")/.."
 root=$PWD
 model=checkpoints/loopcoder-nano
@@ -43,4 +44,6 @@ git -C "$repo" --no-pager diff --stat
 git -C "$repo" --no-pager diff
 echo "== the example's tests after the run:"
 (cd "$repo" && python -m pytest -q -p no:cacheprovider) || true
+awk -v s="$started" -v e="$EPOCHREALTIME" -v load="$(cut -d' ' -f1 /proc/loadavg)" -v cores="$(nproc)" \
+  'BEGIN { printf "== demo: %.1f s (load average %s on %s cores)\n", e - s, load, cores }' 
 exit $status

@@ -111,6 +111,9 @@ class InProcessBackend:
         self._known = [(prompt, prompt_ids), (prompt + reply, prompt_ids + kept)]
 
 
+SINGLE_THREAD_WIDTH = 1024  # hidden sizes below this decode on one CPU thread
+
+
 def _dynamic_cache():
     from transformers import DynamicCache
 
@@ -172,5 +175,9 @@ def _load(name: str, path: Path, device: str | None = None, dtype: str | None = 
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise BackendError(f"could not load the model in {path}: {exc}") from exc
     model.eval()
+    if on_cpu and getattr(model.config, "hidden_size", SINGLE_THREAD_WIDTH) < SINGLE_THREAD_WIDTH:
+        # Products this narrow gain nothing from a second thread, and OpenMP's waiting threads make decoding
+        # ~10x slower whenever another process is busy (loopcoder-nano: 3 tok/s on 2 threads, 40 on one).
+        torch.set_num_threads(1)
     window = context_window or getattr(model.config, "max_position_embeddings", None) or 4096
     return InProcessBackend(name, model, tokenizer, stop_token_ids(tokenizer, path), window, prefill_chunk)

@@ -211,3 +211,39 @@ def test_chat_keeps_one_session_until_end_of_input(repo, script, tmp_path):
     data = json.loads(traj.read_text())
     assert [i["text"] for i in data["inputs"]] == ["fix add", "anything else?"]
     assert data["exit"]["status"] == "replied" and len(data["steps"]) == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", " \n\t"], 'the task is empty: say what to do, e.g. loopcoder run "Make test_add pass"'),
+    (["run", "fix", "--max-steps", "0"], "agent.max_steps' (from --max-steps 0) must be positive"),
+    (["run", "fix", "--backend", "nosuch"], "(from --backend nosuch) must be one of plt, hf, openai, replay"),
+    (["chat", "--sandbox", "vm"], "(from --sandbox vm) must be one of local, docker"),
+])
+def test_bad_input_is_refused_up_front_in_the_words_the_user_typed(repo, script, tmp_path, args, message):
+    done = invoke(*args, "--repo", str(repo), "--script", str(script(FIX_AND_SUBMIT)),
+                  "--trajectory", str(tmp_path / "t.json"))
+    assert done.exit_code == 2 and done.stderr.startswith("error: ") and message in done.stderr, done.output
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "--set" not in done.stderr and not (tmp_path / "t.json").exists()
+
+
+def test_help_shows_names_not_placeholders_and_every_exit_code():
+    from agent.outcome import EXIT_CODES
+
+    shown = {name: invoke(*name.split(), "--help").stdout for name in ("run", "chat", "refactor", "model train")}
+    for name, text in shown.items():
+        assert "<bool>" not in text and "<list[" not in text and "{" not in text, (name, text)
+    assert "Usage: loopcoder run [OPTIONS] TASK" in shown["run"]
+    assert "Usage: loopcoder refactor [OPTIONS] [REPOS]..." in shown["refactor"]
+    assert "default: the config's backend.name, plt" in " ".join(shown["run"].replace("│", " ").split())
+    for code in set(EXIT_CODES.values()) | {2}:
+        assert f" {code} " in shown["run"].replace("\n", " "), code
+
+
+def test_submitting_nothing_exits_5_and_says_what_the_tests_showed(repo, script, tmp_path):
+    outputs = [call("run_tests"), call("submit")]
+    done = invoke("run", "fix add", "--repo", str(repo), "--script", str(script(outputs)), "--trajectory",
+                  str(tmp_path / "t.json"))
+    assert done.exit_code == 5, done.output
+    assert "no_change: the model called submit without changing any file; tests: 1 failed, 1 passed (2 steps)" \
+        in done.stdout

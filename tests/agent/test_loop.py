@@ -33,7 +33,9 @@ def test_fixes_a_failing_test_and_submits(repo, script, make_config, copies_root
     result, traj = run(repo, make_config(script(outputs)))
     assert result.status == Status.SUBMITTED and result.exit_code == 0 and result.steps == 5
     assert "-    return a - b\n+    return a + b\n" in result.patch
-    assert traj["exit"] == {"status": "submitted", "reason": "the model called submit"}
+    assert traj["exit"] == {"status": "submitted", "reason": "the model called submit", "malformed": 0,
+                            "tests": {"passed": 2, "failed": 0, "errors": 0, "skipped": 0, "timed_out": False}}
+    assert result.summary() == "submitted: the model called submit; tests: 2 passed (5 steps)"
     assert traj["patch"] == result.patch
     first, last = traj["steps"][0]["observations"][0], traj["steps"][3]["observations"][0]
     assert "1 failed" in first["text"] and "2 passed" in last["text"]
@@ -52,7 +54,7 @@ def test_fixes_a_failing_test_and_submits(repo, script, make_config, copies_root
 def test_several_calls_in_one_turn_answer_in_order(repo, script, make_config):
     outputs = [call("bash", command="echo one") + "\n" + call("bash", command="echo two") + call("submit")]
     result, traj = run(repo, make_config(script(outputs)))
-    assert result.status == Status.SUBMITTED
+    assert result.status == Status.NO_CHANGE
     tools = [m for m in traj["messages"] if m["role"] == "tool"]
     assert [m["content"] for m in tools[:2]] == ["one", "two"]
     assert [m["tool_call_id"] for m in tools] == ["call_0_0", "call_0_1", "call_0_2"]
@@ -134,7 +136,7 @@ def test_trajectory_is_valid_json_after_every_step(repo, script, make_config, tm
 
     outputs = [call("bash", command=f"echo {i}") for i in range(4)] + [call("submit")]
     result, _ = run(repo, make_config(script(outputs)), Check(), path)
-    assert result.status == Status.SUBMITTED
+    assert result.status == Status.NO_CHANGE
     assert seen == [(i, i, None) for i in range(1, 5)]
     assert not list(path.parent.glob(".*.tmp"))
 
@@ -144,7 +146,7 @@ def test_old_observations_are_elided_to_fit_the_window(repo, script, make_config
     config = make_config(script(outputs), "context.window=3000", "sampling.max_new_tokens=200",
                          "context.keep_last_observations=1")
     result, traj = run(repo, config)
-    assert result.status == Status.SUBMITTED
+    assert result.status == Status.NO_CHANGE
     contents = [m["content"] for m in traj["messages"] if m["role"] == "tool"]
     assert contents[0] == "[output of step 1 elided]" and contents[3].startswith("4\n")
     assert any("elided" in n for s in traj["steps"] for n in s["notices"])
@@ -189,10 +191,58 @@ def test_in_place_edits_the_repo_and_the_patch_holds_only_the_agents_change(repo
 
 
 def test_unknown_tool_is_an_observation_not_a_crash(repo, script, make_config):
-    result, traj = run(repo, make_config(script([call("rm_rf", path="/"), call("submit")])))
-    assert result.status == Status.SUBMITTED
+    result, traj = run(repo, make_config(script([call("rm_rf", path="/"), call("str_replace_editor", **FIX),
+                                                 call("submit")])))
+    assert result.status == Status.SUBMITTED and result.malformed == 1
     obs = traj["steps"][0]["observations"][0]
     assert obs["is_error"] and "Unknown tool `rm_rf`" in obs["text"] and "str_replace_editor" in obs["text"]
+    assert obs["extra"] == {"call_error": True}
+
+
+def test_submitting_without_a_change_is_its_own_outcome(repo, script, make_config):
+    outputs = [call("run_tests"), call("submit")]
+    result, traj = run(repo, make_config(script(outputs)))
+    assert result.status == Status.NO_CHANGE and result.exit_code == 5 and result.patch == ""
+    assert traj["exit"]["status"] == "no_change" and traj["exit"]["tests"]["failed"] == 1
+    assert result.summary() == ("no_change: the model called submit without changing any file; "
+                                "tests: 1 failed, 1 passed (2 steps)")
+
+
+@pytest.mark.parametrize("bad, error", [
+    (call("str_replace", path="calc.py"), "Unknown tool `str_replace`"),
+    (call("bash"), "Missing required parameter `command`"),
+    (call("bash", command="ls", cwd="/"), "Unknown parameter `cwd`"),
+    (call("str_replace_editor", command="delete", path="calc.py"), "must be one of"),
+    ('<tool_call>\n{"name": "bash", "arguments": {"command": "ls"}}', "not closed with </tool_call>"),
+    ('<tool_call>\n{"name": "bash", "arguments": {"command": ls}}\n</tool_call>', "invalid JSON"),
+])
+def test_every_kind_of_malformed_call_counts_toward_the_format_error_limit(repo, script, make_config, bad, error):
+    outputs = [call("str_replace_editor", **FIX), bad, bad, bad, call("submit")]
+    result, traj = run(repo, make_config(script(outputs), "agent.stuck_repeats=10"))
+    assert result.status == Status.FORMAT_ERROR and result.exit_code == 4 and result.steps == 4, result
+    assert error in result.reason and result.malformed == 3 and traj["exit"]["malformed"] == 3
+    last = traj["messages"][-1]["content"]  # what the model was told about its last call
+    assert error in last and "The available tools are: bash, str_replace_editor" in last
+    assert "+    return a + b" in result.patch
+
+
+def test_the_unclosed_last_call_runs_and_the_model_hears_about_it(repo, script, make_config):
+    outputs = ['<tool_call>\n{"name": "bash", "arguments": {"command": "echo ran"}}', call("submit")]
+    result, traj = run(repo, make_config(script(outputs)))
+    step = traj["steps"][0]
+    assert step["observations"][0]["text"] == "ran" and "not closed" in step["parse_errors"][0]
+    assert [m["name"] for m in traj["messages"] if m["role"] == "tool"][:2] == ["bash", "format_error"]
+    assert result.status == Status.NO_CHANGE and result.malformed == 1
+
+
+def test_the_last_test_result_seen_comes_from_run_tests_or_a_pytest_command(repo, script, make_config):
+    outputs = [call("run_tests"), call("str_replace_editor", **FIX),
+               call("bash", command="python -m pytest -q -p no:cacheprovider"), call("bash", command="echo 1 passed"),
+               call("submit")]
+    result, _ = run(repo, make_config(script(outputs)))
+    assert result.status == Status.SUBMITTED and str(result.tests.words()) == "2 passed"
+    result, _ = run(repo, make_config(script([call("str_replace_editor", **FIX), call("submit")])))
+    assert result.tests is None and "tests: not run" in result.summary()
 
 
 def test_a_backend_failure_ends_with_status_error_and_keeps_the_work(repo, script, make_config, tmp_path):

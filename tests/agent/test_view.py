@@ -27,15 +27,36 @@ def test_call_hider_matches_reference_for_any_split(parts, data):
 
 
 def test_call_summary_and_heads():
-    assert call_summary("bash", {"command": "pytest -q\n  tests/"}) == "pytest -q tests/"
+    assert call_summary("bash", {"command": "sed -n '/^    return /p'  a.py"}) == "sed -n '/^    return /p'  a.py"
+    assert call_summary("bash", {"command": "pytest -q\n  tests/"}) == ""  # shown whole below the `> bash` line
     assert call_summary("str_replace_editor", {"command": "view", "path": "a.py"}) == "view a.py"
-    assert len(call_summary("search", {"query": "x" * 500})) == 160
+    assert call_summary("str_replace_editor", {"command": "view", "path": "/w/copy/a.py", "view_range": [1, 5]},
+                        "/w/copy") == "view a.py [1, 5]"
+    assert call_summary("search", {"pattern": "x" * 500, "path": "/w/copy"}, "/w/copy") == "x" * 500 + " ."
     assert call_summary("run_tests", {"paths": ["a.py", "b.py"]}) == "a.py b.py"
     assert call_summary("submit", {}) == ""
     assert call_summary("run_tests", {"paths": ["a.py"], "timeout": 5}) == '{"paths": ["a.py"], "timeout": 5}'
     text = "\n".join(str(i) for i in range(20))
     assert observation_head(text, 3) == "0\n1\n2\n... (17 more lines)"
     assert observation_head("one\n", 3) == "one"
+
+
+def test_calls_show_exactly_what_ran_with_edits_as_diffs_and_paths_relative_to_the_repo():
+    out = io.StringIO()
+    view = LiveView(Console(file=out, width=60, color_system=None))
+    view.on_start("/cache/worktrees/proj-1234")
+    command = "cat <<'EOF' > notes.txt\n    indented   twice\nEOF"
+    view.on_call(ToolCall("bash", {"command": command}, ""))
+    edit = {"command": "str_replace", "path": "/cache/worktrees/proj-1234/src/calc.py",
+            "old_str": "def add(a, b):\n    return a - b", "new_str": "def add(a, b):\n    return a + b"}
+    view.on_call(ToolCall("str_replace_editor", edit, ""))
+    view.on_observation(ToolCall("str_replace_editor", edit, ""),
+                        Observation("The file /cache/worktrees/proj-1234/src/calc.py has been edited."))
+    shown = out.getvalue()
+    assert "> bash \n" + command + "\n" in shown
+    assert "> str_replace_editor str_replace src/calc.py\n" in shown
+    assert " def add(a, b):\n-    return a - b\n+    return a + b\n" in shown
+    assert "The file src/calc.py has been edited." in shown and "/cache/worktrees" not in shown
 
 
 def test_live_view_streams_prose_and_shows_calls_readably():

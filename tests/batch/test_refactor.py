@@ -54,7 +54,9 @@ def test_refactor_plan_over_three_repos_reports_all(three_repos, tmp_path, monke
     assert result.exit_code == 1, result.output  # one repo failed; the table still lists all three
     outcomes = json.loads((tmp_path / "out" / "refactor.json").read_text())
     assert [Path(o["repo"]).name for o in outcomes] == ["svc-a", "not-a-repo", "svc-b"]
-    assert [o["status"] for o in outcomes] == ["committed", "error", "committed"]
+    assert [o["status"] for o in outcomes] == ["submitted", "error", "submitted"]
+    assert [bool(o["commit"]) for o in outcomes] == [True, False, True]
+    assert f"results: {tmp_path / 'out' / 'refactor.json'}" in result.output
     assert "not inside a git repository" in outcomes[1]["error"] and "not-a-repo" in result.output
     for o in (outcomes[0], outcomes[2]):
         assert o["files"] == ["test_util.py", "util.py"] and o["branch"] == "loopcoder/assist"
@@ -88,7 +90,7 @@ def test_existing_branch_is_refused_and_plain_runs_only_save_patches(three_repos
                                       str(scripts), "--test-cmd", TEST_CMD, "--output", str(out)], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     (outcome,) = json.loads((out / "refactor.json").read_text())
-    assert outcome["status"] == "patch" and outcome["commit"] is None and Path(outcome["patch_path"]).is_file()
+    assert outcome["status"] == "submitted" and outcome["commit"] is None and Path(outcome["patch_path"]).is_file()
     assert git(b, "branch", "--list").split() == ["*", "main"]
 
 
@@ -112,3 +114,24 @@ def test_plan_errors_and_test_detection(tmp_path):
     assert detect_test_command(tmp_path) == "go test ./..."
     (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
     assert "pytest" in detect_test_command(tmp_path)
+
+
+def test_refactor_output_goes_under_the_cache_and_the_table_tells_a_no_change_apart(three_repos, tmp_path,
+                                                                                    monkeypatch):
+    (a, b), _, scripts = three_repos
+    (scripts / "svc-b.json").write_text(json.dumps([call("run_tests", command=TEST_CMD), call("submit")]))
+    runs = tmp_path / "cache" / "runs"
+    (tmp_path / "user.yaml").write_text(f"run:\n  output_dir: {runs}\n")
+    monkeypatch.setenv("LOOPCODER_CONFIG", str(tmp_path / "user.yaml"))
+    monkeypatch.chdir(tmp_path)
+    from cli import app
+
+    result = CliRunner().invoke(app, ["refactor", "--task", "Rename helper to assist", str(a), str(b), "--script",
+                                      str(scripts), "--test-cmd", TEST_CMD], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    (report,) = runs.glob("refactor-*/refactor.json")
+    assert f"results: {report}" in result.output and not (tmp_path / "runs").exists()
+    assert [o["status"] for o in json.loads(report.read_text())] == ["submitted", "no_change"]
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if "svc-" in line}
+    assert "no_change" in rows[str(b)] and "tests: 1 passed" in rows[str(b)]
+    assert "submitted" in rows[str(a)] and "tests: not run" in rows[str(a)]

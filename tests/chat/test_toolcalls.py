@@ -38,6 +38,19 @@ def test_no_calls_is_plain_content():
 def test_unclosed_final_tag():
     result = parse_tool_calls('Run it.\n<tool_call>\n{"name": "bash", "arguments": {"command": "ls"}}')
     assert calls(result) == [("bash", {"command": "ls"})] and result.errors == [] and result.content == "Run it."
+    (warning,) = result.warnings  # it ran, and the model hears that the block was not closed
+    assert "not closed with </tool_call>" in warning and EXPECTED_FORMAT in warning
+    xml = parse_tool_calls("<tool_call>\n<function=bash>\n<parameter=command>\nls\n</parameter>\n</function>")
+    assert calls(xml) == [("bash", {"command": "ls"})] and len(xml.warnings) == 1
+
+
+@given(st.lists(st.tuples(st.sampled_from(["bash", "submit", "x"]), st.dictionaries(st.text(max_size=5),
+                                                                                  st.text(max_size=20), max_size=2)),
+                max_size=3), st.text(alphabet="ab .:\n", max_size=30))
+def test_closed_calls_never_warn(pairs, prose):
+    text = prose + "\n".join(render_tool_call(name, args) for name, args in pairs)
+    result = parse_tool_calls(text)
+    assert calls(result) == pairs and result.warnings == [] and result.errors == []
 
 
 def test_unclosed_tag_followed_by_another_call():

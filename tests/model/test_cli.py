@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,33 @@ def test_info_names_what_is_wrong_with_a_checkpoint(tmp_path):
     (tmp_path / "c" / "config.json").write_text(json.dumps({**config, "intermediate_size": 96}))
     result = runner.invoke(app, ["model", "info", str(tmp_path / "c")])
     assert result.exit_code == 2 and "wrong shapes" in flat(result.output) and "mlp.up_proj.weight" in flat(result.output)
+
+
+def _truncated_checkpoint(tmp_path: Path, keep: float) -> tuple[str, Path]:
+    """loopcoder-nano (weights and tokenizer) with its weights cut to a fraction."""
+    shutil.copytree(Path(__file__).resolve().parents[2] / "checkpoints" / "loopcoder-nano", tmp_path / "c")
+    weights = tmp_path / "c" / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: int(len(data) * keep)])
+    return str(tmp_path / "c"), weights
+
+
+@pytest.mark.parametrize("keep, reason", [(0.001, "invalid header length"),
+                                          (0.5, "incomplete metadata, file not fully covered")])
+def test_truncated_weights_are_one_line_naming_the_file(tmp_path, keep, reason):
+    ckpt, weights = _truncated_checkpoint(tmp_path, keep)
+    result = CliRunner().invoke(app, ["model", "info", ckpt])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert flat(result.output).startswith(f"error: {weights} is not a readable safetensors file ({reason})")
+
+
+@pytest.mark.slow
+def test_truncated_weights_are_one_line_in_every_command_that_loads_a_model(tmp_path):
+    ckpt, weights = _truncated_checkpoint(tmp_path, 0.5)
+    for args in (["generate", "hi", "--model", ckpt], ["run", "x", "--model", ckpt, "--repo", str(tmp_path)],
+                 ["chat", "--model", ckpt], ["serve", "--model", ckpt, "--port", "0"]):
+        done = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[2])
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert len(errors) == 1 and f"{weights} is not a readable safetensors file" in errors[0], (args, done.stderr)

@@ -36,7 +36,7 @@ def test_a_wrong_edit_is_recorded_as_unsolved():
     script = gold_script(task)
     wrong = script[:-3] + script[-2:]  # skip the edit (the call before run_tests): the bug stays
     rec = record(task, wrong)
-    assert rec.status == "submitted" and not rec.ok
+    assert rec.status == "no_change" and not rec.ok  # the edit was skipped: submit left no change
     assert "failed" in rec.check.output
 
 

@@ -1,0 +1,75 @@
+"""How a run ended, in the words every report uses: `run`'s last line, chat turns, refactor's table, batch summaries.
+
+One vocabulary so a run that did nothing never reads as a success:
+`submitted` always comes with a patch, `no_change` is a submit with none, and
+the last test result the agent saw travels with the outcome
+(`tests: 2 failed, 3 passed`, `tests: not run`).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+class Status:
+    SUBMITTED = "submitted"  # the model called submit and the working copy differs from the start
+    NO_CHANGE = "no_change"  # the model called submit without changing anything
+    REPLIED = "replied"  # chat: the model answered without a tool call and waits for the user
+    STEP_LIMIT = "step_limit"
+    TOKEN_LIMIT = "token_limit"
+    TIME_LIMIT = "time_limit"
+    FORMAT_ERROR = "format_error"
+    STUCK = "stuck"
+    CONTEXT_OVERFLOW = "context_overflow"
+    INTERRUPTED = "interrupted"
+    ERROR = "error"
+
+
+EXIT_CODES = {
+    Status.SUBMITTED: 0, Status.REPLIED: 0, Status.ERROR: 1, Status.STEP_LIMIT: 3, Status.TOKEN_LIMIT: 3,
+    Status.TIME_LIMIT: 3, Status.CONTEXT_OVERFLOW: 3, Status.FORMAT_ERROR: 4, Status.STUCK: 4,
+    Status.NO_CHANGE: 5, Status.INTERRUPTED: 130,
+}
+# 2 is bad input, refused before anything ran (cli.fail)
+
+
+def submit_status(patch: str) -> str:
+    """What a call to submit means, given the diff it leaves."""
+    return Status.SUBMITTED if patch.strip() else Status.NO_CHANGE
+
+
+@dataclass(frozen=True)
+class TestTally:
+    """Counts of one test run; `errors` are pytest's collection/fixture errors."""
+
+    __test__ = False  # not a pytest class
+
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    skipped: int = 0
+    timed_out: bool = False
+
+    def words(self) -> str:
+        """'2 failed, 3 passed', '1 error', 'timed out', 'no tests ran': failures first."""
+        if self.timed_out:
+            return "timed out"
+        parts = [f"{self.failed} failed" if self.failed else "",
+                 f"{self.errors} error{'s' if self.errors != 1 else ''}" if self.errors else "",
+                 f"{self.passed} passed" if self.passed else "",
+                 f"{self.skipped} skipped" if self.skipped else ""]
+        return ", ".join(p for p in parts if p) or "no tests ran"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tests_words(tally: TestTally | None) -> str:
+    """'tests: 3 passed', 'tests: 2 failed', 'tests: not run'."""
+    return "tests: " + (tally.words() if tally else "not run")
+
+
+def tally_from_dict(data: dict | None) -> TestTally | None:
+    """The inverse of `TestTally.to_dict` for a trajectory's `exit.tests` (None stays None)."""
+    if not isinstance(data, dict):
+        return None
+    return TestTally(**{k: data[k] for k in ("passed", "failed", "errors", "skipped", "timed_out") if k in data})
