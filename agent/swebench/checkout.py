@@ -8,12 +8,11 @@ cache is never written and many instances of one repo share its objects.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import git
 
-from agent.swebench.cleanup import track, untrack
+from agent.swebench.cleanup import tracked_tempdir, untrack
 from agent.swebench.instances import Instance
 from workspace.repo import RepoError, WorkingCopy
 
@@ -33,8 +32,7 @@ def checkout(cache: Path, instance: Instance, root: Path) -> WorkingCopy:
     """A fresh working copy of the instance's repo at base_commit under `root`; close() removes it."""
     source = cached_repo(cache, instance)
     root.mkdir(parents=True, exist_ok=True)
-    dest = Path(tempfile.mkdtemp(prefix=f"{instance.instance_id}-", dir=root))
-    track(dest)  # removed by a SIGTERM/SIGINT handler too
+    dest = tracked_tempdir(f"{instance.instance_id}-", root)  # removed by a SIGTERM/SIGINT handler too
     try:
         with git.Repo.clone_from(str(source), dest, shared=True, no_checkout=True, quiet=True) as repo:
             try:

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,21 @@ from typing import Iterator
 
 _tracked: set[str] = set()
 _lock = threading.Lock()
+_stopping = threading.Event()
+
+
+class Stopping(Exception):
+    """Raised in a worker that tries to make something new after SIGTERM/SIGINT."""
+
+
+def tracked_tempdir(prefix: str, parent: Path) -> Path:
+    """A new directory removed by the signal handler too; none is made once a signal came."""
+    with _lock:  # the handler takes it too: a directory is either tracked or not made
+        if _stopping.is_set():
+            raise Stopping("interrupted: not starting another instance")
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        _tracked.add(str(path))
+        return path
 
 
 def track(path: str | Path) -> None:
@@ -33,6 +49,7 @@ def untrack(path: str | Path) -> None:
 
 def remove_tracked() -> None:
     with _lock:
+        _stopping.set()
         paths = list(_tracked)
         _tracked.clear()
     for path in paths:
@@ -45,6 +62,7 @@ def _on_signal(signum, frame) -> None:
     signal.signal(signum, signal.SIG_IGN)  # a second one must not cut the clean-up short
     remove_tracked()
     atexit._run_exitfuncs()  # sandbox temp dirs (weakref finalizers) and containers
+    remove_tracked()  # what workers finished making meanwhile
     os._exit(128 + signum)
 
 
