@@ -99,6 +99,26 @@ def model_init_random(
     except ValueError as error:
         fail(str(error))
 
+@model_app.command("quantize")
+def model_quantize(
+    source: str = typer.Argument(..., help="Dense checkpoint directory to read."),
+    destination: str = typer.Argument(..., help="New directory for the quantized checkpoint."),
+    method: str = typer.Option("int8", "--method", help="int8 (per output channel) or int4 (per group)."),
+    group_size: int = typer.Option(128, help="int4: inputs per scale/zero group (a power of two >= 16)."),
+) -> None:
+    """Write a weight-only quantized copy of a checkpoint, shard by shard; it loads as is (`--model DST`)."""
+    from pathlib import Path
+
+    from model.quantized_loading import write_quantized
+
+    try:
+        done = write_quantized(Path(source), Path(destination), {"method": method, "group_size": group_size})
+    except (OSError, ValueError) as error:
+        fail(str(error))
+    typer.echo(f"{done['method']} (group {done['group_size']}): {done['bytes'] / 2**20:,.1f} MiB of tensors "
+               f"in {done['files']} file(s) -> {destination}")
+
+
 @model_app.command("train")
 def model_train(
     data: str = typer.Option(..., help="Training directory: train.jsonl + tokenizer/ (see `python -m agent.nano data`)."),
@@ -148,6 +168,7 @@ def generate(
     backend: str = typer.Option("plt", help="plt (LoopCoder-V2 checkpoints) or hf (any transformers causal LM)."),
     device: str = typer.Option(None, help="cuda, cuda:1, cpu ... (default: cuda when available)."),
     dtype: str = typer.Option(None, help="bfloat16 | float16 | float32 (default: bfloat16 on GPU, float32 on CPU)."),
+    quantize: str = typer.Option(None, help="plt: int8 | int4 weight-only, quantized while loading."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run tokenizer/model code shipped with the checkpoint."),
 ) -> None:
     """Stream a completion of PROMPT; prefill and decode speed go to stderr."""
@@ -165,7 +186,8 @@ def generate(
     params = GenerationParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                               max_new_tokens=max_new_tokens, stop=list(stop))
     try:
-        lm = create_backend(backend, model_path=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        lm = create_backend(backend, model_path=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                            **({"quantize": quantize} if quantize else {}))
         if chat:
             done = lm.complete([{"role": "user", "content": prompt}], None, params, on_text)
         else:
@@ -202,7 +224,8 @@ _MODEL = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or m
 _BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay (default: the config's backend.name, "
                         "plt; replay with --script).")
 _SCRIPT = typer.Option(None, "--script", help="Replay: a JSON list / JSONL of raw outputs or a trajectory.")
-_SANDBOX = typer.Option(None, "--sandbox", help="local (bubblewrap) | docker.")
+_SANDBOX = typer.Option(None, "--sandbox", help="local (bubblewrap) | docker | none (no isolation: the model's "
+                        "commands run on this machine as you).")
 _IMAGE = typer.Option(None, "--image", help="Docker image for --sandbox docker.")
 _IN_PLACE = typer.Option(False, "--in-place", help="Edit the repository directly, not a separate copy.")
 _CONFIG = typer.Option(None, "--config", help="A YAML config file (see agent/defaults.yaml).")
@@ -272,7 +295,7 @@ def chat_cmd(
 def replay_cmd(
     path: str = typer.Argument(..., help="A trajectory JSON written by `loopcoder run` or `chat`."),
     repo: str = typer.Option(None, "--repo", help="The repository, if it moved since the run."),
-    sandbox: str = typer.Option(None, "--sandbox", help="local | docker (default: as recorded)."),
+    sandbox: str = typer.Option(None, "--sandbox", help="local | docker | none (default: as recorded)."),
     image: str = typer.Option(None, "--image", help="Docker image (default: as recorded)."),
     trajectory: str = typer.Option(None, "--trajectory", help="Write the replay's own trajectory here."),
 ) -> None:
@@ -291,6 +314,29 @@ def inspect_cmd(
     from agent.commands import inspect_command
 
     _agent_call(inspect_command, path, full)
+
+
+@app.command("clean")
+def clean_cmd(
+    docker: bool = typer.Option(True, "--docker/--no-docker", help="Also look for containers (needs the engine)."),
+) -> None:
+    """Remove what killed runs left: working copies, sandbox temp dirs, cgroups and containers of dead processes.
+
+    Runs that are still going are never touched; each sandbox also does this when it opens.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    from workspace.leftovers import clean
+    from workspace.repo import DEFAULT_ROOT
+
+    console = Console(highlight=False)
+    removed, skipped = clean(DEFAULT_ROOT, docker=docker)
+    for item in removed:
+        console.print(f"removed {escape(item)}")
+    if skipped:
+        console.print(f"[yellow]containers not checked[/]: {escape(skipped)}")
+    console.print(f"{len(removed)} leftover{'s' if len(removed) != 1 else ''} removed")
 
 
 # --- swebench / refactor (issue: batch) --------------------------------------
@@ -577,6 +623,7 @@ def serve(
     device: str = typer.Option(None, help="cuda, cuda:1, cpu (default: cuda when available)."),
     dtype: str = typer.Option(None, help="bfloat16, float16, float32 (default: bfloat16 on GPU, float32 on CPU)."),
     context_window: int = typer.Option(None, help="Tokens of context (default: the model's max_position_embeddings)."),
+    quantize: str = typer.Option(None, help="plt: int8 | int4 weight-only, quantized while loading."),
     trust_remote_code: bool = typer.Option(False, help="Allow the checkpoint's own tokenizer code to run."),
 ) -> None:
     """Serve the model over an OpenAI-compatible API: /v1/models and /v1/chat/completions."""
@@ -587,7 +634,8 @@ def serve(
     from agent.server.run import serve as run_server
 
     configure_logging()
-    options = {"device": device, "dtype": dtype, "context_window": context_window, "trust_remote_code": trust_remote_code}
+    options = {"device": device, "dtype": dtype, "context_window": context_window, "trust_remote_code": trust_remote_code,
+               "quantize": quantize}
     try:
         run_server(Path(model), backend, host, port, model_name, sessions, max_body_bytes, api_key,
                    {k: v for k, v in options.items() if v is not None})

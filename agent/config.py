@@ -30,6 +30,7 @@ class BackendConfig:
     base_url: str | None
     device: str | None
     dtype: str | None
+    quantize: str | None
     script: str | None
 
 
@@ -64,6 +65,11 @@ class SandboxConfig:
     image: str | None
     command_timeout: float
     network: bool
+    env: list[str]
+    memory: str | None
+    pids: int | None
+    cpus: float | None
+    file_size: str | None
 
 
 @dataclass
@@ -99,11 +105,12 @@ class Config:
 
 _CHOICES = {
     "backend.name": ("plt", "hf", "openai", "replay"),
-    "sandbox.kind": ("local", "docker"),
+    "sandbox.kind": ("local", "docker", "none"),
 }
+_SIZES = {"sandbox.memory", "sandbox.file_size"}
 _POSITIVE = {"agent.max_steps", "agent.max_tokens", "agent.max_seconds", "agent.max_format_errors",
              "agent.stuck_repeats", "agent.max_consecutive_timeouts", "context.keep_last_observations",
-             "context.window", "sampling.max_new_tokens", "sandbox.command_timeout"}
+             "context.window", "sampling.max_new_tokens", "sandbox.command_timeout", "sandbox.pids", "sandbox.cpus"}
 
 
 def user_config_path() -> Path:
@@ -212,6 +219,10 @@ def _check(key: str, hint, value, source: str):
     if value is None and type(None) in allowed:
         return None
     base = next(t for t in allowed if t is not type(None))
+    if typing.get_origin(base) is list:  # a list of names, e.g. sandbox.env
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"config key {key!r} (from {source}) must be a list of strings, got {value!r}")
+        return value
     if base is str and raw is not None and not isinstance(value, str) and value is not None:
         value = raw  # `--set sandbox.image=3.11` means the string "3.11"
     if base is float and isinstance(value, int) and not isinstance(value, bool):
@@ -223,4 +234,12 @@ def _check(key: str, hint, value, source: str):
         raise ConfigError(f"config key {key!r} (from {source}) must be one of {', '.join(_CHOICES[key])}, got {value!r}")
     if key in _POSITIVE and value <= 0:
         raise ConfigError(f"config key {key!r} (from {source}) must be positive, got {value!r}")
+    if key in _SIZES:
+        from workspace.limits import parse_size
+        from workspace.sandbox import SandboxError
+
+        try:
+            parse_size(value, key)
+        except SandboxError as error:
+            raise ConfigError(f"config key {key!r} (from {source}): {error}") from None
     return value

@@ -62,7 +62,8 @@ def make_backend(config: Config):
         return create_backend("openai", base_url=b.base_url, model=b.model, context_window=config.context.window)
     if not b.model:
         raise ConfigError(f"the {b.name} backend needs a model: --model PATH (a checkpoint directory)")
-    return create_backend(b.name, model_path=b.model, device=b.device, dtype=b.dtype)
+    extra = {"quantize": b.quantize} if b.quantize else {}
+    return create_backend(b.name, model_path=b.model, device=b.device, dtype=b.dtype, **extra)
 
 
 _IDENTITY = {"GIT_AUTHOR_NAME": "loopcoder", "GIT_AUTHOR_EMAIL": "loopcoder@localhost",
@@ -92,17 +93,26 @@ def snapshot(copy: WorkingCopy) -> str:
 def make_sandbox(config: Config, path: Path):
     """The configured sandbox over the working copy at `path` (bind-mounted at /testbed in Docker).
 
-    Containers carry the label loopcoder.pid=<this process>, to find what a killed run left behind.
+    kind "none" runs commands as plain processes: the same environment allow-list and limits, no isolation.
+    In-place runs get the repository's .git read-only, so nothing in it (config, hooks) can be planted.
     """
+    from workspace.limits import Limits
+    from workspace.sandbox import SandboxError
+
     s = config.sandbox
+    try:
+        limits = Limits.from_settings(s.memory, s.pids, s.cpus, s.file_size)
+    except SandboxError as error:
+        raise ConfigError(str(error)) from None
+    common = {"network": s.network, "limits": limits, "passthrough_env": s.env, "command_timeout": s.command_timeout,
+              "protect_git": config.workspace.in_place}
     if s.kind == "docker":
         from workspace.docker_sandbox import BASE_IMAGE, DockerSandbox
 
-        return DockerSandbox(s.image or BASE_IMAGE, copy_from=path, mount=True, network=s.network,
-                             labels={"loopcoder.pid": str(os.getpid())})
+        return DockerSandbox(s.image or BASE_IMAGE, copy_from=path, mount=True, **common)
     from workspace.local import LocalSandbox
 
-    return LocalSandbox(path, network=s.network)
+    return LocalSandbox(path, isolate=s.kind != "none", **common)
 
 
 @contextlib.contextmanager
@@ -130,7 +140,9 @@ def open_workspace(repo: str | Path, config: Config, commit: str | None = None,
         carried = "" if copy.base_commit == head else _diff_between(copy, head)
         sandbox = make_sandbox(config, copy.path)
         stack.callback(sandbox.close)
-        yield Workspace(copy, Environment(sandbox, default_tools(), copy.diff), head, carried)
+        base = copy.base_commit
+        # from here on the copy's .git is the model's: the diff is computed inside the sandbox
+        yield Workspace(copy, Environment(sandbox, default_tools(), lambda: sandbox.diff(base)), head, carried)
     finally:
         with deferred_interrupts("removing the sandbox and the working copy, please wait..."):
             stack.close()

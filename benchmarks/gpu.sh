@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The 7B-shape decode/prefill benchmark (benchmarks/decode.py) on one GPU, bf16, random weights.
-# Fits in 10 minutes on one H200: two runs (2K and 8K tokens of prompt) of about a minute each.
+# The 7B-shape decode/prefill benchmark (benchmarks/decode.py) on one GPU, bf16, random weights,
+# then the 7B shape from a checkpoint on disk in bf16, int8 and int4 (benchmarks/big.py; the random
+# 15 GB checkpoint is written to $BIG_DIR first, a few minutes). Fits in 10 minutes on one H200:
+# two decode.py runs (2K and 8K tokens of prompt) of about a minute each, then big.py.
+# GPU_SKIP_BIG=1 skips big.py.
 #
 # The GPU machine has torch but no network, and maybe not our pinned transformers stack:
 #   here, once (needs pip and the network):  benchmarks/gpu.sh fetch
@@ -54,3 +57,8 @@ run() {  # name, decode.py options...
 run decode-7b-2k --prompt 2048 --steps 64 "$@"
 run decode-7b-8k --prompt 8192 --steps 32 --profile 3 "$@"
 grep -h '^{"benchmark"' "$OUT"/decode-7b-*.log > "$OUT/decode-7b.jsonl" || true
+if [[ -z "${GPU_SKIP_BIG:-}" ]]; then
+    echo "=== big.py --device cuda: bf16, int8, int4 (eager) ==="
+    timeout 330 "$PY" benchmarks/big.py --device cuda --prompt 2048 --tokens 64 --probe-mb 4096 \
+        --dir "${BIG_DIR:-/tmp/loopcoder-big-7b}" 2>&1 | tee "$OUT/big-7b.log" || echo "=== big.py failed ==="
+fi

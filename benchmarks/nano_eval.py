@@ -1,6 +1,6 @@
 """loopcoder-nano on held-out tasks, end to end through the real agent (plt backend, greedy, CPU).
 
-    .venv/bin/python benchmarks/nano_eval.py [--model checkpoints/loopcoder-nano] [--count 50] [--seed 0]
+    .venv/bin/python benchmarks/nano_eval.py [--model checkpoints/loopcoder-nano] [--count 50] [--seed 0] [--quantize int8]
 
 Held-out tasks use word lists and repos the training data never saw; --seed
 picks another run of seeds (unseen as well). Prints one line per task and a
@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="first task seed")
     parser.add_argument("--split", default="heldout", choices=["heldout", "train"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quantize", choices=["int8", "int4"], help="load the model weight-only quantized")
     parser.add_argument("--out", help="write the summary JSON here")
     parser.add_argument("--trajectories", help="keep every run's trajectory in this directory")
     args = parser.parse_args()
@@ -36,7 +37,7 @@ def main() -> None:
     from agent.session import make_backend
 
     torch.set_num_threads(args.threads)
-    config = eval_config(args.model)
+    config = eval_config(args.model, (f"backend.quantize={args.quantize}",) if args.quantize else ())
     backend = make_backend(config)
     keep = Path(args.trajectories) if args.trajectories else None
     if keep:

@@ -33,9 +33,15 @@ class PLTCache:
 
     is_compileable = False  # read by generate(): never auto-compile around this cache
 
-    def __init__(self, config: IQuestPLTCoderConfig, batch_size: int = 1, slack: int = DEFAULT_SLACK):
+    def __init__(self, config: IQuestPLTCoderConfig, batch_size: int = 1, slack: int = DEFAULT_SLACK,
+                 max_length: int | None = None):
+        """`max_length`: preallocate loop 0's buffers for that many tokens at the first write (a static
+        cache: the buffers never move, and a longer sequence is an error); None: grow as needed."""
         if slack < 0:
             raise ValueError(f"slack must be >= 0, got {slack}")
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        self.max_length = max_length
         self.batch_size = batch_size
         self.num_loops = config.plt_num_loops
         self.window = config.plt_window
@@ -111,7 +117,13 @@ class PLTCache:
     def append_global(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store loop 0's k, v [B, Hkv, n, Dh] after the held tokens; return all of them [B, Hkv, L+n, Dh]."""
         end = self._length + k.shape[2]
-        if self._k0[layer] is None or self._k0[layer].shape[2] < end:
+        if self.max_length is not None and end > self.max_length:
+            raise ValueError(f"the PLT cache was preallocated for {self.max_length} tokens and this call would "
+                             f"hold {end}; make it with a larger max_length (model.new_cache(max_length=...))")
+        if self._k0[layer] is None and self.max_length is not None:
+            batch, heads, _, dim = k.shape
+            self._k0[layer], self._v0[layer] = (k.new_empty((batch, heads, self.max_length, dim)) for _ in "kv")
+        elif self._k0[layer] is None or self._k0[layer].shape[2] < end:
             self._k0[layer], self._v0[layer] = _grown(self._k0[layer], k, end), _grown(self._v0[layer], v, end)
         self._k0[layer][:, :, self._length:end] = k
         self._v0[layer][:, :, self._length:end] = v

@@ -35,7 +35,8 @@ def describe_checkpoint(path: Path) -> str:
     config = load_config(path)
     headers = read_headers(path)
     shapes = expected_shapes(config)
-    count = parameter_count(shapes)
+    quantization = config.plt_quantization
+    count = parameter_count(expected_shapes(IQuestPLTCoderConfig.from_dict({**config.to_dict(), "plt_quantization": None})))
     if headers:
         check_checkpoint(headers, shapes, str(path))
         dtypes = sorted({h.dtype for h in headers.values()})
@@ -51,7 +52,9 @@ def describe_checkpoint(path: Path) -> str:
         f"checkpoint:   {path}",
         f"architecture: {', '.join(config.architectures or ['IQuestPLTCoderForCausalLM'])} (model_type {config.model_type})",
         f"parameters:   {format_count(count)} ({count:,})",
-        f"dtype:        {str(config.dtype).removeprefix('torch.')}",
+        f"dtype:        {str(config.dtype).removeprefix('torch.')}"
+        + (f"; linears weight-only {quantization['method']}" + (f" (groups of {quantization['group_size']})"
+           if quantization["method"] == "int4" else "") if quantization else ""),
         f"weights:      {weights}",
         f"layers:       {config.num_hidden_layers} shared x {config.plt_num_loops} loops",
         f"width:        hidden {config.hidden_size}, FFN {config.intermediate_size}, vocab {config.vocab_size}",

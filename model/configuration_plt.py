@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
+from .quantize import QuantSpec
+
 
 class IQuestPLTCoderConfig(PretrainedConfig):
     """A Parallel Loop Transformer: `num_hidden_layers` shared layers run `plt_num_loops` times.
@@ -50,6 +52,7 @@ class IQuestPLTCoderConfig(PretrainedConfig):
         plt_emb_scale: float | None = None,
         plt_hidden_scale: float | None = None,
         plt_gate_use_hidden_states: bool = False,
+        plt_quantization: dict | str | None = None,
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -75,6 +78,7 @@ class IQuestPLTCoderConfig(PretrainedConfig):
         self.plt_emb_scale = plt_emb_scale
         self.plt_hidden_scale = plt_hidden_scale
         self.plt_gate_use_hidden_states = plt_gate_use_hidden_states
+        self.plt_quantization = plt_quantization  # weight-only int8/int4 (model/quantize.py); None = dense
         super().__init__(
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,
@@ -134,6 +138,11 @@ class IQuestPLTCoderConfig(PretrainedConfig):
             raise ValueError(f"config field `rms_norm_eps` must be positive, got {self.rms_norm_eps!r}")
         if self.tie_word_embeddings:
             raise ValueError("config field `tie_word_embeddings` must be false: the PLT lm_head is untied")
+        try:
+            spec = QuantSpec.parse(self.plt_quantization)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"config field `plt_quantization`: {error}") from None
+        self.plt_quantization = None if spec is None else spec.to_dict()
         for name in ("plt_emb_scale", "plt_hidden_scale"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):

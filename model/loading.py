@@ -91,12 +91,18 @@ def _file_headers(file: Path, name: str) -> dict[str, TensorHeader]:
 
 
 def expected_shapes(config: IQuestPLTCoderConfig) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor `IQuestPLTCoderForCausalLM(config)` loads (built on the meta device)."""
+    """Name -> shape of every tensor a checkpoint of `config` holds (the model built on the meta device;
+    a quantized config's linears as their stored tensors)."""
     from .modeling_plt import IQuestPLTCoderForCausalLM
 
     with torch.device("meta"):
         model = IQuestPLTCoderForCausalLM(config)
-    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    if config.plt_quantization is None:
+        return shapes
+    from .quantized_loading import stored_model_shapes
+
+    return stored_model_shapes(shapes, config)
 
 
 def parameter_count(shapes: dict[str, tuple[int, ...]]) -> int:

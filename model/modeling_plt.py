@@ -29,6 +29,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from .cache import DEFAULT_SLACK, PLTCache
 from .configuration_plt import IQuestPLTCoderConfig
 from .loading import canonical_key, check_checkpoint_dir, raise_on_loading_problems
+from .quantized_loading import load_quantized, wants_quantized_loader
 
 MAX_CHUNK = 2048  # longer inputs run as consecutive chunks: masks stay O(chunk * L)
 
@@ -54,6 +55,26 @@ def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtyp
     freqs = position_ids[..., None].to(compute) * inv_freq  # [B, n, Dh/2]
     angles = torch.cat([freqs, freqs], dim=-1)[:, None]  # [B, 1, n, Dh]
     return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+class RotaryTable:
+    """`rotary_cos_sin` for positions 0..n-1, computed once per device and dtype and grown by doubling,
+    so a decode step only gathers two rows (gpt-fast's precomputed freqs_cis). Same values, bit for bit."""
+
+    def __init__(self, head_dim: int, theta: float):
+        self.head_dim, self.theta = head_dim, theta
+        self._tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, position_ids: torch.Tensor, dtype: torch.dtype, limit: int):
+        """position_ids [B, n], all < limit -> cos, sin [B, 1, n, Dh]."""
+        key = (position_ids.device, dtype)
+        table = self._tables.get(key)
+        if table is None or table[0].shape[0] < limit:
+            size = max(256, 1 << (limit - 1).bit_length())
+            positions = torch.arange(size, device=position_ids.device)[None]
+            cos, sin = rotary_cos_sin(positions, self.head_dim, self.theta, dtype)  # [1, 1, size, Dh]
+            table = self._tables[key] = (cos[0, 0], sin[0, 0])
+        return table[0][position_ids][:, None], table[1][position_ids][:, None]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -154,22 +175,21 @@ class PLTAttention(nn.Module):
 
     def _all_loops_one_token(self, q, k, v, residual, step: LoopStep) -> torch.Tensor:
         """Row r = loop r at token t. Row 0's k, v enter loop 0's cache before anyone attends, so
-        every row's global branch sees them; rows r >= 1 also attend to their ring plus their own key."""
+        every row's global branch sees them; rows r >= 1 also attend to their ring, which their own
+        key enters first (the slot it takes held position t - S, outside the window): no copy of the ring."""
         cache, loops = step.cache, q.shape[2]
         k0, v0 = cache.append_global(self.layer_idx, k[:, :, :1], v[:, :, :1])  # [B, Hkv, L+1, Dh]
         glob = attend(q, k0, v0, step.global_mask)  # [B, H, R, Dh]: all rows share keys and position
         if loops == 1:
             return glob
         batch, heads, _, dim = q.shape
-        ring_k, ring_v = cache.ring(self.layer_idx, k)  # [R-1, B, Hkv, S, Dh]
-        local_k = torch.cat([ring_k, k[:, :, 1:].permute(2, 0, 1, 3)[:, :, :, None]], dim=3)  # [R-1, B, Hkv, S+1, Dh]
-        local_v = torch.cat([ring_v, v[:, :, 1:].permute(2, 0, 1, 3)[:, :, :, None]], dim=3)
-        q_local = q[:, :, 1:].permute(2, 0, 1, 3)[:, :, :, None].flatten(0, 1)  # [(R-1)*B, H, 1, Dh]
-        local = attend(q_local, local_k.flatten(0, 1), local_v.flatten(0, 1), step.local_mask)
-        local = local.view(loops - 1, batch, heads, dim).permute(1, 2, 0, 3)  # [B, H, R-1, Dh]
-        gate = self.plt_gate(q[:, :, 1:], residual[:, 1:])  # [B, H, R-1, 1]
         for loop in range(1, loops):
             cache.write_ring(self.layer_idx, loop, k[:, :, loop:loop + 1], v[:, :, loop:loop + 1])
+        ring_k, ring_v = cache.ring(self.layer_idx, k)  # [R-1, B, Hkv, S, Dh], token t included
+        q_local = q[:, :, 1:].permute(2, 0, 1, 3)[:, :, :, None].flatten(0, 1)  # [(R-1)*B, H, 1, Dh]
+        local = attend(q_local, ring_k.flatten(0, 1), ring_v.flatten(0, 1), step.local_mask)
+        local = local.view(loops - 1, batch, heads, dim).permute(1, 2, 0, 3)  # [B, H, R-1, Dh]
+        gate = self.plt_gate(q[:, :, 1:], residual[:, 1:])  # [B, H, R-1, 1]
         return torch.cat([glob[:, :, :1], glob[:, :, 1:] * gate + local * (1 - gate)], dim=2)
 
 
@@ -221,13 +241,29 @@ class IQuestPLTCoderPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """transformers' loader, but a missing, unexpected or misshapen tensor is an error, not a warning."""
+        """transformers' loader, but a missing, unexpected or misshapen tensor is an error, not a warning.
+
+        `quantize="int8"|"int4"` (or a checkpoint written by `loopcoder model quantize`) loads
+        through model/quantized_loading.py instead: weight-only quantized, shard by shard.
+        """
+        quantize = kwargs.pop("quantize", None)
+        if cls is IQuestPLTCoderForCausalLM and wants_quantized_loader(pretrained_model_name_or_path, quantize,
+                                                                        kwargs.get("config")):
+            return load_quantized(cls, pretrained_model_name_or_path, quantize, kwargs.get("config"),
+                                  kwargs.get("dtype", kwargs.get("torch_dtype")), kwargs.get("device_map") or "cpu")
         if cls is IQuestPLTCoderForCausalLM:
             check_checkpoint_dir(pretrained_model_name_or_path, kwargs.get("config"))
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         raise_on_loading_problems(info, pretrained_model_name_or_path)
         return (model, info) if want_info else model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Refused for a quantized model: its kernels' layouts are per device, not a checkpoint format."""
+        if self.config.plt_quantization is not None:
+            raise ValueError("a quantized model is not saved with save_pretrained; write a quantized checkpoint "
+                             "from the dense one with `loopcoder model quantize SRC DST`")
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
 
 class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
@@ -241,6 +277,7 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.layers = nn.ModuleList(PLTDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = PLTRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary = RotaryTable(config.head_dim, config.rope_theta)
         self.post_init()
 
     def forward(
@@ -273,13 +310,17 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
                              "use model.new_cache(batch_size) with the input's batch size")
         held = cache.get_seq_length()
         key_valid = _key_validity(attention_mask, batch, held + n)  # [B, L+n] or None
+        limit = held + n  # a token's position is at most its column
         if position_ids is None:
             position_ids = _default_positions(key_valid, held, n, embeds.device)
+        elif n:
+            limit = max(limit, int(position_ids.max()) + 1)
+        cos, sin = self.rotary(position_ids, embeds.dtype, limit)  # [B|1, 1, n, Dh]
         run = self._decode_step if n == 1 and self.cross_loop_decode else self._prefill_chunk
         hidden = [
             run(
                 embeds[:, start:start + MAX_CHUNK],
-                position_ids[:, start:start + MAX_CHUNK],
+                (cos[:, :, start:start + MAX_CHUNK], sin[:, :, start:start + MAX_CHUNK]),
                 None if key_valid is None else key_valid[:, : held + start + MAX_CHUNK],
                 cache,
             )
@@ -289,11 +330,11 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
             last_hidden_state=torch.cat(hidden, dim=1), past_key_values=cache if use_cache else None
         )
 
-    def _prefill_chunk(self, embeds, position_ids, key_valid, cache: PLTCache) -> torch.Tensor:
+    def _prefill_chunk(self, embeds, rotary, key_valid, cache: PLTCache) -> torch.Tensor:
         """Loop after loop over one chunk [B, n, d] (spec §4 prefill); returns the last loop's normed output."""
         config = self.config
         held, n = cache.get_seq_length(), embeds.shape[1]
-        cos, sin = rotary_cos_sin(position_ids, config.head_dim, config.rope_theta, embeds.dtype)
+        cos, sin = rotary
         global_mask, local_mask = _chunk_masks(cache, n, key_valid, embeds.device)
         h = embeds
         for loop in range(config.plt_num_loops):
@@ -309,13 +350,13 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
         cache.advance(n)
         return out
 
-    def _decode_step(self, embeds, position_ids, key_valid, cache: PLTCache) -> torch.Tensor:
+    def _decode_step(self, embeds, rotary, key_valid, cache: PLTCache) -> torch.Tensor:
         """One token [B, 1, d], all loops in one pass (spec §4): row r runs loop r, so every
         weight is read once per token. Row r >= 1 needs only loop r-1's output at t-1 (the carry)."""
         config, loops = self.config, self.config.plt_num_loops
         held = cache.get_seq_length()
-        cos, sin = rotary_cos_sin(position_ids, config.head_dim, config.rope_theta, embeds.dtype)  # [B|1, 1, 1, Dh]
-        global_mask, local_mask = _chunk_masks(cache, 1, key_valid, embeds.device)
+        cos, sin = rotary  # [B|1, 1, 1, Dh]
+        global_mask, local_mask = _decode_masks(cache, key_valid, embeds.device)
         if local_mask.shape[0] > 1:
             local_mask = local_mask.repeat(loops - 1, 1, 1, 1)  # one row of masks per (loop, sequence)
         rows = [embeds] + [
@@ -361,9 +402,9 @@ class IQuestPLTCoderForCausalLM(IQuestPLTCoderPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
-    def new_cache(self, batch_size: int = 1, slack: int = DEFAULT_SLACK) -> PLTCache:
-        """An empty cache; `crop` can later drop up to `slack` tokens exactly."""
-        return PLTCache(self.config, batch_size, slack)
+    def new_cache(self, batch_size: int = 1, slack: int = DEFAULT_SLACK, max_length: int | None = None) -> PLTCache:
+        """An empty cache; `crop` can later drop up to `slack` tokens exactly; `max_length` preallocates it."""
+        return PLTCache(self.config, batch_size, slack, max_length)
 
     def forward(
         self,
@@ -471,6 +512,22 @@ def _default_positions(key_valid, held: int, n: int, device) -> torch.LongTensor
     if key_valid is None:
         return torch.arange(held, held + n, device=device)[None]
     return (key_valid.long().cumsum(-1) - 1).clamp(min=0)[:, held:].to(device)
+
+
+def _decode_masks(cache: PLTCache, key_valid, device):
+    """Visibility for one new token at column L -> (global [B, 1, 1, L+1] or None, local [B|1, 1, 1, S]
+    over the ring slots once the token's own keys are in them). Without padding the global
+    branch sees every column, so only the ring's few slots are compared."""
+    held = cache.get_seq_length()
+    columns = cache.ring_positions(held + 1, device=device)  # [S], -1: empty slot
+    local_mask = (columns >= 0) & (columns >= held - cache.window)
+    if key_valid is None:
+        return None, local_mask[None, None, None]
+    key_valid = key_valid.to(device)
+    local_valid = key_valid.gather(1, columns.clamp(min=0).expand(key_valid.shape[0], -1))  # [B, S]
+    global_mask = key_valid.clone()
+    global_mask[:, held] = True  # a padded column is still its own query's key: no empty row
+    return global_mask[:, None, None], ((local_mask & local_valid) | (columns == held))[:, None, None]
 
 
 def _chunk_masks(cache: PLTCache, n: int, key_valid, device):

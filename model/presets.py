@@ -74,10 +74,12 @@ def preset_config(name: str, **overrides) -> IQuestPLTCoderConfig:
 
 
 def init_random_checkpoint(path: Path, preset: str, seed: int = 0, tokenizer: Path | None = None,
-                           weights: bool = True, shard_bytes: int = SHARD_BYTES) -> tuple[IQuestPLTCoderConfig, list[str]]:
+                           weights: bool = True, shard_bytes: int = SHARD_BYTES,
+                           overrides: dict | None = None) -> tuple[IQuestPLTCoderConfig, list[str]]:
     """Write config.json, random weights (unless weights=False) and, from `tokenizer`, the tokenizer
-    files plus generation_config.json; return the config and the file names written."""
-    config = preset_config(preset)
+    files plus generation_config.json; return the config and the file names written. `overrides`
+    change config fields of the preset (benchmarks/big.py's scaled-down 7B shapes)."""
+    config = preset_config(preset, **(overrides or {}))
     path.mkdir(parents=True, exist_ok=True)
     written = []
     if tokenizer is not None:

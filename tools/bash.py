@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from tools.base import Observation, Tool, define
 from tools.interactive import refusal
-from tools.shell import DEFAULT_TIMEOUT, MAX_TIMEOUT, run_captured, timeout_note
+from tools.shell import DEFAULT_TIMEOUT, MAX_TIMEOUT, effective_timeout, run_captured, timeout_note
 from workspace.sandbox import Sandbox
 
 NAME = "bash"
@@ -42,6 +42,7 @@ def _run(arguments: dict, sandbox: Sandbox) -> Observation:
     seconds, error = check_timeout(arguments.get("timeout"), DEFAULT_TIMEOUT)
     if error:
         return Observation(error, is_error=True)
+    seconds = effective_timeout(sandbox, arguments.get("timeout"), DEFAULT_TIMEOUT)
     reason = refusal(command)
     if reason:
         return Observation(f"Command not run: {reason}", is_error=True)

@@ -14,7 +14,7 @@ import shlex
 from tools.base import Observation, Tool, define
 from tools.bash import check_timeout
 from tools.interactive import refusal
-from tools.shell import OUTPUT_DIR, run_captured, timeout_note
+from tools.shell import OUTPUT_DIR, effective_timeout, run_captured, timeout_note
 from tools.test_report import TestReport, from_junit, from_summary
 from workspace.sandbox import Sandbox
 
@@ -70,6 +70,7 @@ def _run(args: dict, sandbox: Sandbox) -> Observation:
     seconds, error = check_timeout(args.get("timeout"), DEFAULT_TIMEOUT)
     if error:
         return Observation(error, is_error=True)
+    seconds = effective_timeout(sandbox, args.get("timeout"), DEFAULT_TIMEOUT)
     if args.get("command") is not None and not args["command"].strip():
         return Observation("Parameter `command` is empty; omit it to run pytest, or give the test command.", is_error=True)
     reason = refusal(args.get("command") or "")

@@ -38,6 +38,13 @@ _streaks: PerSandbox[list[int]] = PerSandbox(lambda: [0])
 _numbers = count(1)
 
 
+def effective_timeout(sandbox: Sandbox, value: float | None, default: float) -> float:
+    """The model's `timeout` (or the tool's default, or the sandbox's per-call default), capped by the sandbox's."""
+    cap = getattr(sandbox, "command_timeout", None)
+    seconds = (cap or default) if value is None else float(value)
+    return min(seconds, cap) if cap else seconds
+
+
 @dataclass
 class Captured:
     text: str  # what the model sees: the output, or its head + a note + its tail
@@ -115,6 +122,8 @@ def run_captured(sandbox: Sandbox, command: str, timeout: float, kind: str = "ba
     if parsed is None:  # the shell rejected the wrapper (a syntax error in the command): show what it said
         return Captured(truncate(printable(result.output)), result.exit_code, result.timed_out, timeouts_in_a_row=streak[0])
     text, saved_to, lingering = parsed
+    if result.killed:
+        text = f"{text.rstrip(chr(10))}\n[{result.killed}]"
     return Captured(text, result.exit_code, result.timed_out, saved_to, lingering and not result.timed_out, streak[0])
 
 

@@ -8,10 +8,16 @@ close, on errors, at interpreter exit and on SIGTERM; `remove_leftovers()`
 finds the ones a killed process left behind. No network unless asked.
 
 Each command runs under coreutils `timeout` inside the container, in its own
-process group that is killed when the command ends, so a timeout or a
-background process never leaves anything running; stderr is merged into
-stdout in the container so the order of the output is kept, and a per-call
-marker ends the read even if an escaped process holds the stream open.
+process group; when it ends, every process in the container but the init and
+its `sleep infinity` is killed, so a timeout, a background or a `setsid`
+process never outlives it. stderr is merged into stdout in the container so
+the order of the output is kept, and a per-call marker ends the read even if
+an escaped process holds the stream open. The engine enforces the resource
+limits (workspace.limits); the marker line also carries how many processes
+the memory limit killed, so the model is told. Commands see only the image's
+environment, the fixed variables and what the caller passes: never the host's.
+Containers carry the labels loopcoder.pid and loopcoder.host: opening a
+sandbox removes those whose owner process is dead (`loopcoder clean` too).
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import secrets
 import select
 import shlex
 import signal
+import socket
 import tarfile
 import tempfile
 import threading
@@ -32,7 +39,8 @@ import weakref
 from pathlib import Path
 
 from workspace.capture import OutputCap
-from workspace.local import FIXED_ENV
+from workspace.limits import Limits, limit_note, owner_alive
+from workspace.local import ALLOWED_ENV, FIXED_ENV
 from workspace.patching import diff_command, finish_patch
 from workspace.paths import check_command, outside_message, relative_inside
 from workspace.sandbox import CommandResult, SandboxError
@@ -41,11 +49,18 @@ BASE_IMAGE = "loopcoder/base:bookworm"  # built by scripts/sandbox-deps.sh, no r
 LABEL = {"loopcoder": "1"}
 _GRACE = 15.0  # the in-container timeout acts first; this only guards against a stuck engine
 
-# $0 = timeout seconds, $1 = command, $2 = marker. The command gets its own process group
-# (timeout's); after it ends, whatever it left in that group is killed.
+# $0 = timeout seconds, $1 = command, $2 = marker, $3 = the pids to spare (init and its sleep).
+# The command gets its own process group (timeout's); after it ends every other process in the
+# container is killed (setsid ones too). The trailer: marker, exit status, then the processes the memory
+# limit killed and the forks the process limit refused during the command.
+_OOM = ("$(sed -n 's/^oom_kill //p' /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control "
+        "2>/dev/null | head -n1)")
+_FORKS = "$(sed -n 's/^max //p' /sys/fs/cgroup/pids.events /sys/fs/cgroup/pids/pids.events 2>/dev/null | head -n1)"
 _WRAPPER = (
-    'exec 2>&1; timeout -s TERM -k 2 "$0" bash -c "$1" </dev/null & p=$!; wait $p; rc=$?; '
-    'kill -KILL -- -$p 2>/dev/null; printf "\\n%s%d\\n" "$2" $rc'
+    f'exec 2>&1; o={_OOM}; f={_FORKS}; timeout -s TERM -k 2 "$0" bash -c "$1" </dev/null & p=$!; wait $p; rc=$?; '
+    'kill -KILL -- -$p 2>/dev/null; '
+    'for d in /proc/[0-9]*; do q=${d#/proc/}; case " $3 $$ " in *" $q "*) ;; *) kill -KILL $q 2>/dev/null;; esac; done; '
+    f'n={_OOM}; g={_FORKS}; printf "\\n%s%d %d %d\\n" "$2" $rc $(( ${{n:-0}} - ${{o:-0}} )) $(( ${{g:-0}} - ${{f:-0}} ))'
 )
 
 
@@ -76,29 +91,59 @@ def remove_leftovers(client=None, labels: dict[str, str] | None = None) -> int:
     return len(containers)
 
 
+def _owner_labels() -> dict[str, str]:
+    return {"loopcoder.pid": str(os.getpid()), "loopcoder.host": socket.gethostname()}
+
+
+def reap_containers(client=None) -> list[str]:
+    """Remove this host's loopcoder containers whose owner process is dead; returns their names."""
+    client = client or docker_client()
+    host = _owner_labels()["loopcoder.host"]
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": [*(f"{k}={v}" for k, v in LABEL.items()),
+                                                                          f"loopcoder.host={host}"]}):
+        pid = container.labels.get("loopcoder.pid", "")
+        if pid.isdigit() and not owner_alive(int(pid)):
+            with contextlib.suppress(Exception):  # gone already, or being removed by its owner's exit
+                container.remove(force=True)
+                removed.append(container.name)
+    return removed
+
+
 class DockerSandbox:
     """A container from `image` with the working copy at `workdir`."""
 
     def __init__(self, image: str = BASE_IMAGE, *, workdir: str = "/testbed", copy_from: str | os.PathLike | None = None,
                  mount: bool = False, base_commit: str | None = None, network: bool = False,
                  output_limit: int = 1 << 20, labels: dict[str, str] | None = None,
-                 mem_limit: str | None = None, client=None):
+                 limits: Limits | None = Limits(), env: dict[str, str] | None = None,
+                 passthrough_env: list[str] | tuple[str, ...] = (), command_timeout: float | None = None,
+                 protect_git: bool = False, client=None):
+        """env: variables every command gets; passthrough_env: names of host variables it may see;
+        protect_git: a mounted copy's .git read-only (in-place runs)."""
         if mount and copy_from is None:
             raise SandboxError("mount=True needs copy_from: the host directory to bind-mount.")
         self.workdir = workdir.rstrip("/") or "/"
         self.output_limit = output_limit
+        self.command_timeout = command_timeout
+        self.limits = limits or Limits(None, None, None, None)
+        self._env = {name: os.environ[name] for name in (*ALLOWED_ENV, *passthrough_env) if name in os.environ}
+        self._env.update(FIXED_ENV, **(env or {}))
         self.client = client or docker_client()
+        reap_containers(self.client)
         _ensure_image(self.client, image)
         volumes = {}
         if mount:
             host = str(Path(copy_from).resolve())
             volumes[host] = {"bind": self.workdir, "mode": "rw"}
+            if protect_git and os.path.isdir(f"{host}/.git"):
+                volumes[f"{host}/.git"] = {"bind": f"{self.workdir}/.git", "mode": "ro"}
             for objects in _alternates(Path(host)):  # objects a shared clone borrows, at the same path
                 volumes[objects] = {"bind": objects, "mode": "ro"}
         self.container = self.client.containers.create(
             image, entrypoint=["sleep", "infinity"], command=[], init=True, detach=True,
-            labels={**LABEL, **(labels or {})}, network_mode=None if network else "none",
-            volumes=volumes or None, mem_limit=mem_limit, working_dir="/",
+            labels={**LABEL, **_owner_labels(), **(labels or {})}, network_mode=None if network else "none",
+            volumes=volumes or None, working_dir="/", **_engine_limits(self.limits),
         )
         _track(self)
         try:
@@ -109,6 +154,8 @@ class DockerSandbox:
                                       "safe.directory '*' 2>/dev/null; test -d " + _q(self.workdir)])
             if setup[0] != 0:
                 raise SandboxError(f"The image {image} has no {self.workdir}; give copy_from or another workdir.")
+            self._spare = self._exec_plain(["bash", "-c", 'for d in /proc/[0-9]*; do q=${d#/proc/}; '
+                                            '[ "$q" = $$ ] || printf "%s " "$q"; done'])[1].decode().strip()
             self.base_commit = base_commit or self._head()
             self._real_workdir = self._exec_plain(["realpath", "-m", "--", self.workdir])[1].decode().strip()
         except BaseException:
@@ -122,17 +169,17 @@ class DockerSandbox:
         start = time.monotonic()
         marker = f"__LOOPCODER_EXIT_{secrets.token_hex(8)}__"
         api = self.client.api
-        environment = {**FIXED_ENV, **(env or {})}
+        environment = {**self._env, **(env or {})}
         with engine_errors():
             exec_id = api.exec_create(
-                self._id(), ["bash", "-c", _WRAPPER, f"{max(timeout, 0.01):.3f}", command, marker],
+                self._id(), ["bash", "-c", _WRAPPER, f"{max(timeout, 0.01):.3f}", command, marker, self._spare],
                 stdin=False, tty=False, workdir=self.workdir, environment=[f"{k}={v}" for k, v in environment.items()],
             )["Id"]
             sock = api.exec_start(exec_id, socket=True)
         raw = getattr(sock, "_sock", sock)
-        cap, code, stuck = OutputCap(self.output_limit), None, False
+        cap, code, oom, forks, stuck = OutputCap(self.output_limit), None, 0, 0, False
         frames, window = bytearray(), b""
-        end_re = re.compile(re.escape(marker.encode()) + rb"(\d+)\n")
+        end_re = re.compile(re.escape(marker.encode()) + rb"(\d+) (\d+) (\d+)\n")
         deadline = start + timeout + _GRACE
         try:
             while code is None:
@@ -151,7 +198,7 @@ class DockerSandbox:
                     recent = window + payload
                     found = end_re.search(recent)
                     if found:
-                        code = int(found.group(1))
+                        code, oom, forks = (int(n) for n in found.groups())
                         break
                     window = recent[-(len(marker) + 16):]
         finally:
@@ -165,8 +212,9 @@ class DockerSandbox:
             output = output[:cut]
         duration = time.monotonic() - start
         timed_out = stuck or (code == 124 and duration >= timeout)
+        killed = limit_note(self.limits, code or 0, oom, forks)
         return CommandResult(exit_code=-1 if timed_out or code is None else code, output=output, timed_out=timed_out,
-                             truncated=cap.truncated, duration=duration)
+                             truncated=cap.truncated, duration=duration, killed=killed)
 
     def _exec_plain(self, argv: list[str]) -> tuple[int, bytes]:
         """Our own short commands: full stdout, no cap."""
@@ -280,13 +328,15 @@ class DockerSandbox:
             with tarfile.open(fileobj=spool) as tar:
                 tar.extractall(dest, filter="tar")
 
-    def diff(self) -> str:
-        """The patch against base_commit, computed inside the container (see workspace.patching)."""
-        if not self.base_commit:
+    def diff(self, base_commit: str | None = None) -> str:
+        """The patch against base_commit (default: the sandbox's), computed inside the container (see workspace.patching)."""
+        base_commit = base_commit or self.base_commit
+        if not base_commit:
             raise SandboxError(f"{self.workdir} is not a git repository with a commit; there is nothing to diff against.")
         self._id()
         with engine_errors():
-            r = self.container.exec_run(diff_command(self.base_commit), workdir=self.workdir, demux=True)
+            r = self.container.exec_run(diff_command(base_commit), workdir=self.workdir, demux=True,
+                                        environment=FIXED_ENV)
         out, err = r.output if r.output else (b"", b"")
         if r.exit_code != 0:
             raise SandboxError(f"git diff failed in the container: {(err or b'').decode(errors='replace').strip()}")
@@ -329,6 +379,22 @@ def _pop_frames(buf: bytearray):
         payload = bytes(buf[8:8 + size])
         del buf[:8 + size]
         yield payload
+
+
+def _engine_limits(limits: Limits) -> dict:
+    """The container's limits as docker SDK arguments (memory without swap, processes, CPUs, file size)."""
+    import docker
+
+    out: dict = {}
+    if limits.memory:
+        out.update(mem_limit=limits.memory, memswap_limit=limits.memory)
+    if limits.pids:
+        out["pids_limit"] = limits.pids
+    if limits.cpus:
+        out["nano_cpus"] = int(limits.cpus * 1e9)
+    if limits.file_size:
+        out["ulimits"] = [docker.types.Ulimit(name="fsize", soft=limits.file_size, hard=limits.file_size)]
+    return out
 
 
 def _ensure_image(client, image: str) -> None:

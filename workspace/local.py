@@ -1,16 +1,25 @@
-"""LocalSandbox: commands on this machine, inside bubblewrap when it is installed.
+"""LocalSandbox: commands on this machine, inside bubblewrap.
 
-Under bubblewrap the root filesystem is read-only, only the working copy and a
-private /tmp (kept for the sandbox's life, so a script written there by one
-command runs in the next) are writable, there is no network, and the command
-gets its own PID namespace: when it ends, everything it started ends too.
-Without bubblewrap commands run as plain processes in their own session,
-after a one-time warning.
+What a command sees (see README, "Security model"): the system directories
+(/usr, /bin, /sbin, /lib*, /etc without the files other users may not read,
+such as /etc/shadow) read-only; the Python environment in use, the
+directories on PATH and the caller's `ro_binds` read-only; the working copy
+read-write; a private /tmp (kept for the sandbox's life, so a script written
+there by one command runs in the next) with HOME in it; a fresh /proc and a
+minimal /dev. Nothing else: no /root, /home, /run (sockets), /var, no
+~/.cache/loopcoder. It runs in new user, PID, IPC, UTS, cgroup and network
+namespaces with every capability dropped and no new privileges, also when
+LoopCoder runs as root; when the command ends, everything it started ends
+too. The environment is an allow-list: secrets in the host's never enter.
+
+Without bubblewrap the sandbox refuses to start; `isolate=False` (the
+`--sandbox none` of the CLI) runs commands as plain processes, which isolates
+nothing.
 """
 from __future__ import annotations
 
-import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,11 +28,12 @@ import weakref
 from functools import lru_cache
 from pathlib import Path
 
+from workspace.leftovers import SANDBOX_PREFIX, owner_suffix, reap_sandbox_state
+from workspace.limits import Cgroup, Limits, limit_note
+from workspace.patching import diff_shell, finish_patch
 from workspace.paths import check_command, outside_message, relative_inside
 from workspace.process import run_process
 from workspace.sandbox import CommandResult, SandboxError
-
-log = logging.getLogger(__name__)
 
 # What every command sees, whatever the caller's environment says.
 FIXED_ENV = {
@@ -31,88 +41,118 @@ FIXED_ENV = {
     "GIT_TERMINAL_PROMPT": "0", "PIP_NO_INPUT": "1", "DEBIAN_FRONTEND": "noninteractive",
     "PYTHONDONTWRITEBYTECODE": "1",
 }
+# Host variables a command gets when set (plus PATH, and what the caller lists in `passthrough_env`):
+# the locale, and pytest's switch for plugin autoload (the nano recordings set it for speed).
+ALLOWED_ENV = ("LANG", "LC_ALL", "TZ", "PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
+HIDDEN_ROOTS = ("/proc", "/sys", "/dev", "/run", "/var/run")  # never bound, even when on PATH
+DIFF_LIMIT = 256 << 20  # a patch bigger than this is refused, never cut
+_NS = ["--unshare-user", "--disable-userns", "--cap-drop", "ALL", "--unshare-pid", "--unshare-ipc",
+       "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+
+INSTALL_HINT = ("bubblewrap (bwrap) is not usable here, and the local sandbox does not run without it: install it "
+                "(apt-get install bubblewrap, or scripts/sandbox-deps.sh), use --sandbox docker, or pass "
+                "--sandbox none to run the model's commands on this machine with no isolation at all")
 
 
 @lru_cache(maxsize=1)
 def bwrap_works() -> bool:
-    """True when bubblewrap is installed and can create namespaces here (it cannot in some containers)."""
+    """True when bubblewrap is installed and can create the namespaces we use (it cannot in some containers)."""
     exe = shutil.which("bwrap")
     if not exe:
         return False
-    probe = [exe, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-net",
-             "--unshare-pid", "--die-with-parent", "--new-session", "--", "true"]
+    probe = [exe, *_NS, "--unshare-net", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--", "true"]
     try:
         return subprocess.run(probe, stdin=subprocess.DEVNULL, capture_output=True, timeout=20).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
 
-_warned = False
-
-
-def _warn_unsandboxed() -> None:
-    global _warned
-    if not _warned:
-        _warned = True
-        log.warning(
-            "bubblewrap is not available: commands run as plain processes with full access to this "
-            "machine. Install it (apt-get install bubblewrap, or scripts/sandbox-deps.sh) to isolate them."
-        )
-
-
 class LocalSandbox:
-    """Runs commands in a host directory; `workdir` is that directory's real path."""
+    """Runs commands in a host directory; `workdir` is that directory's real path.
 
-    def __init__(self, path: str | os.PathLike, *, isolate: bool | None = None, network: bool = False,
-                 output_limit: int = 1 << 20, ro_binds: list[str] | None = None):
-        """isolate: None = bubblewrap when usable (warning once when not), True = require it, False = plain."""
+    ro_binds: extra host paths visible read-only at the same path; env: variables every command gets;
+    path_prepend: directories put first on PATH (and made visible); passthrough_env: names of host
+    variables a command may see; protect_git: the working copy's .git read-only (in-place runs).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, isolate: bool = True, network: bool = False,
+                 output_limit: int = 1 << 20, ro_binds: list[str] | None = None, env: dict[str, str] | None = None,
+                 path_prepend: list[str] | None = None, passthrough_env: list[str] | tuple[str, ...] = (),
+                 limits: Limits | None = Limits(), command_timeout: float | None = None, protect_git: bool = False):
         root = Path(path).resolve()
         if not root.is_dir():
             raise SandboxError(f"The working copy {path} is not a directory.")
+        if isolate and not bwrap_works():
+            raise SandboxError(INSTALL_HINT + ".")
         self.workdir = str(root)
         self.network = network
         self.output_limit = output_limit
-        self.isolated = bwrap_works() if isolate is None else isolate
-        if self.isolated and not bwrap_works():
-            raise SandboxError("bubblewrap (bwrap) is not usable here: install it with scripts/sandbox-deps.sh.")
-        if isolate is None and not self.isolated:
-            _warn_unsandboxed()
-        self._state = tempfile.mkdtemp(prefix="loopcoder-sandbox-")
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self._state, True)  # also if never closed
+        self.isolated = isolate
+        self.command_timeout = command_timeout
+        self.limits = limits or Limits(None, None, None, None)
+        reap_sandbox_state()
+        self._state = tempfile.mkdtemp(prefix=SANDBOX_PREFIX, suffix=owner_suffix())
         self._tmp = os.path.join(self._state, "tmp")
         os.makedirs(os.path.join(self._tmp, "home"))
-        binds = (ro_binds or []) + _git_object_dirs(root) + _host_tools_under_tmp()
-        self._ro_binds = [p for p in dict.fromkeys(binds) if os.path.exists(p)]
+        self._cgroup = Cgroup.create(self.limits) if limits else None
+        self._cleanup = weakref.finalize(self, _remove_state, self._state, self._cgroup)  # also if never closed
+        self._env = dict(env or {})
+        self._passthrough = [*ALLOWED_ENV, *passthrough_env]
+        prepend = [p for p in path_prepend or [] if os.path.isabs(p)]
+        self._path = os.pathsep.join(dict.fromkeys(prepend + _python_bin() + _host_path()))
+        visible = [*(ro_binds or []), *prepend, *_python_env(), *_host_path(), *_git_object_dirs(root)]
+        self._bwrap = _bwrap_args(self.workdir, self._tmp, visible, network, protect_git) if isolate else []
 
     # -- commands ---------------------------------------------------------------
 
-    def run(self, command: str, timeout: float = 120.0, env: dict[str, str] | None = None) -> CommandResult:
+    def run(self, command: str, timeout: float = 120.0, env: dict[str, str] | None = None,
+            limit: int | None = None) -> CommandResult:
         if self._state is None:
             raise SandboxError("The sandbox is closed.")
         check_command(command, env)
-        full_env = dict(os.environ)
-        full_env.update(FIXED_ENV)
-        if self.isolated:
-            full_env.update(HOME="/tmp/home", TMPDIR="/tmp")
-        else:
-            full_env.setdefault("HOME", os.path.join(self._tmp, "home"))
-            full_env["TMPDIR"] = self._tmp
-        full_env.update(env or {})
-        argv = ["bash", "-c", command]
-        if self.isolated:
-            argv = self._bwrap_prefix() + argv
-        return run_process(argv, self.workdir, full_env, timeout, self.output_limit)
+        argv = self._bwrap + ["bash", "-c", command]
+        before = self._cgroup.counters() if self._cgroup else (0, 0)
+        result = run_process(argv, self.workdir, self._environment(env), timeout, limit or self.output_limit,
+                             self._enter_limits)
+        if self._cgroup:
+            self._cgroup.kill_all()
+        counts = (now - then for now, then in zip(self._cgroup.counters(), before)) if self._cgroup else (0, 0)
+        result.killed = limit_note(self.limits, result.exit_code, *counts)
+        return result
 
-    def _bwrap_prefix(self) -> list[str]:
-        args = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                "--bind", self._tmp, "/tmp"]
-        for path in self._ro_binds:  # host paths under /tmp that the private /tmp would hide
-            args += ["--ro-bind", path, path]
-        args += ["--bind", self.workdir, self.workdir, "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-                 "--die-with-parent", "--new-session", "--chdir", self.workdir]
-        if not self.network:
-            args.append("--unshare-net")
-        return args + ["--"]
+    def _environment(self, extra: dict[str, str] | None) -> dict[str, str]:
+        """The allow-list: nothing from the host's environment but PATH and the names allowed."""
+        home, tmp = ("/tmp/home", "/tmp") if self.isolated else (os.path.join(self._tmp, "home"), self._tmp)
+        env = {name: os.environ[name] for name in self._passthrough if name in os.environ}
+        env.update(FIXED_ENV, PATH=self._path, HOME=home, TMPDIR=tmp)
+        env.setdefault("LANG", "C.UTF-8")
+        env.update(self._env)
+        env.update(extra or {})
+        return env
+
+    def _enter_limits(self) -> None:
+        """In the child before exec: join the cgroup, or fall back to rlimits; the file size cap always."""
+        import resource
+
+        if self._cgroup:
+            self._cgroup.join()
+        for which, value in self.limits.rlimits(memory_too=self._cgroup is None):
+            resource.setrlimit(which, (value, value))
+
+    def diff(self, base_commit: str, timeout: float = 300.0) -> str:
+        """The working copy's patch against base_commit, computed by git inside the sandbox.
+
+        Git run on the host would obey the copy's .git/config (core.fsmonitor,
+        filter drivers, core.worktree...), which commands can write.
+        """
+        err = '"${TMPDIR:-/tmp}/.loopcoder-diff-err"'
+        r = self.run(f"{diff_shell(base_commit)} 2>{err} || {{ rc=$?; echo; tail -c 500 {err}; exit $rc; }}",
+                     timeout, limit=DIFF_LIMIT)
+        if r.exit_code != 0 or r.truncated:
+            why = "it is too big" if r.truncated else r.output.strip()[-500:] or f"exit {r.exit_code}"
+            raise SandboxError(f"Could not compute the diff of the working copy: {why}")
+        return finish_patch(r.output.encode())
 
     # -- files ------------------------------------------------------------------
 
@@ -191,14 +231,93 @@ class LocalSandbox:
         self.close()
 
 
-def _host_tools_under_tmp() -> list[str]:
-    """The running Python environment and PATH entries that live under /tmp.
+def _remove_state(state: str, cgroup: Cgroup | None) -> None:
+    shutil.rmtree(state, ignore_errors=True)
+    if cgroup:
+        cgroup.remove()
 
-    The sandbox's private /tmp hides them, yet commands expect the same
-    interpreter and tools as the host (a checkout or venv under /tmp, as CI may use).
-    """
-    candidates = [sys.prefix, sys.base_prefix] + os.environ.get("PATH", "").split(os.pathsep)
-    return [os.path.realpath(p) for p in candidates if p and os.path.realpath(p).startswith("/tmp/")]
+
+def _python_bin() -> list[str]:
+    """The running virtual environment's bin directory, first on PATH: the Python environment in use."""
+    return [os.path.join(sys.prefix, "bin")] if sys.prefix != sys.base_prefix else []
+
+
+def _python_env() -> list[str]:
+    return list(dict.fromkeys([sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix]))
+
+
+def _host_path() -> list[str]:
+    """The host's PATH entries that can be shown: absolute, existing, outside the hidden roots."""
+    entries = []
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        real = os.path.realpath(entry) if os.path.isabs(entry) else ""
+        if real and os.path.isdir(real) and not _under(real, HIDDEN_ROOTS):
+            entries.append(entry)
+    return entries
+
+
+def _under(path: str, roots) -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+@lru_cache(maxsize=1)
+def _etc_secrets() -> tuple[tuple[str, bool], ...]:
+    """(path, is_dir) of what in /etc other users may not read (/etc/shadow, ssh host keys, ssl/private...)."""
+    found = []
+    for top, dirs, files in os.walk("/etc"):
+        for name in list(dirs):
+            path = os.path.join(top, name)
+            st = os.lstat(path)
+            if not os.path.islink(path) and (st.st_mode & 0o005) != 0o005:
+                found.append((path, True))
+                dirs.remove(name)
+        for name in files:
+            path = os.path.join(top, name)
+            st = os.lstat(path)
+            if not os.path.islink(path) and not st.st_mode & 0o004:
+                found.append((path, False))
+    return tuple(found)
+
+
+def _bwrap_args(workdir: str, tmp: str, visible: list[str], network: bool, protect_git: bool) -> list[str]:
+    """bwrap's arguments: namespaces, then mounts parents-first, then the aliases of symlinked paths."""
+    args = ["bwrap", *_NS] + ([] if network else ["--unshare-net"])
+    mounts: list[tuple[str, str, str]] = []  # (option, source, destination)
+    shown = []
+    for name in SYSTEM_DIRS:
+        path = "/" + name
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            mounts.append(("--ro-bind", path, path))
+            shown.append(path)
+    for path, is_dir in _etc_secrets():
+        mounts.append(("--tmpfs", "", path) if is_dir else ("--ro-bind", "/dev/null", path))
+    mounts += [("--proc", "", "/proc"), ("--dev", "", "/dev"), ("--bind", tmp, "/tmp"), ("--dir", "", "/var/tmp")]
+    shown.append(workdir)
+    aliases: dict[str, str] = {}  # spelled -> real
+    for path in visible:
+        if os.path.basename(path.rstrip("/")) == "bin" and os.path.isfile(os.path.join(path, "..", "pyvenv.cfg")):
+            path = os.path.dirname(path.rstrip("/"))  # a virtual environment's bin: the environment, whole
+        real = os.path.realpath(path)
+        if not os.path.exists(real) or _under(real, HIDDEN_ROOTS):
+            continue
+        if not _under(real, shown):
+            mounts.append(("--ro-bind", real, real))
+            shown.append(real)
+        spelled = os.path.abspath(path)
+        if spelled != real and not _under(spelled, shown + ["/" + name for name in SYSTEM_DIRS]):
+            aliases[spelled] = real
+    mounts.append(("--bind", workdir, workdir))
+    if protect_git and os.path.isdir(os.path.join(workdir, ".git")):
+        mounts.append(("--ro-bind", os.path.join(workdir, ".git"), os.path.join(workdir, ".git")))
+    mounts.sort(key=lambda m: m[2].rstrip("/").count("/"))  # stable: a parent before what is mounted in it
+    for option, source, dest in mounts:
+        args += [option, source, dest] if source else [option, dest]
+    for spelled, real in sorted(aliases.items()):  # a path under another alias is reached through it
+        if not any(spelled.startswith(other + "/") for other in aliases):
+            args += ["--symlink", real, spelled]
+    return args + ["--chdir", workdir, "--"]
 
 
 def _git_object_dirs(root: Path) -> list[str]:

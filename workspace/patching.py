@@ -3,12 +3,14 @@
 The diff is one bash script (so it runs unchanged inside a Docker image) that
 follows SWE-bench patch hygiene: `git diff --binary` against the base commit
 with a/ and b/ prefixes whatever the user's git config says, new files
-included through a throw-away index (the real one is never written), junk
+included through a throw-away index and object store (the real ones are
+never written), junk
 files left out. Applying tries `git apply`, then `git apply --3way`, then
 `patch --fuzz`, and puts the files back after a try that failed half-way.
 """
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -27,9 +29,11 @@ DIFF_SCRIPT = f"""set -euo pipefail
 export GIT_OPTIONAL_LOCKS=0
 cd "$(git rev-parse --show-toplevel)"
 real=$(git rev-parse --git-path index)
-idx=$(mktemp); rm -f "$idx"; trap 'rm -f "$idx" "$idx.lock"' EXIT
+objects=$(cd "$(git rev-parse --git-path objects)" && pwd)
+idx=$(mktemp); rm -f "$idx"; tmp_objects=$(mktemp -d); trap 'rm -rf "$idx" "$idx.lock" "$tmp_objects"' EXIT
 if [ -f "$real" ]; then cp -p "$real" "$idx"; fi
-export GIT_INDEX_FILE="$idx"
+# a throw-away index and object store: the repository's own may be read-only (in-place runs)
+export GIT_INDEX_FILE="$idx" GIT_OBJECT_DIRECTORY="$tmp_objects" GIT_ALTERNATE_OBJECT_DIRECTORIES="$objects"
 # untracked, not ignored, not junk; a trailing / marks a nested repository, left out
 git ls-files -z --others --exclude-standard -- . {_EXCLUDES} | {{ grep -zv '/$' || true; }} \\
   | xargs -0 -r git add --intent-to-add --
@@ -42,6 +46,11 @@ git -c diff.noprefix=false -c diff.mnemonicPrefix=false -c diff.relative=false -
 def diff_command(base_commit: str) -> list[str]:
     """argv that prints the working copy's patch against base_commit (run it in the working copy)."""
     return ["bash", "-c", DIFF_SCRIPT, "loopcoder-diff", base_commit]
+
+
+def diff_shell(base_commit: str) -> str:
+    """diff_command as one shell command line, for a sandbox's run()."""
+    return shlex.join(diff_command(base_commit))
 
 
 def finish_patch(raw: bytes) -> str:
@@ -66,9 +75,14 @@ PATCH_FILE = ".loopcoder-apply.patch"
 METHODS = (
     ("git apply", f"git apply --verbose --binary --whitespace=nowarn {PATCH_FILE}"),
     ("git apply --3way", f"git apply --verbose --binary --3way --whitespace=nowarn {PATCH_FILE}"),
-    ("patch --fuzz=5", f"patch --batch --fuzz=5 -p1 --no-backup-if-mismatch --reject-file=- --dry-run -i {PATCH_FILE}"
-                       f" >/dev/null && patch --batch --fuzz=5 -p1 --no-backup-if-mismatch --reject-file=- -i {PATCH_FILE}"),
+    # --unified: never read the patch as an ed script (ed can run commands)
+    ("patch --fuzz=5", f"patch --batch --unified --fuzz=5 -p1 --no-backup-if-mismatch --reject-file=- --dry-run -i "
+                       f"{PATCH_FILE} >/dev/null && patch --batch --unified --fuzz=5 -p1 --no-backup-if-mismatch "
+                       f"--reject-file=- -i {PATCH_FILE}"),
 )
+# A file header naming a path with a .git component (any case): git's own files, such as hooks and config.
+_GIT_DIR_PATH = re.compile(r"^(?:diff --git |--- |\+\+\+ |\*\*\* |Index: |rename to |copy to |rename from |copy from )"
+                           r"(?:.*/)?\.git(?:/|\s|$)", re.IGNORECASE | re.MULTILINE)
 
 
 def apply_patch(sandbox: Sandbox, patch: str, timeout: float = 120.0) -> ApplyResult:
@@ -77,6 +91,8 @@ def apply_patch(sandbox: Sandbox, patch: str, timeout: float = 120.0) -> ApplyRe
         return ApplyResult(False, None, ["the patch is empty"])
     if not patch.endswith("\n"):
         patch += "\n"
+    if _GIT_DIR_PATH.search(patch):
+        return ApplyResult(False, None, ["the patch writes into a .git directory (hooks, config); it was not applied"])
     sandbox.write_file(PATCH_FILE, patch.encode("utf-8", errors="surrogateescape"))
     result = ApplyResult(False, None)
     try:

@@ -21,12 +21,14 @@ _CHUNK = 1 << 20
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
-def run_process(argv: list[str], cwd: str, env: dict[str, str], timeout: float, limit: int) -> CommandResult:
+def run_process(argv: list[str], cwd: str, env: dict[str, str], timeout: float, limit: int,
+                preexec=None) -> CommandResult:
+    """preexec: run in the child before exec (joining a cgroup, setting rlimits)."""
     start = time.monotonic()
     deadline = start + max(float(timeout), 0.0)
     proc = subprocess.Popen(
         argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True,
+        stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec,
     )
     cap = OutputCap(limit)
     fd = proc.stdout.fileno()

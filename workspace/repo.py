@@ -8,6 +8,15 @@ ever writing to the user's repository; removing the directory is the whole
 cleanup. The user's uncommitted work (staged, unstaged, untracked and not
 ignored) can be carried into the copy; the repository itself is only read.
 In-place mode works on the repository directly and takes HEAD as the base.
+
+Once a sandbox has run commands in a copy, its .git is the model's: host git
+would obey its config (core.fsmonitor, filter drivers, core.worktree, hooks).
+So the host runs git on a copy only before the sandbox opens (the clone,
+the carried changes, the snapshot); afterwards the diff is computed inside
+the sandbox (`sandbox.diff`), and patches reach the user's repository as data,
+through `git apply`, which refuses paths in .git or beyond a symbolic link.
+Copies are named ...pid<N> after the process that made them: creating one
+removes those whose process is gone (workspace.leftovers).
 """
 from __future__ import annotations
 
@@ -19,6 +28,7 @@ from pathlib import Path
 
 import git
 
+from workspace.leftovers import owner_suffix, reap_dirs
 from workspace.patching import ApplyResult, apply_patch, diff_command, finish_patch
 
 DEFAULT_ROOT = Path(os.environ.get("LOOPCODER_WORKTREES", "~/.cache/loopcoder/worktrees")).expanduser()
@@ -114,7 +124,8 @@ class WorkingCopy:
         changes = read_uncommitted(top) if carry_changes else None  # before cloning: fail early on bad state
         parent = Path(root) if root is not None else DEFAULT_ROOT
         parent.mkdir(parents=True, exist_ok=True)
-        dest = Path(tempfile.mkdtemp(prefix=f"{top.name}-{base[:10]}-", dir=parent))
+        reap_dirs(parent)
+        dest = Path(tempfile.mkdtemp(prefix=f"{top.name}-{base[:10]}-", suffix=owner_suffix(), dir=parent))
         try:
             _git(dest, "clone", "--quiet", "--shared", "--no-checkout", str(top), ".")
             _git(dest, "checkout", "--quiet", "--detach", base)
@@ -127,7 +138,10 @@ class WorkingCopy:
         return cls(dest, base, top)
 
     def diff(self) -> str:
-        """The patch against base_commit, SWE-bench style (binary-safe, new files, no junk, final newline)."""
+        """The patch against base_commit, SWE-bench style (binary-safe, new files, no junk, final newline).
+
+        Host git: only for a copy no sandbox has touched yet (see the module's docstring).
+        """
         return finish_patch(_run(self.path, diff_command(self.base_commit)))
 
     def apply_patch(self, patch: str) -> ApplyResult:

@@ -16,6 +16,7 @@ class CommandResult:
     timed_out: bool = False
     truncated: bool = False  # output went over the read cap and was cut
     duration: float = 0.0
+    killed: str | None = None  # a resource limit that stopped the command, said for the model
 
 
 @runtime_checkable

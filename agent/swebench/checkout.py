@@ -14,6 +14,7 @@ import git
 
 from agent.swebench.cleanup import tracked_tempdir, untrack
 from agent.swebench.instances import Instance
+from workspace.leftovers import owner_suffix, reap_dirs
 from workspace.repo import RepoError, WorkingCopy
 
 
@@ -32,7 +33,8 @@ def checkout(cache: Path, instance: Instance, root: Path) -> WorkingCopy:
     """A fresh working copy of the instance's repo at base_commit under `root`; close() removes it."""
     source = cached_repo(cache, instance)
     root.mkdir(parents=True, exist_ok=True)
-    dest = tracked_tempdir(f"{instance.instance_id}-", root)  # removed by a SIGTERM/SIGINT handler too
+    reap_dirs(root)
+    dest = tracked_tempdir(f"{instance.instance_id}-", root, suffix=owner_suffix())  # the signal handler removes it too
     try:
         with git.Repo.clone_from(str(source), dest, shared=True, no_checkout=True, quiet=True) as repo:
             try:

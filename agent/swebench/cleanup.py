@@ -27,12 +27,12 @@ class Stopping(Exception):
     """Raised in a worker that tries to make something new after SIGTERM/SIGINT."""
 
 
-def tracked_tempdir(prefix: str, parent: Path) -> Path:
+def tracked_tempdir(prefix: str, parent: Path, suffix: str = "") -> Path:
     """A new directory removed by the signal handler too; none is made once a signal came."""
     with _lock:  # the handler takes it too: a directory is either tracked or not made
         if _stopping.is_set():
             raise Stopping("interrupted: not starting another instance")
-        path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
         _tracked.add(str(path))
         return path
 

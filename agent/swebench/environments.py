@@ -95,7 +95,9 @@ def open_instance(instance: Instance, options: EnvOptions) -> Iterator[InstanceE
         shell = _Prefixed(sandbox, local_preamble(env))
         if spec.install:
             _install_offline(shell, spec, instance)
-        yield InstanceEnv(shell, copy.diff, f"local clone of {copy.source} in environment {env.venv.parent}", spec)
+        # the diff is taken inside the sandbox: host git must never read a .git the model could write
+        yield InstanceEnv(shell, lambda: sandbox.diff(copy.base_commit),
+                          f"local clone of {copy.source} in environment {env.venv.parent}", spec)
 
 
 def _install_offline(shell: _Prefixed, spec: Spec, instance: Instance) -> None:

@@ -157,20 +157,24 @@ def _model_type(path: Path) -> str:
 
 def _load(name: str, path: Path, device: str | None = None, dtype: str | None = None,
           trust_remote_code: bool = False, context_window: int | None = None,
-          prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> InProcessBackend:
-    """bfloat16 on a GPU; float32 on the CPU unless `dtype` says otherwise."""
+          prefill_chunk: int = DEFAULT_PREFILL_CHUNK, quantize: str | None = None) -> InProcessBackend:
+    """bfloat16 on a GPU; float32 on the CPU unless `dtype` says otherwise (bfloat16 when quantized:
+    the CPU's weight-only kernels are fast with bfloat16 activations only)."""
     from transformers import AutoModelForCausalLM
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype is not None and dtype not in DTYPES:
         raise BackendError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+    if quantize is not None and name != "plt":
+        raise BackendError("--quantize works with the plt backend only; load a pre-quantized model with hf instead.")
     on_cpu = device.startswith("cpu")
-    torch_dtype = DTYPES[dtype] if dtype else (torch.float32 if on_cpu else torch.bfloat16)
+    quantized = quantize or json.loads((path / "config.json").read_text(encoding="utf-8")).get("plt_quantization")
+    torch_dtype = DTYPES[dtype] if dtype else (torch.float32 if on_cpu and not quantized else torch.bfloat16)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code,
-            **({} if on_cpu else {"device_map": device}),
+            **({} if on_cpu else {"device_map": device}), **({"quantize": quantize} if quantize else {}),
         )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise BackendError(f"could not load the model in {path}: {exc}") from exc

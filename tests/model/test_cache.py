@@ -90,3 +90,21 @@ def test_batch_rows_are_independent_in_the_cache():
     step = _prefill(model, ids[2:, :1].repeat(2, 1), cache)
     alone = model(torch.cat([ids[2:], ids[2:, :1]], 1)).logits[0, -1].detach()
     torch.testing.assert_close(step[:, -1], alone.expand(2, -1), rtol=1e-5, atol=1e-5)
+
+
+def test_static_cache_is_allocated_once_gives_the_same_logits_and_crops():
+    model = tiny_model(5, torch.float64)
+    with torch.no_grad():
+        full = model(IDS).logits
+    cache = model.new_cache(max_length=60)
+    _prefill(model, IDS[:, :20], cache)
+    buffers = [t.data_ptr() for t in cache._k0]
+    assert all(t.shape[2] == 60 for t in cache._k0)
+    steps = [_prefill(model, IDS[:, i:i + 1], cache) for i in range(20, 50)]
+    torch.testing.assert_close(torch.cat(steps, 1), full[:, 20:50], rtol=0, atol=1e-12)
+    cache.crop(40)  # rollback for speculative decoding: same buffers
+    again = torch.cat([_prefill(model, IDS[:, i:i + 1], cache) for i in range(40, 60)], 1)
+    torch.testing.assert_close(again, full[:, 40:], rtol=0, atol=1e-12)
+    assert [t.data_ptr() for t in cache._k0] == buffers
+    with pytest.raises(ValueError, match="preallocated for 60 tokens and this call would hold 61"):
+        _prefill(model, IDS[:, :1], cache)

@@ -133,3 +133,15 @@ def test_generate_rejects_foreign_caches():
         model.generate(prompt, cache_implementation="static", max_new_tokens=2, pad_token_id=0)
     with pytest.raises(ValueError, match=r"cache holds 2 sequences but the input has 1 rows"):
         model(prompt, past_key_values=model.new_cache(batch_size=2))
+
+
+def test_rotary_table_gives_the_fresh_tables_bit_for_bit_and_grows():
+    from model.modeling_plt import RotaryTable, rotary_cos_sin
+
+    table = RotaryTable(16, 5e5)
+    for dtype in (torch.float32, torch.bfloat16):
+        for limit in (3, 300, 1500):  # 1500 grows the 512-row table
+            positions = torch.randint(0, limit, (2, 7))
+            for got, want in zip(table(positions, dtype, limit), rotary_cos_sin(positions, 16, 5e5, dtype)):
+                assert torch.equal(got, want)
+

@@ -178,3 +178,38 @@ def test_tools_on_path_under_tmp_stay_visible(tmp_path, monkeypatch):
         assert result.exit_code == 0 and "tool ran" in result.output
     finally:
         shutil.rmtree(tools)
+
+
+@needs_bwrap
+def test_a_virtualenv_spelled_through_a_symlinked_tmp_runs_inside(tmp_path):
+    """A checkout under a symlinked /tmp: PATH and shebangs name the /tmp spelling, which the private /tmp hides."""
+    import secrets
+    import sys
+
+    real = Path.home() / ".cache" / f"loopcoder-test-{secrets.token_hex(6)}"
+    real.mkdir(parents=True)
+    try:
+        spelled = tmp_path / "checkout"
+        spelled.symlink_to(real)
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(spelled / "venv")], check=True)
+        tool = spelled / "venv" / "bin" / "hello"
+        tool.write_text(f"#!{spelled}/venv/bin/python\nimport sys\nprint('hello from', sys.prefix)\n")
+        tool.chmod(0o755)
+        work = tmp_path / "work"
+        work.mkdir()
+        with LocalSandbox(work, path_prepend=[str(spelled / "venv" / "bin")]) as sb:
+            r = sb.run("hello", timeout=60)
+        assert r.exit_code == 0, r.output
+        assert r.output.startswith("hello from ") and r.output.strip().endswith("/venv")
+    finally:
+        shutil.rmtree(real, ignore_errors=True)
+
+
+@needs_bwrap
+def test_a_working_copy_whose_path_has_spaces(git_repo, tmp_path):
+    from workspace.repo import WorkingCopy
+
+    with WorkingCopy.create(git_repo, root=tmp_path / "my copies") as copy, LocalSandbox(copy.path) as sb:
+        r = sb.run("pwd && echo new > 'a file.txt' && python -c 'print(1)'", timeout=60)
+        assert r.exit_code == 0 and r.output.splitlines() == [str(copy.path), "1"]
+        assert "+new" in sb.diff(copy.base_commit) and " b/a file.txt" in sb.diff(copy.base_commit)

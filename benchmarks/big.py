@@ -1,0 +1,244 @@
+"""The real 7B shape on this machine: bf16, int8 and int4 loaded from a random checkpoint on disk.
+
+Writes a random `7b-shape` checkpoint once (15 GB, reused), then, each variant
+in its own process (so its peak RSS is its own): loads it (int8/int4 quantize
+while loading, shard by shard), prefills a random prompt, decodes tokens with
+the one-pass (cross-loop-parallel) and the loop-after-loop decode from the
+same prefilled cache, and times a same-dtype matvec (the bandwidth ceiling of
+this machine for that weight format). int8/int4 are fed bf16's greedy tokens,
+so their top-1 agreement with bf16 is reported too.
+
+    .venv/bin/python benchmarks/big.py                          # the 7B shape (needs ~16 GB free RAM for bf16)
+    .venv/bin/python benchmarks/big.py --scale 8 --layers 2     # the same at 1/8 width, 2 layers: a quick check
+    python benchmarks/big.py --device cuda --prompt 2048 --tokens 64
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import median, seconds, sync  # noqa: E402
+
+VARIANTS = ("bf16", "int8", "int4")
+SCALES = (1, 2, 4, 8)  # divides the 8 KV heads: the 7B's proportions hold
+TARGETS = {"decode int8 speedup over bf16": (2.0, "min"), "int8 peak RSS GB": (10.0, "max")}
+ONE_PASS_TARGET = 0.7  # one-pass / loop-after-loop decode time, every variant
+
+
+def shape_overrides(scale: int, layers: int) -> dict:
+    """The 7B's fields divided by `scale` (head dim 128 and 5 query heads per KV head kept)."""
+    return dict(hidden_size=5120 // scale, num_attention_heads=40 // scale, num_key_value_heads=8 // scale,
+                intermediate_size=27648 // scale, vocab_size=76800 // scale, num_hidden_layers=layers)
+
+
+def ensure_checkpoint(path: Path, scale: int, layers: int) -> None:
+    """Write the random checkpoint unless a complete one (marker file) is there."""
+    marker = path / ".complete"
+    overrides = shape_overrides(scale, layers)
+    if marker.is_file() and json.loads(marker.read_text()) == overrides:
+        return
+    from model.presets import init_random_checkpoint
+
+    print(f"writing a random 7b-shape checkpoint (scale 1/{scale}, {layers} layers) to {path} ...", flush=True)
+    start = time.perf_counter()
+    init_random_checkpoint(path, "7b-shape", seed=0, overrides=overrides)
+    marker.write_text(json.dumps(overrides))
+    print(f"written in {time.perf_counter() - start:.0f}s", flush=True)
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def weight_bytes_read(model, loops_read: int = 1) -> int:
+    """Bytes of weights one decode step reads: every tensor but the embedding, the layers `loops_read` times."""
+    def size(module, skip=()):
+        tensors = [t for n, t in [*module.named_parameters(), *module.named_buffers()] if not n.startswith(skip)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    layers = size(model.model.layers)
+    return size(model, skip=("model.embed_tokens.",)) + (loops_read - 1) * layers
+
+
+def probe(variant: str, device: str, megabytes: int):
+    """A 1-row product with a weight of about `megabytes` in the variant's format -> (fn, weight bytes)."""
+    from model.quantize import QuantizedLinear, QuantSpec, quantize_weight
+
+    cols = 8192
+    bits = {"bf16": 16, "int8": 8, "int4": 4}[variant]
+    rows = megabytes * 2**20 * 8 // (cols * bits)
+    weight = torch.randn(rows, cols, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    x = torch.randn(1, cols, dtype=torch.bfloat16, device=device)
+    if variant == "bf16":
+        weight = weight.to(device)
+        return (lambda: torch.nn.functional.linear(x, weight)), weight.numel() * weight.element_size()
+    layer = QuantizedLinear(cols, rows, QuantSpec(variant))
+    layer.load_stored(quantize_weight(weight, layer.spec), torch.bfloat16, device)
+    del weight
+    held = sum(t.numel() * t.element_size() for t in (layer.qweight, layer.qscale, layer.qzero))
+    return (lambda: layer(x)), held
+
+
+def child(args) -> dict:
+    """One variant, in this process: load, prefill, decode both ways, probe."""
+    import model  # noqa: F401  registers the PLT
+    from transformers import AutoModelForCausalLM
+
+    from model.quantize import kernel_report
+
+    device = args.device
+    start = time.perf_counter()
+    kwargs = {"dtype": torch.bfloat16, **({} if device == "cpu" else {"device_map": device})}
+    plt = AutoModelForCausalLM.from_pretrained(args.dir, **kwargs, **({} if args.child == "bf16" else {"quantize": args.child}))
+    sync(device)
+    load_s, rss_loaded = time.perf_counter() - start, peak_rss_bytes()
+    config = plt.config
+    prompt = torch.randint(0, config.vocab_size, (1, args.prompt), generator=torch.Generator().manual_seed(0)).to(device)
+    reference = json.loads(args.reference) if args.reference else None
+    with torch.inference_mode():
+        plt(prompt[:, :8], past_key_values=plt.new_cache(), logits_to_keep=1)  # warm-up
+        cache = plt.new_cache()
+        prefill_s = seconds(lambda: plt(prompt, past_key_values=cache, logits_to_keep=1), device)
+        first = plt(prompt[:, -1:], past_key_values=copy.deepcopy(cache), logits_to_keep=1).logits[0, -1]
+        decode, tokens, hits = {}, [], 0
+        for one_pass in (True, False):
+            plt.model.cross_loop_decode = one_pass
+            state, logits, samples = copy.deepcopy(cache), first, []
+            for step in range(args.tokens):
+                own = int(logits.argmax())
+                if one_pass:
+                    tokens.append(own)
+                    hits += reference is not None and own == reference[step]
+                token = reference[step] if reference else tokens[step]
+                ids = torch.tensor([[token]], device=device)
+                holder = {}
+                samples.append(seconds(lambda: holder.update(
+                    out=plt(ids, past_key_values=state, logits_to_keep=1).logits[0, -1]), device))
+                logits = holder["out"]
+            decode["one-pass" if one_pass else "loop-after-loop"] = median(samples[1:] or samples)
+        rss_peak = peak_rss_bytes()  # before the probe's own weight
+        fn, probe_bytes = probe(args.child, device, args.probe_mb)
+        probe_s = median([seconds(fn, device) for _ in range(9)])
+    read = {"one-pass": weight_bytes_read(plt), "loop-after-loop": weight_bytes_read(plt, config.plt_num_loops)}
+    bandwidth = probe_bytes / probe_s
+    return {
+        "variant": args.child, "load_s": load_s, "rss_after_load_gb": rss_loaded / 1e9, "peak_rss_gb": rss_peak / 1e9,
+        "gpu_peak_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.startswith("cuda") else None,
+        "prefill_tok_s": args.prompt / prefill_s,
+        "decode_ms": {k: v * 1e3 for k, v in decode.items()},
+        "weight_gb_per_token": {k: v / 1e9 for k, v in read.items()},
+        "matvec_gb_s": bandwidth / 1e9,
+        "bandwidth_fraction": {k: read[k] / decode[k] / bandwidth for k in decode},
+        "tokens": tokens, "agreement_with_bf16": hits / len(reference) if reference else None,
+        "kernels": kernel_report(plt),
+    }
+
+
+def parent(args) -> dict:
+    ensure_checkpoint(Path(args.dir), args.scale, args.layers)
+    results, reference = {}, None
+    for variant in args.variants:
+        command = [sys.executable, __file__, "--child", variant, "--dir", args.dir, "--device", args.device,
+                   "--prompt", str(args.prompt), "--tokens", str(args.tokens), "--threads", str(args.threads),
+                   "--probe-mb", str(args.probe_mb)] + (["--reference", json.dumps(reference)] if reference else [])
+        print(f"=== {variant} ===", flush=True)
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"the {variant} run failed (exit {done.returncode})")
+        results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+        if variant == "bf16":
+            reference = results[variant]["tokens"]
+    ratios = {f"one-pass / loop-after-loop ({v})": r["decode_ms"]["one-pass"] / r["decode_ms"]["loop-after-loop"]
+              for v, r in results.items()}
+    targets = {name: {"bound": ONE_PASS_TARGET, "kind": "max"} for name in ratios}
+    if "bf16" in results and "int8" in results:
+        ratios["decode int8 speedup over bf16"] = (results["bf16"]["decode_ms"]["one-pass"]
+                                                   / results["int8"]["decode_ms"]["one-pass"])
+    if "int8" in results:
+        ratios["int8 peak RSS GB"] = results["int8"]["peak_rss_gb"]
+    targets.update({name: {"bound": bound, "kind": kind} for name, (bound, kind) in TARGETS.items() if name in ratios})
+    for name, target in targets.items():
+        value = ratios[name]
+        target["met"] = value <= target["bound"] if target["kind"] == "max" else value >= target["bound"]
+    return {"benchmark": "big", "scale": args.scale, "layers": args.layers, "device": args.device,
+            "threads": args.threads, "prompt": args.prompt, "tokens": args.tokens, "torch": torch.__version__,
+            "load_average": list(os.getloadavg()), "variants": results, "ratios": ratios, "targets": targets}
+
+
+def print_tables(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=170)
+    table = Table(title=f"7b-shape at 1/{result['scale']} width, {result['layers']} layers, {result['device']}, "
+                        f"{result['threads']} threads: prefill {result['prompt']} tokens, decode {result['tokens']}")
+    for column in ("variant", "load s", "peak RSS", "prefill tok/s", "one-pass ms/tok", "loop-after-loop ms/tok",
+                   "weights/token", "matvec GB/s", "% matvec BW", "agree w/ bf16"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for name, r in result["variants"].items():
+        agree = r["agreement_with_bf16"]
+        table.add_row(name, f"{r['load_s']:.1f}", f"{r['peak_rss_gb']:.2f} GB", f"{r['prefill_tok_s']:.1f}",
+                      f"{r['decode_ms']['one-pass']:.1f}", f"{r['decode_ms']['loop-after-loop']:.1f}",
+                      f"{r['weight_gb_per_token']['one-pass']:.2f} GB", f"{r['matvec_gb_s']:.1f}",
+                      f"{100 * r['bandwidth_fraction']['one-pass']:.0f}%", "" if agree is None else f"{agree:.1%}")
+    console.print(table)
+    ratios = Table(title=f"ratios (load average {result['load_average'][0]:.1f})")
+    for column in ("ratio", "value", "target", "met"):
+        ratios.add_column(column, justify="left" if column == "ratio" else "right")
+    for name, value in result["ratios"].items():
+        target = result["targets"].get(name)
+        bound = f"{'<=' if target['kind'] == 'max' else '>='} {target['bound']}" if target else ""
+        ratios.add_row(name, f"{value:.3f}", bound, ("yes" if target["met"] else "NO") if target else "")
+    console.print(ratios)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=int, choices=SCALES, default=1, help="divide the 7B's width by this")
+    parser.add_argument("--layers", type=int, default=14, help="shared layers (the 7B has 14)")
+    parser.add_argument("--dir", help="checkpoint directory, written once (default ~/.cache/loopcoder/big-s{scale}-l{layers})")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: bf16, int8, int4")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
+    parser.add_argument("--prompt", type=int, default=512, help="prefill tokens")
+    parser.add_argument("--tokens", type=int, default=32, help="decode steps per path")
+    parser.add_argument("--probe-mb", type=int, default=512, help="weight size of the bandwidth probe")
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--reference", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not args.variants or set(args.variants) - set(VARIANTS):
+        parser.error(f"--variants takes a comma-separated subset of {', '.join(VARIANTS)}")
+    if args.layers < 1 or args.prompt < 1 or args.tokens < 2:
+        parser.error("--layers and --prompt must be >= 1, --tokens >= 2")
+    args.dir = args.dir or str(Path.home() / ".cache" / "loopcoder" / f"big-s{args.scale}-l{args.layers}")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+    result = parent(args)
+    print_tables(result)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""Weight-only int8/int4 quantization of the PLT's linear layers, with kernels chosen by measuring.
+
+Decoding is memory-bound: each step reads every weight once, so bytes per
+weight set the speed (int8 halves bf16's, int4 quarters it). Activations stay
+in the model's dtype; only the weights of the 14 shared layers' linears (and
+lm_head) are stored quantized:
+
+- int8: symmetric, one scale per output channel, w = q * scale, q in [-127, 127];
+- int4: asymmetric per group of `group_size` inputs, w = (q - 8) * scale + zero,
+  q in [0, 15] (the convention of torch's int4 kernels and gpt-fast).
+
+A checkpoint stores them device-neutrally (`X.weight` int8 [N, K] or uint8
+[N, K/2] with the even column in the high nibble, `X.weight_scale`,
+`X.weight_zero` in float32); at load each layer is converted to the layout of
+the kernel that measured fastest on this device for its shape, once for
+decode (1-2 rows) and once for prefill (many rows): on a CPU torch's
+`_weight_int8pack_mm` wins a decode step but loses a prefill to dequantize-
+then-GEMM by 10x or more.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+METHODS = ("int8", "int4")
+DEFAULT_GROUP_SIZE = 128
+DECODE_ROWS = 8  # a call with at most this many rows is a decode step (one row per loop and sequence)
+MEASURE_ROWS = {"decode": (1, 2), "prefill": (64,)}
+MEASURE_MAX_FEATURES = 1024  # time a slice of big layers: the cost is linear in output features
+QUANT_BLOCK_ROWS = 1024  # quantize this many rows at a time: float32 temporaries stay small
+STORED_TENSORS = {"int8": ("weight", "weight_scale"), "int4": ("weight", "weight_scale", "weight_zero")}
+LINEAR_NAMES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """What `config.plt_quantization` says: {"method": "int8"|"int4", "group_size": 128, "lm_head": true}."""
+
+    method: str
+    group_size: int = DEFAULT_GROUP_SIZE
+    lm_head: bool = True
+
+    @classmethod
+    def parse(cls, value: "QuantSpec | dict | str | None") -> "QuantSpec | None":
+        if value is None or isinstance(value, QuantSpec):
+            return value
+        if isinstance(value, str):
+            value = {"method": value}
+        if not isinstance(value, dict) or set(value) - {"method", "group_size", "lm_head"}:
+            raise ValueError(f"quantization must be int8, int4 or {{method, group_size, lm_head}}, got {value!r}")
+        spec = cls(**value)
+        if spec.method not in METHODS:
+            raise ValueError(f"quantization method must be one of {', '.join(METHODS)}, got {spec.method!r}")
+        if isinstance(spec.group_size, bool) or not isinstance(spec.group_size, int) or spec.group_size < 16 \
+                or spec.group_size & (spec.group_size - 1):
+            raise ValueError(f"quantization group_size must be a power of two >= 16, got {spec.group_size!r}")
+        return spec
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "group_size": self.group_size, "lm_head": self.lm_head}
+
+
+def target_modules(config) -> list[str]:
+    """Names of the linears a quantized model stores quantized (embeddings and the gate stay dense)."""
+    spec = QuantSpec.parse(config.plt_quantization)
+    names = [f"model.layers.{i}.{n}" for i in range(config.num_hidden_layers) for n in LINEAR_NAMES]
+    return names + (["lm_head"] if spec is not None and spec.lm_head else [])
+
+
+# --- the stored (device-neutral) form --------------------------------------
+
+
+def quantize_weight(weight: torch.Tensor, spec: QuantSpec) -> dict[str, torch.Tensor]:
+    """A dense weight [N, K] -> its stored tensors {"weight", "weight_scale"[, "weight_zero"]} on the CPU."""
+    blocks = [_quantize_rows(weight[i:i + QUANT_BLOCK_ROWS].float(), spec)
+              for i in range(0, weight.shape[0], QUANT_BLOCK_ROWS)]
+    return {name: torch.cat([b[name] for b in blocks]).cpu() for name in blocks[0]}
+
+
+def _quantize_rows(w: torch.Tensor, spec: QuantSpec) -> dict[str, torch.Tensor]:
+    if spec.method == "int8":
+        scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)  # [N]
+        return {"weight": torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), "weight_scale": scale}
+    rows, cols = w.shape
+    groups = w.view(rows, cols // spec.group_size, spec.group_size)  # [N, K/g, g]
+    low, high = groups.amin(-1), groups.amax(-1)
+    scale = ((high - low) / 15).clamp(min=1e-12)  # [N, K/g]
+    q = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, 15).to(torch.uint8).view(rows, cols)
+    return {"weight": q[:, 0::2] << 4 | q[:, 1::2], "weight_scale": scale, "weight_zero": low + 8 * scale}
+
+
+def stored_shapes(method: str, out_features: int, in_features: int, group_size: int) -> dict[str, tuple[int, ...]]:
+    """Suffix -> shape of the stored tensors of one quantized [out, in] linear."""
+    if method == "int8":
+        return {"weight": (out_features, in_features), "weight_scale": (out_features,)}
+    groups = (out_features, in_features // group_size)
+    return {"weight": (out_features, in_features // 2), "weight_scale": groups, "weight_zero": groups}
+
+
+def dequantize(stored: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The dense weight [N, K] the stored tensors stand for."""
+    q, scale = stored["weight"], stored["weight_scale"].to(dtype)
+    if q.dtype == torch.int8:
+        return q.to(dtype) * scale[:, None]
+    rows = q.shape[0]
+    values = torch.stack([q >> 4, q & 15], dim=-1).view(rows, scale.shape[1], -1).to(dtype)  # [N, K/g, g]
+    return ((values - 8) * scale[..., None] + stored["weight_zero"].to(dtype)[..., None]).view(rows, -1)
+
+
+# --- kernels: a layout to hold the weight in, and ways to multiply by it -----
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a layer holds its quantized weight on a device: stored tensors -> (qweight, qscale, qzero)."""
+
+    name: str
+    method: str
+    devices: tuple[str, ...]
+    prepare: Callable[[dict, torch.dtype, torch.device, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """x [M, K] @ W^T from a layout's tensors."""
+
+    name: str
+    layout: str
+    run: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def _empty(device) -> torch.Tensor:
+    return torch.empty(0, device=device)
+
+
+def _prepare_int8(stored, dtype, device, group_size):
+    return stored["weight"].to(device), stored["weight_scale"].to(device, dtype), _empty(device)
+
+
+def _prepare_nibbles(stored, dtype, device, group_size):
+    return stored["weight"].to(device), stored["weight_scale"].to(device, dtype), stored["weight_zero"].to(device, dtype)
+
+
+def _scales_and_zeros(stored, dtype, device) -> torch.Tensor:
+    """[K/g, N, 2]: the scale/zero operand of torch's int4 kernels."""
+    return torch.stack([stored["weight_scale"], stored["weight_zero"]], dim=-1).transpose(0, 1).contiguous().to(device, dtype)
+
+
+def _prepare_int4_cpu(stored, dtype, device, group_size):
+    q = stored["weight"]
+    unpacked = torch.stack([q >> 4, q & 15], dim=-1).view(q.shape[0], -1).to(torch.int32)  # [N, K]
+    return torch._convert_weight_to_int4pack_for_cpu(unpacked, 2), _scales_and_zeros(stored, dtype, device), _empty(device)
+
+
+def _prepare_int4_cuda(stored, dtype, device, group_size):
+    packed = torch._convert_weight_to_int4pack(stored["weight"].to(device), 8)
+    return packed, _scales_and_zeros(stored, dtype, device), _empty(device)
+
+
+def _dequant_int8(x, w, scale, zero, group_size):
+    return F.linear(x, w.to(x.dtype) * scale[:, None])
+
+
+def _dequant_nibbles(x, w, scale, zero, group_size):
+    return F.linear(x, dequantize({"weight": w, "weight_scale": scale, "weight_zero": zero}, x.dtype))
+
+
+LAYOUTS = {layout.name: layout for layout in (
+    Layout("int8", "int8", ("cpu", "cuda"), _prepare_int8),
+    Layout("int4-nibbles", "int4", ("cpu", "cuda"), _prepare_nibbles),
+    Layout("int4-cpu-pack", "int4", ("cpu",), _prepare_int4_cpu),
+    Layout("int4-cuda-pack", "int4", ("cuda",), _prepare_int4_cuda),
+)}
+KERNELS = (
+    Kernel("int8pack_mm", "int8", lambda x, w, s, z, g: torch._weight_int8pack_mm(x, w, s)),
+    Kernel("int8 dequant+linear", "int8", _dequant_int8),
+    Kernel("int4 dequant+linear", "int4-nibbles", _dequant_nibbles),
+    Kernel("int4pack_mm_for_cpu", "int4-cpu-pack", lambda x, w, s, z, g: torch._weight_int4pack_mm_for_cpu(x, w, g, s)),
+    Kernel("int4pack_mm", "int4-cuda-pack", lambda x, w, s, z, g: torch._weight_int4pack_mm(x, w, g, s)),
+)
+KERNELS_BY_NAME = {k.name: k for k in KERNELS}
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    layout: str
+    decode: str  # kernel names
+    prefill: str
+    seconds: dict  # (kernel, regime) -> measured seconds, for reports
+
+
+@functools.cache
+def choose_kernels(method: str, out_features: int, in_features: int, group_size: int,
+                   dtype: torch.dtype, device: str) -> KernelChoice:
+    """Time every kernel this device has for a random weight of this shape; the layout of the fastest
+    decode kernel, and within it the fastest kernel for decode and for prefill."""
+    device = torch.device(device)
+    rows = min(out_features, MEASURE_MAX_FEATURES)
+    generator = torch.Generator().manual_seed(0)
+    stored = quantize_weight(torch.randn(rows, in_features, generator=generator), QuantSpec(method, group_size))
+    inputs = {n: torch.randn(n, in_features, generator=generator).to(device, dtype)
+              for n in {n for ns in MEASURE_ROWS.values() for n in ns}}
+    seconds: dict[tuple[str, str], float] = {}
+    for layout in (l for l in LAYOUTS.values() if l.method == method and device.type in l.devices):
+        try:
+            tensors = layout.prepare(stored, dtype, device, group_size)
+        except (RuntimeError, NotImplementedError):  # no such kernel for this device/dtype/shape
+            continue
+        for kernel in (k for k in KERNELS if k.layout == layout.name):
+            try:
+                for regime, counts in MEASURE_ROWS.items():
+                    seconds[kernel.name, regime] = sum(_time(kernel, inputs[n], tensors, group_size) for n in counts)
+            except (RuntimeError, NotImplementedError):
+                continue
+    if not seconds:
+        raise RuntimeError(f"no {method} kernel runs on {device} with {dtype} activations for a "
+                           f"[{out_features}, {in_features}] weight")
+
+    def fastest(regime: str, layout: str | None = None) -> str:
+        names = [k for (k, r) in seconds if r == regime and (layout is None or KERNELS_BY_NAME[k].layout == layout)]
+        return min(names, key=lambda k: seconds[k, regime])
+
+    decode = fastest("decode")
+    layout = KERNELS_BY_NAME[decode].layout
+    return KernelChoice(layout, decode, fastest("prefill", layout), seconds)
+
+
+def _time(kernel: Kernel, x: torch.Tensor, tensors, group_size: int, repeats: int = 3) -> float:
+    kernel.run(x, *tensors, group_size)  # warm-up (and the error, if the kernel cannot run)
+    best = float("inf")
+    for _ in range(repeats):
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+        start = time.perf_counter()
+        kernel.run(x, *tensors, group_size)
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+class QuantizedLinear(nn.Module):
+    """A bias-optional linear whose weight is int8 or int4; y = x W^T (+ b) in the activations' dtype."""
+
+    def __init__(self, in_features: int, out_features: int, spec: QuantSpec, bias: bool = False):
+        super().__init__()
+        if spec.method == "int4" and in_features % spec.group_size:
+            raise ValueError(f"int4 quantization needs in_features ({in_features}) divisible by the group size "
+                             f"({spec.group_size}); pick a group_size that divides it")
+        self.in_features, self.out_features, self.spec = in_features, out_features, spec
+        self.bias = nn.Parameter(torch.empty(out_features, device="meta")) if bias else None
+        self.choice: KernelChoice | None = None
+        for name in ("qweight", "qscale", "qzero"):  # the kernel layout's tensors: not a checkpoint format
+            self.register_buffer(name, torch.empty(0, device="meta"), persistent=False)
+
+    def load_stored(self, stored: dict[str, torch.Tensor], dtype: torch.dtype, device) -> None:
+        """Take this layer's stored tensors; hold them in the layout of the kernels measured fastest here."""
+        device = torch.device(device)
+        self.choice = choose_kernels(self.spec.method, self.out_features, self.in_features, self.spec.group_size,
+                                     dtype, str(device))
+        self.qweight, self.qscale, self.qzero = LAYOUTS[self.choice.layout].prepare(
+            stored, dtype, device, self.spec.group_size)
+        self._decode = KERNELS_BY_NAME[self.choice.decode].run
+        self._prefill = KERNELS_BY_NAME[self.choice.prefill].run
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., K] -> [..., N]."""
+        flat = x.reshape(-1, self.in_features)  # [M, K]
+        run = self._decode if flat.shape[0] <= DECODE_ROWS else self._prefill
+        out = run(flat.contiguous(), self.qweight, self.qscale, self.qzero, self.spec.group_size)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        kernels = f", decode={self.choice.decode}, prefill={self.choice.prefill}" if self.choice else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self.spec.method}{kernels}"
+
+
+def install_placeholders(model: nn.Module, spec: QuantSpec) -> dict[str, QuantizedLinear]:
+    """Put an empty QuantizedLinear where each target linear is; name -> module."""
+    placed = {}
+    for name in target_modules(model.config):
+        linear = model.get_submodule(name)
+        layer = QuantizedLinear(linear.in_features, linear.out_features, spec, bias=linear.bias is not None)
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, layer)
+        placed[name] = layer
+    return placed
+
+
+def quantize_model(model: nn.Module, quantize: "QuantSpec | dict | str") -> nn.Module:
+    """Quantize a loaded model's target linears in place (tests, benchmarks); returns the model."""
+    spec = QuantSpec.parse(quantize)
+    if getattr(model.config, "plt_quantization", None):
+        raise ValueError("this model is already quantized")
+    model.config.plt_quantization = spec.to_dict()
+    dense = {name: model.get_submodule(name) for name in target_modules(model.config)}
+    dtype = model.get_input_embeddings().weight.dtype
+    for name, layer in install_placeholders(model, spec).items():
+        linear = dense[name]
+        layer.load_stored(quantize_weight(linear.weight.detach(), spec), dtype, linear.weight.device)
+        if linear.bias is not None:
+            layer.bias = nn.Parameter(linear.bias.detach(), requires_grad=False)
+    return model
+
+
+def kernel_report(model: nn.Module) -> dict[str, str]:
+    """'[N, K]' -> 'layout: decode kernel / prefill kernel' for each quantized shape of a model."""
+    return {f"[{m.out_features}, {m.in_features}]": f"{m.choice.layout}: {m.choice.decode} / {m.choice.prefill}"
+            for m in model.modules() if isinstance(m, QuantizedLinear) and m.choice is not None}
