@@ -53,6 +53,8 @@ model_app = typer.Typer(help="Inspect, create and train PLT checkpoints.", no_ar
 app.add_typer(model_app, name="model")
 swebench_app = typer.Typer(help="SWE-bench-style batch runs and evaluation.", no_args_is_help=True)
 app.add_typer(swebench_app, name="swebench")
+swebench_env_app = typer.Typer(help="Instance environments built from specs.", no_args_is_help=True)
+swebench_app.add_typer(swebench_env_app, name="env")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -376,6 +378,27 @@ def _batch_instances(instances: str, filter: str | None):
     return selected
 
 
+SPECS_HELP = "YAML/JSON environment specs: repo -> version -> spec, or instance_id -> spec (see README)."
+ENV_CACHE_HELP = "Where built environments and their build logs go."
+
+
+def _env_options(sandbox: str, repo_cache: str | None, specs: str | None, env_cache: str | None, **extra):
+    """EnvOptions (or a subclass given as `cls`) with the specs file loaded; a bad file is a one-line error."""
+    from pathlib import Path
+
+    from agent.swebench.environments import EnvOptions
+    from agent.swebench.envbuild import DEFAULT_ENV_CACHE
+    from agent.swebench.specs import SpecError, load_specs
+
+    cls = extra.pop("cls", EnvOptions)
+    try:
+        spec_map = load_specs(specs)
+    except SpecError as error:
+        fail(str(error))
+    return cls(sandbox=sandbox, repo_cache=Path(repo_cache) if repo_cache else None, specs=spec_map,
+               env_cache=Path(env_cache).expanduser() if env_cache else DEFAULT_ENV_CACHE, **extra)
+
+
 def _check_sandbox(sandbox: str | None) -> None:
     if sandbox not in (None, "local", "docker"):
         fail(f"--sandbox must be local or docker, not {sandbox!r}")
@@ -404,8 +427,10 @@ def swebench_eval(
     repo_cache: str = typer.Option(None, "--repo-cache", help=REPO_CACHE_HELP),
     output: str = typer.Option("runs/evaluation", "--output", help="Where reports, logs and the summary go."),
     run_id: str = typer.Option(None, "--run-id", help="Name of this evaluation (default: the time)."),
-    test_cmd: str = typer.Option(None, "--test-cmd", help="Test command for every repo (default: per-repo spec, else pytest -rA)."),
+    test_cmd: str = typer.Option(None, "--test-cmd", help="Test command for every instance (default: the spec's test_cmd)."),
     timeout: float = typer.Option(1800.0, "--timeout", help="Seconds the tests of one instance may take."),
+    specs: str = typer.Option(None, "--specs", help=SPECS_HELP),
+    env_cache: str = typer.Option(None, "--env-cache", help=ENV_CACHE_HELP),
 ) -> None:
     """Grade predictions like the SWE-bench harness: report.json per instance and a run summary."""
     import time
@@ -414,6 +439,7 @@ def swebench_eval(
     from rich.console import Console
     from rich.progress import Progress
 
+    from agent.swebench.cleanup import removed_on_signal
     from agent.swebench.eval import EvalOptions, evaluate
     from agent.swebench.instances import InstanceError
     from agent.swebench.predictions import load_predictions
@@ -426,11 +452,10 @@ def swebench_eval(
     except InstanceError as error:
         fail(str(error))
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
-    options = EvalOptions(sandbox=sandbox, repo_cache=Path(repo_cache) if repo_cache else None, test_cmd=test_cmd,
-                          timeout=timeout)
+    options = _env_options(sandbox, repo_cache, specs, env_cache, cls=EvalOptions, test_cmd=test_cmd, timeout=timeout)
     output = Path(output)
     console = Console()
-    with Progress(console=console, transient=True) as progress:
+    with removed_on_signal(), Progress(console=console, transient=True) as progress:
         task = progress.add_task("evaluating", total=sum(i.instance_id in preds for i in selected))
         summary, outcomes, summary_path = evaluate(selected, preds, options, output, run_id, workers,
                                                    on_done=lambda _: progress.advance(task))
@@ -454,6 +479,8 @@ def swebench_run(
     max_steps: int = _MAX_STEPS,
     config: str = _CONFIG,
     sets: list[str] = _SETS,
+    specs: str = typer.Option(None, "--specs", help=SPECS_HELP),
+    env_cache: str = typer.Option(None, "--env-cache", help=ENV_CACHE_HELP),
 ) -> None:
     """Run the agent on each instance; append predictions to OUTPUT/preds.jsonl (a rerun resumes)."""
     from pathlib import Path
@@ -461,7 +488,7 @@ def swebench_run(
     from rich.console import Console
     from rich.live import Live
 
-    from agent.swebench.environments import EnvOptions
+    from agent.swebench.cleanup import removed_on_signal
     from agent.swebench.run import run_batch
     from agent.swebench.tables import RunCounters
 
@@ -470,12 +497,12 @@ def swebench_run(
     console = Console()
     cfg, provider = _batch_backend(console, config, sets, model=model, backend=backend, script=script,
                                    sandbox=sandbox, max_steps=max_steps)
-    env_options = EnvOptions(sandbox=cfg.sandbox.kind, repo_cache=Path(repo_cache) if repo_cache else None,
-                             image=cfg.sandbox.image, network=cfg.sandbox.network)
+    env_options = _env_options(cfg.sandbox.kind, repo_cache, specs, env_cache, image=cfg.sandbox.image,
+                               network=cfg.sandbox.network)
     counters = RunCounters(len(selected), 0)
     out = Path(output)
     try:
-        with Live(counters, console=console, refresh_per_second=2, transient=True):
+        with removed_on_signal(), Live(counters, console=console, refresh_per_second=2, transient=True):
             outcomes = run_batch(selected, provider, cfg, env_options, out, workers,
                                  on_start=counters.start_run, on_done=counters.add)
     finally:
@@ -487,6 +514,51 @@ def swebench_run(
     console.print(f"predictions: {out / 'preds.jsonl'}  trajectories: {out / 'trajectories'}", highlight=False)
     if any(o.error for o in outcomes):
         console.print(f"errors: {out / 'errors.jsonl'} (rerun the same command to retry them)", highlight=False)
+        raise typer.Exit(1)
+
+
+@swebench_env_app.command("build")
+def swebench_env_build(
+    instances: str = typer.Option(..., "--instances", "-i", help="Instances .json/.jsonl, or a hub dataset name[:split]."),
+    filter: str = typer.Option(None, "--filter", help="Regular expression searched in instance_id."),
+    specs: str = typer.Option(None, "--specs", help=SPECS_HELP),
+    sandbox: str = typer.Option("local", "--sandbox", help="local (cached venvs) or docker (instance images)."),
+    repo_cache: str = typer.Option(None, "--repo-cache", help=REPO_CACHE_HELP),
+    env_cache: str = typer.Option(None, "--env-cache", help=ENV_CACHE_HELP),
+    image: str = typer.Option(None, "--image", help="docker: the base image instance images are built from."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Environments built at the same time."),
+) -> None:
+    """Build (or find cached) every selected instance's environment ahead of run/eval, with progress."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from agent.swebench.cleanup import removed_on_signal
+    from agent.swebench.environments import build_environment
+
+    _check_sandbox(sandbox)
+    selected = _batch_instances(instances, filter)
+    options = _env_options(sandbox, repo_cache, specs, env_cache, image=image)
+    console = Console()
+    failures: list[str] = []
+
+    def one(instance) -> None:
+        try:
+            where = build_environment(instance, options)
+            progress.console.print(f"[green]ready[/] {instance.instance_id}: {where}", highlight=False)
+        except Exception as error:  # each failure is reported with its log; the others still build
+            failures.append(instance.instance_id)
+            progress.console.print(f"[red]failed[/] {instance.instance_id}: {type(error).__name__}: {error}",
+                                   highlight=False)
+        progress.advance(task)
+
+    with removed_on_signal(), Progress(console=console) as progress:
+        task = progress.add_task("building environments", total=len(selected))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, selected))
+    console.print(f"{len(selected) - len(failures)}/{len(selected)} environments ready", highlight=False)
+    if failures:
         raise typer.Exit(1)
 
 

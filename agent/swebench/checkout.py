@@ -8,11 +8,11 @@ cache is never written and many instances of one repo share its objects.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import git
 
+from agent.swebench.cleanup import tracked_tempdir, untrack
 from agent.swebench.instances import Instance
 from workspace.leftovers import owner_suffix, reap_dirs
 from workspace.repo import RepoError, WorkingCopy
@@ -34,7 +34,7 @@ def checkout(cache: Path, instance: Instance, root: Path) -> WorkingCopy:
     source = cached_repo(cache, instance)
     root.mkdir(parents=True, exist_ok=True)
     reap_dirs(root)
-    dest = Path(tempfile.mkdtemp(prefix=f"{instance.instance_id}-", suffix=owner_suffix(), dir=root))
+    dest = tracked_tempdir(f"{instance.instance_id}-", root, suffix=owner_suffix())  # the signal handler removes it too
     try:
         with git.Repo.clone_from(str(source), dest, shared=True, no_checkout=True, quiet=True) as repo:
             try:
@@ -45,9 +45,20 @@ def checkout(cache: Path, instance: Instance, root: Path) -> WorkingCopy:
             repo.delete_remote("origin")  # nothing can be pushed back by accident
             commit = repo.head.commit.hexsha
     except git.GitCommandError as exc:
-        shutil.rmtree(dest, ignore_errors=True)
+        _remove(dest)
         raise RepoError(f"instance {instance.instance_id}: cannot clone {source}: {exc.stderr.strip()}") from None
     except BaseException:
-        shutil.rmtree(dest, ignore_errors=True)
+        _remove(dest)
         raise
-    return WorkingCopy(dest, commit, source)
+    return _TrackedCopy(dest, commit, source)
+
+
+class _TrackedCopy(WorkingCopy):
+    def close(self) -> None:
+        super().close()
+        untrack(self.path)
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    untrack(path)

@@ -9,9 +9,11 @@ stores them.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
+from unittest import mock
 
 from tests.conftest import git
 
@@ -35,18 +37,25 @@ for path in sys.argv[1:]:
 MINI_RUNNER = "python3 -c " + shlex.quote(_RUNNER)
 
 
+FIXED_DATES = {"GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z"}
+
+
 def _commit(repo: Path, files: dict[str, str], message: str) -> str:
     for name, text in files.items():
         path = repo / name
+        if text is None:  # deleted in this commit
+            path.unlink()
+            continue
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     git(repo, "add", "-A")
-    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+    with mock.patch.dict(os.environ, FIXED_DATES):  # the same repo gets the same commits: cached environments hit
+        git(repo, "commit", "-q", "--allow-empty", "-m", message)
     return git(repo, "rev-parse", "HEAD").strip()
 
 
 def fabricate(cache: Path, repo: str, number: int, *, base: dict[str, str], fix: dict[str, str],
-              tests: dict[str, str], fail_to_pass: list[str], pass_to_pass: list[str]) -> dict:
+              tests: dict[str, str | None], fail_to_pass: list[str], pass_to_pass: list[str]) -> dict:
     path = cache / repo.replace("/", "__")
     if not path.exists():
         path.mkdir(parents=True)
@@ -134,3 +143,30 @@ def fix_script(instance_id: str, pause: float = 0.0) -> list[str]:
     turns = [call("bash", command=f"sleep {pause}")] if pause else []
     return turns + [call("str_replace_editor", command="str_replace", path=path, old_str=old, new_str=new),
                     call("submit")]
+
+
+# A patch that changes nothing the tests look at.
+NOOP = "diff --git a/NOTES.md b/NOTES.md\nnew file mode 100644\n--- /dev/null\n+++ b/NOTES.md\n@@ -0,0 +1 @@\n+nothing\n"
+
+
+# A src/ layout library whose tests need `six` from the registry; test_patch deletes tests/test_legacy.py.
+SRCLIB_SPEC = {"acme/srclib": {"1.0": {"pip_packages": ["pytest", "six"], "install": "python -m pip install -e ."}}}
+_CORE_TESTS = "import six\n\nfrom acmelib.core import double\n\n\ndef test_six():\n    assert six.PY3\n"
+# On PYTHONPATH in the tests: a same-named package with the fix, which must never be the one imported.
+SHADOW = {"acmelib/__init__.py": "import sys\nprint('SHADOW acmelib IMPORTED', file=sys.stderr)\n",
+          "acmelib/core.py": "def double(x):\n    return 2 * x\n"}
+
+
+def srclib_instance(cache: Path, number: int = 7) -> dict:
+    return fabricate(
+        cache, "acme/srclib", number,
+        base={"pyproject.toml": '[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n\n'
+                                '[project]\nname = "acmelib"\nversion = "1.0"\n\n[tool.setuptools.packages.find]\nwhere = ["src"]\n',
+              "src/acmelib/__init__.py": "", "src/acmelib/core.py": "def double(x):\n    return x + x + 1\n",
+              "tests/test_core.py": _CORE_TESTS,
+              "tests/test_legacy.py": "def test_legacy():\n    assert True\n"},
+        fix={"src/acmelib/core.py": "def double(x):\n    return 2 * x\n"},
+        tests={"tests/test_core.py": _CORE_TESTS + "\n\ndef test_double():\n    assert double(4) == 8\n",
+               "tests/test_legacy.py": None},
+        fail_to_pass=["tests/test_core.py::test_double"], pass_to_pass=["tests/test_core.py::test_six"],
+    )

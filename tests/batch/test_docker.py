@@ -19,14 +19,18 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
-def fabricated(tmp_path, base_image):
-    return [parse_instance(r, r["instance_id"]) for r in standard_instances(tmp_path / "cache")]
+def fabricated(tmp_path, base_image, docker_client):
+    yield [parse_instance(r, r["instance_id"]) for r in standard_instances(tmp_path / "cache")]
+    for image in docker_client.images.list(filters={"label": "loopcoder.swebench.repo"}):
+        if image.labels["loopcoder.swebench.repo"].startswith("acme/"):  # the instance images these tests built
+            docker_client.images.remove(image.id, force=True)
 
 
-def test_eval_in_base_image_over_cache_clones(fabricated, tmp_path):
+@pytest.mark.timeout(900)  # builds three instance images
+def test_eval_in_instance_images_built_from_the_base_image(fabricated, tmp_path, env_cache):
     calc1, calc2, text3 = fabricated
     options = EvalOptions(sandbox="docker", repo_cache=tmp_path / "cache", work_root=tmp_path / "work",
-                          test_cmd=MINI_RUNNER, timeout=120)
+                          env_cache=env_cache, timeout=120)
     preds = load_predictions("gold", fabricated)
     preds[calc2.instance_id] = {**preds[calc2.instance_id], "model_patch": MALFORMED.replace("text.py", "calc/neg.py")}
     preds[calc1.instance_id] = {**preds[calc1.instance_id], "model_patch": CHEAT}
@@ -55,12 +59,12 @@ def test_instance_image_is_preferred_to_the_cache(fabricated, tmp_path, docker_c
         docker_client.images.remove(image, force=True)
 
 
-def test_batch_run_in_docker(fabricated, tmp_path):
+def test_batch_run_in_docker(fabricated, tmp_path, env_cache):
     text3 = fabricated[2]
     script = tmp_path / "script.json"
     script.write_text(json.dumps(fix_script(text3.instance_id)))
     config = configure(None, [], backend="replay", script=str(script), sandbox="docker")
-    env = EnvOptions(sandbox="docker", repo_cache=tmp_path / "cache", work_root=tmp_path / "work")
+    env = EnvOptions(sandbox="docker", repo_cache=tmp_path / "cache", work_root=tmp_path / "work", env_cache=env_cache)
     (outcome,) = run_batch([text3], BackendProvider(config), config, env, tmp_path / "out")
     assert outcome.status == "submitted" and outcome.error is None
     (pred,) = read_jsonl(tmp_path / "out" / "preds.jsonl")

@@ -9,23 +9,26 @@ import pytest
 from agent.swebench.eval import EvalOptions, evaluate
 from agent.swebench.instances import parse_instance
 from agent.swebench.predictions import load_predictions
-from tests.batch.fabricate import CHEAT, MALFORMED, TEST_CMD, standard_instances
+from tests.batch.fabricate import CHEAT, MALFORMED, standard_instances
 
-REPORT_KEYS = ["patch_is_None", "patch_exists", "patch_successfully_applied", "resolved", "tests_status"]
+REPORT_KEYS = ["patch_is_None", "patch_exists", "patch_successfully_applied", "resolved", "infra_failure",
+               "tests_status"]
 SUMMARY_KEYS = [
     "total_instances", "submitted_instances", "completed_instances", "resolved_instances", "unresolved_instances",
-    "empty_patch_instances", "error_instances", "completed_ids", "incomplete_ids", "empty_patch_ids",
-    "submitted_ids", "resolved_ids", "unresolved_ids", "error_ids", "schema_version",
+    "infra_failure_instances", "ambiguous_failure_instances", "empty_patch_instances", "error_instances",
+    "completed_ids", "incomplete_ids", "empty_patch_ids", "submitted_ids", "resolved_ids", "unresolved_ids",
+    "infra_failure_ids", "ambiguous_failure_ids", "failure_reasons", "error_ids", "schema_version",
 ]
 @pytest.fixture(scope="module")
-def fabricated(tmp_path_factory):
+def fabricated(tmp_path_factory, env_cache):
     root = tmp_path_factory.mktemp("swe")
     records = standard_instances(root / "cache")
+    (root / "envs").symlink_to(env_cache)
     return root, [parse_instance(r, r["instance_id"]) for r in records]
 
 
 def _options(root: Path) -> EvalOptions:
-    return EvalOptions(sandbox="local", repo_cache=root / "cache", work_root=root / "work", test_cmd=TEST_CMD,
+    return EvalOptions(sandbox="local", repo_cache=root / "cache", work_root=root / "work", env_cache=root / "envs",
                        timeout=120)
 
 
@@ -83,7 +86,8 @@ def test_bad_predictions_do_not_resolve(fabricated, tmp_path):
     assert malformed.status == "not_applied"
     report = json.loads((tmp_path / "r1" / "org__m" / text3.instance_id / "report.json").read_text())
     assert report == {text3.instance_id: {"patch_is_None": False, "patch_exists": True,
-                                          "patch_successfully_applied": False, "resolved": False}}
+                                          "patch_successfully_applied": False, "resolved": False,
+                                          "infra_failure": False}}
     assert ">>>>> Patch Apply Failed" in (tmp_path / "r1" / "org__m" / text3.instance_id / "test_output.txt").read_text()
 
     assert summary["resolved_ids"] == [] and summary["empty_patch_ids"] == [calc2.instance_id]
@@ -100,7 +104,7 @@ def test_machinery_failures_are_errors_of_that_instance_only(fabricated, tmp_pat
     assert [o.status for o in outcomes] == ["error", "resolved"]
     assert "base_commit 0000000000000000000000000000000000000000 is not in" in outcomes[0].error
     assert summary["error_ids"] == ["acme__calc-99"] and summary["resolved_ids"] == [instances[2].instance_id]
-    no_cache = EvalOptions(sandbox="local", repo_cache=None, test_cmd=TEST_CMD)
+    no_cache = EvalOptions(sandbox="local", repo_cache=None, env_cache=root / "envs")
     _, (outcome,), _ = evaluate(instances[:1], gold, no_cache, tmp_path, "r3")
     assert outcome.status == "error" and "pass --repo-cache DIR" in outcome.error
 

@@ -100,8 +100,9 @@ def test_directives_and_commands_follow_the_harness():
     inst = parse_instance({**RECORD, "test_patch": TEST_PATCH}, "x")
     assert specs.patch_files(TEST_PATCH) == ["tests/test_ops.py", "tests/data/case.json"]
     assert specs.test_directives(inst) == ["tests/test_ops.py"]
-    assert specs.test_command(inst) == "pytest --no-header -rA --tb=no -p no:cacheprovider tests/test_ops.py"
-    assert specs.test_command(inst, "python -m pytest -rA") == "python -m pytest -rA tests/test_ops.py"
+    spec = specs.SpecMap().for_instance(inst)
+    assert specs.test_command(inst, spec) == "python -m pytest --no-header -rA --tb=no -p no:cacheprovider tests/test_ops.py"
+    assert specs.test_command(inst, spec, "pytest -rA {tests} -x") == "pytest -rA tests/test_ops.py -x"
     django = parse_instance({**RECORD, "repo": "django/django",
                              "test_patch": TEST_PATCH.replace("tests/test_ops.py", "tests/admin_views/tests.py")}, "x")
     assert specs.test_directives(django) == ["admin_views.tests"]

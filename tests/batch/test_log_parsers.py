@@ -72,7 +72,9 @@ def test_grading_follows_the_harness_semantics():
     got = grade_tests(statuses, ["f1", "f2", "f3", "missing"], ["p1", "p2"])
     assert got["FAIL_TO_PASS"] == {"success": ["f1", "f2"], "failure": ["f3", "missing"]}
     assert got["PASS_TO_PASS"] == {"success": ["p1"], "failure": ["p2"]}
-    resolved = instance_report("x", "diff", True, {"f": "PASSED", "p": "SKIPPED"}, ["f"], ["p"])
+    log = ">>>>> Start Test Output\nPASSED f\nSKIPPED p\n>>>>> End Test Output\n>>>>> Test Exit Code: 0\n"
+    resolved = instance_report("x", "diff", log, parse_log_pytest, ["f"], ["p"])
     assert resolved["x"]["resolved"] is True
-    assert instance_report("x", None, False) == {
-        "x": {"patch_is_None": True, "patch_exists": False, "patch_successfully_applied": False, "resolved": False}}
+    assert instance_report("x", None, "", parse_log_pytest, [], []) == {
+        "x": {"patch_is_None": True, "patch_exists": False, "patch_successfully_applied": False, "resolved": False,
+              "infra_failure": False}}

@@ -18,7 +18,7 @@ from agent.swebench.eval import EvalOptions, evaluate
 from agent.swebench.instances import load_instances
 from agent.swebench.predictions import load_predictions, read_jsonl
 from agent.swebench.run import run_batch
-from tests.batch.fabricate import TEST_CMD, fix_script, shout_instance, standard_instances
+from tests.batch.fabricate import fix_script, shout_instance, standard_instances
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,14 +35,14 @@ def _scripts(directory: Path, ids: list[str], pause: float = 0.0) -> Path:
     return directory
 
 
-def test_batch_run_predicts_records_errors_and_retries_them(tmp_path):
+def test_batch_run_predicts_records_errors_and_retries_them(tmp_path, env_cache):
     records = standard_instances(tmp_path / "cache")
     instances = load_instances(_write(tmp_path / "instances.jsonl", records))
     ids = [i.instance_id for i in instances]
     scripts = _scripts(tmp_path / "scripts", ids[:2])  # the third has no script yet: its run fails
     config = configure(None, [f"run.output_dir={tmp_path / 'runs'}"], backend="replay", script=str(scripts))
     provider = BackendProvider(config)
-    env = EnvOptions(repo_cache=tmp_path / "cache", work_root=tmp_path / "work")
+    env = EnvOptions(repo_cache=tmp_path / "cache", work_root=tmp_path / "work", env_cache=env_cache)
     out = tmp_path / "out"
 
     outcomes = run_batch(instances, provider, config, env, out, workers=2)
@@ -61,7 +61,7 @@ def test_batch_run_predicts_records_errors_and_retries_them(tmp_path):
     assert sorted(preds) == sorted(ids) and all(p["model_name_or_path"] == "replay-scripts" for p in preds.values())
 
     summary, _, _ = evaluate(instances, preds, EvalOptions(repo_cache=tmp_path / "cache", work_root=tmp_path / "work",
-                                                           test_cmd=TEST_CMD), tmp_path / "eval", "e2e", workers=2)
+                                                           env_cache=env_cache), tmp_path / "eval", "e2e", workers=2)
     assert summary["resolved_ids"] == sorted(ids)
 
 
@@ -70,7 +70,7 @@ def _lines(path: Path) -> list[str]:
 
 
 @pytest.mark.timeout(240)
-def test_killed_batch_resumes_without_losing_or_repeating(tmp_path):
+def test_killed_batch_resumes_without_losing_or_repeating(tmp_path, env_cache):
     cache = tmp_path / "cache"
     records = standard_instances(cache) + [shout_instance(cache, f"acme/word{n}", n) for n in range(4, 7)]
     instances_file = _write(tmp_path / "instances.jsonl", records)
@@ -78,7 +78,7 @@ def test_killed_batch_resumes_without_losing_or_repeating(tmp_path):
     scripts = _scripts(tmp_path / "scripts", ids, pause=1.0)
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "cli", "swebench", "run", "--instances", str(instances_file), "--workers", "2",
-            "--repo-cache", str(cache), "--script", str(scripts), "--output", str(out)]
+            "--repo-cache", str(cache), "--script", str(scripts), "--output", str(out), "--env-cache", str(env_cache)]
     env = {**os.environ, "LOOPCODER_WORKTREES": str(tmp_path / "work"), "LOOPCODER_CONFIG": str(tmp_path / "none.yaml")}
 
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -114,7 +114,33 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def test_one_in_process_model_serves_every_worker(tmp_path, one_torch_thread):
+@pytest.mark.timeout(600)  # may build the default environment first
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_interrupted_batch_leaves_no_clones_or_sandbox_dirs(tmp_path, env_cache, signum):
+    cache = tmp_path / "cache"
+    records = standard_instances(cache)
+    instances_file = _write(tmp_path / "instances.jsonl", records)
+    scripts = _scripts(tmp_path / "scripts", [r["instance_id"] for r in records], pause=120.0)
+    (tmp_path / "tmp").mkdir()
+    argv = [sys.executable, "-m", "cli", "swebench", "run", "--instances", str(instances_file), "--workers", "2",
+            "--repo-cache", str(cache), "--script", str(scripts), "--output", str(tmp_path / "out"),
+            "--env-cache", str(env_cache)]
+    env = {**os.environ, "LOOPCODER_WORKTREES": str(tmp_path / "work"), "LOOPCODER_CONFIG": str(tmp_path / "none.yaml"),
+           "TMPDIR": str(tmp_path / "tmp")}
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180  # until the workers have clones and sandboxes
+    while proc.poll() is None and time.monotonic() < deadline and (
+            not any((tmp_path / "work").glob("*")) or not any((tmp_path / "tmp").glob("loopcoder-sandbox-*"))):
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+    time.sleep(1)  # the second worker's too, mostly
+    proc.send_signal(signum)
+    code = proc.wait(timeout=120)
+    assert code == 128 + signum, proc.stderr.read().decode()[-3000:]
+    assert list((tmp_path / "work").iterdir()) == [] and list((tmp_path / "tmp").glob("loopcoder-sandbox-*")) == []
+
+
+def test_one_in_process_model_serves_every_worker(tmp_path, one_torch_thread, env_cache):
     from model.presets import init_random_checkpoint
     from model.tiny_tokenizer import save_test_tokenizer
 
@@ -126,7 +152,8 @@ def test_one_in_process_model_serves_every_worker(tmp_path, one_torch_thread):
     views = [provider.for_task(i.instance_id) for i in instances[:2]]
     assert views[0]._backend.model is views[1]._backend.model is provider._shared.model  # loaded once
     assert views[0]._backend.session is not views[1]._backend.session  # each task keeps its own cache
-    outcomes = run_batch(instances, provider, config, EnvOptions(repo_cache=tmp_path / "cache", work_root=tmp_path / "w"),
+    env = EnvOptions(repo_cache=tmp_path / "cache", work_root=tmp_path / "w", env_cache=env_cache)
+    outcomes = run_batch(instances, provider, config, env,
                          tmp_path / "out", workers=2)
     provider.close()
     # random weights never call a tool properly: every run ends on a limit, with its (empty) prediction
