@@ -9,7 +9,7 @@ from typing import Callable
 
 from agent.server.engine import Engine
 from agent.server.httpd import DEFAULT_MAX_BODY_BYTES, ChatServer
-from model.backends.openai_backend import is_loopback
+from model.backends.hosts import is_loopback
 from model.backends.base import Backend
 
 __all__ = ["ChatServer", "Engine", "ServeError", "is_loopback", "make_server"]

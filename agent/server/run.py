@@ -11,7 +11,7 @@ from agent.server import ServeError, make_server
 from agent.server.httpd import DEFAULT_MAX_BODY_BYTES
 from model.backends import create_backend
 from model.backends.base import Backend
-from model.backends.openai_backend import is_loopback
+from model.backends.hosts import is_loopback
 
 log = logging.getLogger("loopcoder.serve")
 
