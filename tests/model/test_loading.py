@@ -54,7 +54,7 @@ def test_save_pretrained_round_trip_through_auto_classes(saved):
 
 def test_dtype_and_device_map_are_accepted(saved):
     path, logits = saved
-    loaded = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.bfloat16, device_map="auto")
+    loaded = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, device_map="auto")
     assert loaded.dtype == torch.bfloat16
     assert (_logits(loaded).float().argmax(-1) == logits.argmax(-1)).float().mean() > 0.8
 
