@@ -303,7 +303,7 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
         cache = cache if cache is not None else past_key_values
         cache = cache if cache is not None else PLTCache(self.config, batch)
         if not isinstance(cache, PLTCache):
-            raise TypeError(f"past_key_values must be a PLTCache (model.new_cache()), got {type(cache).__name__}")
+            raise TypeError(f"{CACHE_KWARG} must be a PLTCache (model.new_cache()), got {type(cache).__name__}")
         if cache.batch_size != batch:
             raise ValueError(f"the cache holds {cache.batch_size} sequences but the input has {batch} rows: "
                              "use model.new_cache(batch_size) with the input's batch size")
