@@ -32,6 +32,7 @@ class PLTCache:
     """Loop-0 K/V for every token, plus constant-size rings for the other loops."""
 
     is_compileable = False  # read by generate(): never auto-compile around this cache
+    is_croppable = False  # read by transformers 5's generate(): crop() is exact only within the slack
 
     def __init__(self, config: IQuestPLTCoderConfig, batch_size: int = 1, slack: int = DEFAULT_SLACK,
                  max_length: int | None = None):
@@ -57,6 +58,11 @@ class PLTCache:
         self._carry: torch.Tensor | None = None  # [R-1, B, ring_size, d]; loop r's output at slot
 
     # --- the public API ----------------------------------------------------
+
+    @property
+    def is_linear(self) -> list[bool]:
+        """Read by transformers 5's generate(): no layer is a recurrent (linear-attention) state."""
+        return [False] * len(self._k0)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         """Number of tokens (cache columns) held."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
+from .compat import plain_rope_theta, rope_fields
 from .quantize import QuantSpec
 
 
@@ -21,7 +22,7 @@ class IQuestPLTCoderConfig(PretrainedConfig):
     """
 
     model_type = "iquestpltcoder"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]
 
     def __init__(
         self,
@@ -43,6 +44,7 @@ class IQuestPLTCoderConfig(PretrainedConfig):
         tie_word_embeddings: bool = False,
         rope_theta: float = 500000.0,
         rope_scaling: dict | None = None,
+        rope_parameters: dict | None = None,
         attention_bias: bool = False,
         attention_dropout: float = 0.0,
         mlp_bias: bool = False,
@@ -67,8 +69,9 @@ class IQuestPLTCoderConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         self.rms_norm_eps = rms_norm_eps
         self.use_cache = use_cache
-        self.rope_theta = rope_theta
-        self.rope_scaling = rope_scaling
+        self.rope_theta = plain_rope_theta(rope_theta, rope_scaling, rope_parameters)
+        for name, value in rope_fields(self.rope_theta).items():  # transformers 5: rope_parameters; 4.x: rope_scaling
+            setattr(self, name, value)
         self.attention_bias = attention_bias
         self.attention_dropout = attention_dropout
         self.mlp_bias = mlp_bias
@@ -79,6 +82,9 @@ class IQuestPLTCoderConfig(PretrainedConfig):
         self.plt_hidden_scale = plt_hidden_scale
         self.plt_gate_use_hidden_states = plt_gate_use_hidden_states
         self.plt_quantization = plt_quantization  # weight-only int8/int4 (model/quantize.py); None = dense
+        if tie_word_embeddings:
+            raise ValueError("config field `tie_word_embeddings` must be false: the PLT lm_head is untied")
+        self._validate()  # before transformers 5's own validators, whose messages do not name our fields
         super().__init__(
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,
@@ -86,7 +92,6 @@ class IQuestPLTCoderConfig(PretrainedConfig):
             tie_word_embeddings=tie_word_embeddings,
             **kwargs,
         )
-        self._validate()
 
     @property
     def plt_window(self) -> int:
@@ -128,16 +133,8 @@ class IQuestPLTCoderConfig(PretrainedConfig):
             )
         if self.hidden_act != "silu":
             raise ValueError(f"config field `hidden_act` must be 'silu' (SwiGLU), got {self.hidden_act!r}")
-        if self.rope_scaling is not None:
-            raise ValueError(
-                f"config field `rope_scaling` must be null: LoopCoder-V2 uses plain RoPE, got {self.rope_scaling!r}"
-            )
-        if not self.rope_theta or self.rope_theta <= 0:
-            raise ValueError(f"config field `rope_theta` must be positive, got {self.rope_theta!r}")
         if self.rms_norm_eps <= 0:
             raise ValueError(f"config field `rms_norm_eps` must be positive, got {self.rms_norm_eps!r}")
-        if self.tie_word_embeddings:
-            raise ValueError("config field `tie_word_embeddings` must be false: the PLT lm_head is untied")
         try:
             spec = QuantSpec.parse(self.plt_quantization)
         except (TypeError, ValueError) as error:

@@ -34,6 +34,17 @@ def canonical_key(key: str) -> str:
     return key.replace(GATE_ALIAS, GATE_NAME)
 
 
+def gate_key_mapping(path) -> dict[str, str] | None:
+    """`from_pretrained(key_mapping=...)` renaming a local checkpoint's `loop_gate_proj` tensors, else None.
+
+    Only when the checkpoint uses that name: transformers 5 reverses a load's
+    key mapping when the model is saved, so a plt_gate checkpoint saves as it came.
+    """
+    if not os.path.isdir(path) or not any(GATE_ALIAS in key for key in read_headers(path)):
+        return None
+    return {GATE_ALIAS: GATE_NAME}  # a regex: its dots also match themselves, and it reverses exactly
+
+
 @dataclass
 class TensorHeader:
     shape: tuple[int, ...]

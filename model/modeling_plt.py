@@ -27,8 +27,9 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .cache import DEFAULT_SLACK, PLTCache
+from .compat import CACHE_KWARG
 from .configuration_plt import IQuestPLTCoderConfig
-from .loading import canonical_key, check_checkpoint_dir, raise_on_loading_problems
+from .loading import check_checkpoint_dir, gate_key_mapping, raise_on_loading_problems
 from .quantized_loading import load_quantized, wants_quantized_loader
 
 MAX_CHUNK = 2048  # longer inputs run as consecutive chunks: masks stay O(chunk * L)
@@ -224,7 +225,7 @@ class IQuestPLTCoderPreTrainedModel(PreTrainedModel):
     config_class = IQuestPLTCoderConfig
     base_model_prefix = "model"
     _no_split_modules = ["PLTDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
     _keys_to_ignore_on_load_unexpected = [r"rotary_emb\.inv_freq"]
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -232,12 +233,6 @@ class IQuestPLTCoderPreTrainedModel(PreTrainedModel):
         if isinstance(module, PLTGate):
             module.weight.data.normal_(mean=0.0, std=self.config.initializer_range)
             module.bias.data.zero_()
-
-    @staticmethod
-    def _fix_state_dict_key_on_load(key: str) -> tuple[str, bool]:
-        """Accept the gate under `loop_gate_proj` too (the vLLM loader takes both names)."""
-        new_key = canonical_key(key)
-        return new_key, new_key != key
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -253,6 +248,8 @@ class IQuestPLTCoderPreTrainedModel(PreTrainedModel):
                                   kwargs.get("dtype", kwargs.get("torch_dtype")), kwargs.get("device_map") or "cpu")
         if cls is IQuestPLTCoderForCausalLM:
             check_checkpoint_dir(pretrained_model_name_or_path, kwargs.get("config"))
+        if kwargs.get("key_mapping") is None:
+            kwargs["key_mapping"] = gate_key_mapping(pretrained_model_name_or_path)
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         raise_on_loading_problems(info, pretrained_model_name_or_path)
@@ -288,9 +285,10 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
         past_key_values: PLTCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        cache: PLTCache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
-        """Run the tokens after those in `past_key_values` (a new cache when None).
+        """Run the tokens after those in `cache` (transformers < 5.24: `past_key_values`; a new cache when None).
 
         attention_mask [B, L+n] covers the cached and the new tokens and may only
         pad on the left; position_ids [B, n] default to each row's token index.
@@ -302,9 +300,10 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
         embeds = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # [B, n, d]
         batch, n, _ = embeds.shape
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        cache = past_key_values if past_key_values is not None else PLTCache(self.config, batch)
+        cache = cache if cache is not None else past_key_values
+        cache = cache if cache is not None else PLTCache(self.config, batch)
         if not isinstance(cache, PLTCache):
-            raise TypeError(f"past_key_values must be a PLTCache (model.new_cache()), got {type(cache).__name__}")
+            raise TypeError(f"{CACHE_KWARG} must be a PLTCache (model.new_cache()), got {type(cache).__name__}")
         if cache.batch_size != batch:
             raise ValueError(f"the cache holds {cache.batch_size} sequences but the input has {batch} rows: "
                              "use model.new_cache(batch_size) with the input's batch size")
@@ -326,9 +325,7 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
             )
             for start in range(0, n, MAX_CHUNK)
         ]
-        return BaseModelOutputWithPast(
-            last_hidden_state=torch.cat(hidden, dim=1), past_key_values=cache if use_cache else None
-        )
+        return BaseModelOutputWithPast(last_hidden_state=torch.cat(hidden, dim=1), **{CACHE_KWARG: cache if use_cache else None})
 
     def _prefill_chunk(self, embeds, rotary, key_valid, cache: PLTCache) -> torch.Tensor:
         """Loop after loop over one chunk [B, n, d] (spec §4 prefill); returns the last loop's normed output."""
@@ -417,14 +414,16 @@ class IQuestPLTCoderForCausalLM(IQuestPLTCoderPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         return_dict: bool | None = None,
+        cache: PLTCache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast | tuple:
-        """Append the tokens to `past_key_values` and return their logits [B, n, V] (the last `logits_to_keep`)."""
+        """Append the tokens to `cache` (or `past_key_values`) and return their logits [B, n, V] (the last `logits_to_keep`)."""
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -433,7 +432,7 @@ class IQuestPLTCoderForCausalLM(IQuestPLTCoderPreTrainedModel, GenerationMixin):
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden[:, keep])
         loss = None if labels is None else self.loss_function(logits, labels, self.config.vocab_size, **kwargs)
-        result = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+        result = CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_KWARG: getattr(outputs, CACHE_KWARG)})
         return result if return_dict is not False else result.to_tuple()
 
     # --- generate() plumbing --------------------------------------------------
@@ -449,12 +448,12 @@ class IQuestPLTCoderForCausalLM(IQuestPLTCoderPreTrainedModel, GenerationMixin):
                 f"cache_implementation={generation_config.cache_implementation!r} is not supported: "
                 "the PLT decodes with its own PLTCache"
             )
-        cache = model_kwargs.get("past_key_values")
+        cache = model_kwargs.get(CACHE_KWARG)
         if cache is not None and not isinstance(cache, PLTCache):
-            raise TypeError(f"past_key_values must be a PLTCache (model.new_cache()), got {type(cache).__name__}")
+            raise TypeError(f"{CACHE_KWARG} must be a PLTCache (model.new_cache()), got {type(cache).__name__}")
         if cache is None and generation_config.use_cache is not False:
             rows = batch_size * max(generation_config.num_beams, generation_config.num_return_sequences or 1)
-            model_kwargs["past_key_values"] = self.new_cache(rows)
+            model_kwargs[CACHE_KWARG] = self.new_cache(rows)
 
     def prepare_inputs_for_generation(
         self,
@@ -464,11 +463,13 @@ class IQuestPLTCoderForCausalLM(IQuestPLTCoderPreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool = True,
         logits_to_keep: int | None = None,
+        cache: PLTCache | None = None,
         **kwargs,
     ) -> dict:
         """Feed only the tokens the cache does not hold yet (everything when there is no cache)."""
+        past_key_values = cache if cache is not None else past_key_values  # transformers >= 5.24 calls it `cache`
         held = past_key_values.get_seq_length() if past_key_values is not None else 0
-        inputs = {"past_key_values": past_key_values, "use_cache": use_cache}
+        inputs = {CACHE_KWARG: past_key_values, "use_cache": use_cache}
         if inputs_embeds is not None:  # generate(inputs_embeds=...): input_ids holds the generated tokens only
             if held == 0:
                 inputs["inputs_embeds"] = inputs_embeds

@@ -9,8 +9,8 @@ keys in a ring with a little slack), else by a fresh prefill. At temperature
 0 the tokens are the same as with a fresh prefill every call.
 
 Works with any transformers causal LM whose forward takes
-`past_key_values=cache, use_cache=True` and whose cache has `crop(n)`
-(our PLTCache, transformers' DynamicCache).
+`cache=cache, use_cache=True` (`past_key_values` before transformers 5.24)
+and whose cache has `crop(-k)` (our PLTCache, transformers' DynamicCache).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from model.backends.base import GenerationParams
+from model.compat import CACHE_KWARG
 from model.sampling import check_params, make_generator, sample_next
 
 DEFAULT_PREFILL_CHUNK = 512
@@ -104,7 +105,7 @@ class Session:
         if self.cache is not None and n < len(self.tokens):
             can_crop = getattr(self.cache, "can_crop", None)
             if n > 0 and (can_crop(n) if can_crop is not None else hasattr(self.cache, "crop")):
-                self.cache.crop(n)
+                self.cache.crop(n - len(self.tokens))  # a count to drop: transformers 5 takes no absolute length
                 del self.tokens[n:]
             else:
                 self.reset()
@@ -122,8 +123,8 @@ class Session:
     def _forward(self, ids: list[int]) -> torch.Tensor:
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)  # [1, n]
         extra = {"logits_to_keep": 1} if self._keep_one else {}
-        out = self.model(input_ids=input_ids, past_key_values=self.cache, use_cache=True, **extra)
-        self.cache = out.past_key_values
+        out = self.model(input_ids=input_ids, use_cache=True, **{CACHE_KWARG: self.cache}, **extra)
+        self.cache = getattr(out, CACHE_KWARG)
         self.tokens.extend(ids)
         return out.logits[0, -1]  # [V]
 

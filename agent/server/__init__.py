@@ -15,7 +15,7 @@ from agent.server.engine import Engine
 from agent.server.protocol import OpenAIH11Protocol
 from agent.server.worker import ModelWorker
 from model.backends.base import Backend
-from model.backends.openai_backend import is_loopback
+from model.backends.hosts import is_loopback
 
 __all__ = ["ChatServer", "DEFAULT_MAX_BODY_BYTES", "Engine", "Limits", "ServeError", "is_loopback", "make_server"]
 

@@ -10,7 +10,7 @@ from typing import Callable
 from agent.server import Limits, ServeError, make_server
 from model.backends import create_backend
 from model.backends.base import Backend
-from model.backends.openai_backend import is_loopback
+from model.backends.hosts import is_loopback
 
 log = logging.getLogger("loopcoder.serve")
 

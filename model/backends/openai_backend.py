@@ -1,46 +1,42 @@
 """The `openai` backend: any OpenAI-compatible server (vLLM, `loopcoder serve`, hosted APIs).
 
-Plain urllib, so running it needs nothing beyond the standard library.
-Transient failures (429, 5xx, timeouts, refused connections) are retried
-with exponential backoff, honouring Retry-After; a stream that already
-produced text is not retried, since the text went out. Calls the server
-parsed into `tool_calls` come back both in `Completion.tool_calls` (OpenAI
-shape) and rendered into `Completion.text` as Hermes `<tool_call>` blocks, so
-the agent reads every backend's output with the same parser.
+The official `openai` client does the HTTP, the streaming and the retries:
+429, 408, 409, 5xx, timeouts and refused connections are retried
+`max_retries` times with exponential backoff (0.5 s doubling, up to 8 s),
+honouring Retry-After up to two minutes. A stream that breaks is not
+retried, since its text already went out. Here the client's replies become
+a `Completion` and its exceptions one line saying what to do. Calls the
+server parsed into `tool_calls` come back both in `Completion.tool_calls`
+(OpenAI shape) and rendered into `Completion.text` as Hermes `<tool_call>`
+blocks, so the agent reads every backend's output with the same parser.
 """
 from __future__ import annotations
 
-import email.utils
-import ipaddress
 import json
 import math
 import os
-import random
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from http.client import HTTPException
 from typing import Callable
 
+import openai
+
 from model.backends.base import BackendError, Completion, GenerationParams, Message, ToolSchema
+from model.backends.hosts import is_loopback
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 DEFAULT_CONTEXT_WINDOW = 32768  # when the server does not report max_model_len
-MAX_RETRY_AFTER = 120.0  # seconds; a longer Retry-After is capped rather than hanging the run
+MAX_RETRY_AFTER = 120  # seconds: the client does not retry when a server asks for a longer wait
+NO_KEY = "EMPTY"  # what vLLM's docs pass when the server checks no key; the client insists on one
 FINISH = {"stop": "stop", "tool_calls": "stop", "function_call": "stop", "length": "length", "content_filter": "stop"}
-RETRYABLE_STATUS = {408, 409, 429}  # and every 5xx
 
 
 class OpenAIBackendError(BackendError):
     """A server problem worded for the user: what went wrong and what to do."""
 
 
-class _Retryable(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
+class _ContextFull(Exception):
+    """The server said the prompt does not fit: the run should end on its context limit, not crash."""
 
 
 class OpenAIBackend:
@@ -54,24 +50,23 @@ class OpenAIBackend:
         context_window: int | None = None,
         timeout: float = 600.0,
         max_retries: int = 5,
-        backoff: float = 1.0,
-        max_backoff: float = 30.0,
     ):
         """Unset options come from OPENAI_BASE_URL, OPENAI_API_KEY and LOOPCODER_OPENAI_MODEL;
         an unset model or window is asked of the server's /models."""
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
+        self.max_retries = max_retries
         self._model = model or os.environ.get("LOOPCODER_OPENAI_MODEL") or None
         self._context_window = context_window
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.sleep: Callable[[float], None] = time.sleep
         self._tokens_per_char = 0.25  # refined from the server's usage after each call
         host = urllib.parse.urlsplit(self.base_url).hostname or ""
-        handlers = [urllib.request.ProxyHandler({})] if is_loopback(host) else []  # never send loopback through a proxy
-        self._opener = urllib.request.build_opener(*handlers)
+        self.client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=api_key or os.environ.get("OPENAI_API_KEY") or NO_KEY,
+            timeout=timeout,
+            max_retries=max_retries,
+            # never send loopback through a proxy from the environment
+            http_client=openai.DefaultHttpxClient(trust_env=False) if is_loopback(host) else None,
+        )
 
     # --- what the server serves ---------------------------------------------------
 
@@ -90,7 +85,7 @@ class OpenAIBackend:
         return self._context_window
 
     def _served(self) -> list[dict]:
-        data = self._with_retries(lambda: self._read_json(self._open("GET", "/models", None)))
+        data = self._call(lambda: self.client.get("/models", cast_to=object))
         models = data.get("data") if isinstance(data, dict) else None
         if not isinstance(models, list) or not models or not all(isinstance(m, dict) and "id" in m for m in models):
             raise OpenAIBackendError(
@@ -109,26 +104,23 @@ class OpenAIBackend:
         on_text: Callable[[str], None] | None = None,
     ) -> Completion:
         params = params or GenerationParams()
-        payload = {
+        request = {
             "model": self.model,
             "messages": wire_messages(messages),
             "temperature": params.temperature,
             "top_p": params.top_p,
             "max_tokens": params.max_new_tokens,
-            "stream": on_text is not None,
         }
         if tools:
-            payload["tools"] = tools
+            request["tools"] = tools
         if params.top_k > 0:
-            payload["top_k"] = params.top_k  # a vLLM extension; hosted APIs may refuse it
+            request["extra_body"] = {"top_k": params.top_k}  # a vLLM extension; hosted APIs may refuse it
         if params.seed is not None:
-            payload["seed"] = params.seed
+            request["seed"] = params.seed
         if params.stop:
-            payload["stop"] = params.stop
-        if on_text is not None:
-            payload["stream_options"] = {"include_usage": True}
+            request["stop"] = params.stop
         try:
-            reply = self._with_retries(lambda: self._chat(payload, on_text))
+            reply = self._call(lambda: self._chat(request, on_text))
         except _ContextFull:
             return Completion(text="", finish_reason="context", prompt_tokens=self.count_tokens(messages, tools))
         return self._completion(reply, messages, tools)
@@ -138,58 +130,62 @@ class OpenAIBackend:
         return math.ceil(_chars(messages, tools) * self._tokens_per_char)
 
     def close(self) -> None:
-        pass
+        self.client.close()
 
-    # --- one request, with retries ------------------------------------------------
+    # --- one request: the client retries, failures become one line ---------------
 
-    def _with_retries(self, attempt_once):
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            try:
-                return attempt_once()
-            except _Retryable as exc:
-                last = exc.reason
-                if attempt == self.max_retries:
-                    break
-                delay = min(self.max_backoff, self.backoff * 2**attempt) * random.uniform(0.75, 1.0)
-                if exc.retry_after is not None:
-                    delay = min(max(exc.retry_after, 0.0), MAX_RETRY_AFTER)
-                self.sleep(delay)
-        raise OpenAIBackendError(
+    def _chat(self, request: dict, on_text: Callable[[str], None] | None) -> dict:
+        """The reply as one chat.completion-like dict, streamed pieces sent to on_text on the way."""
+        started = time.monotonic()
+        if on_text is None:
+            reply = self.client.chat.completions.create(**request)
+            if not isinstance(reply, openai.BaseModel):  # the client hands back a body it could not read as JSON
+                raise OpenAIBackendError(
+                    f"The server at {self.base_url} sent a reply that is not an OpenAI API response "
+                    f"({str(reply)[:120]!r}); is OPENAI_BASE_URL an OpenAI-compatible API (usually ending in /v1)?"
+                )
+            reply = reply.to_dict(warnings=False)
+            reply["_seconds"] = (0.0, time.monotonic() - started)
+            return reply
+        stream = self.client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True})
+        return _fold_stream(stream, on_text, started, self.base_url)
+
+    def _call(self, request_once):
+        """Run one client request; its exceptions (after the client's own retries) as OpenAIBackendError."""
+        try:
+            return request_once()
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc) from None
+        except openai.APIConnectionError as exc:  # timeouts included; the client retried them
+            what = "timed out" if isinstance(exc, openai.APITimeoutError) else f"cannot connect ({_cause(exc)})"
+            raise self._gave_up(what) from None
+        except openai.APIResponseValidationError as exc:
+            raise OpenAIBackendError(
+                f"The server at {self.base_url} sent a reply that is not an OpenAI API response ({exc.message}); "
+                "is OPENAI_BASE_URL an OpenAI-compatible API (usually ending in /v1)?"
+            ) from None
+        except openai.APIError as exc:  # an error event inside a stream
+            raise OpenAIBackendError(f"The server at {self.base_url} failed mid-reply: {exc.message}") from None
+
+    def _gave_up(self, last: str) -> OpenAIBackendError:
+        return OpenAIBackendError(
             f"The OpenAI-compatible server at {self.base_url} failed {self.max_retries + 1} times; last: {last}. "
             "Check that it is running and reachable (for example `loopcoder serve --model DIR`, or set OPENAI_BASE_URL)."
         )
 
-    def _open(self, method: str, path: str, payload: dict | None):
-        data = None if payload is None else json.dumps(payload, ensure_ascii=False).encode()
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
-        request.add_header("Accept", "text/event-stream" if payload and payload.get("stream") else "application/json")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        if self.api_key:
-            request.add_header("Authorization", f"Bearer {self.api_key}")
-        try:
-            return self._opener.open(request, timeout=self.timeout)
-        except urllib.error.HTTPError as exc:
-            raise self._http_error(exc) from None
-        except (urllib.error.URLError, OSError, HTTPException) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise _Retryable(f"cannot connect ({reason})") from None
-
-    def _http_error(self, exc: urllib.error.HTTPError) -> Exception:
-        status = exc.code
-        try:
-            body = exc.read(65536).decode("utf-8", "replace")
-        except (OSError, HTTPException):
-            body = ""
-        finally:
-            exc.close()
-        error = _error_of(body)
-        message = error.get("message") or body.strip()[:300] or exc.reason
-        code = error.get("code")
-        if status in RETRYABLE_STATUS or status >= 500:
-            return _Retryable(f"HTTP {status}: {message}", _retry_after(exc.headers.get("Retry-After")))
-        if code == "context_length_exceeded" or "context length" in str(message).lower():
+    def _status_error(self, exc: openai.APIStatusError) -> Exception:
+        status = exc.status_code
+        error = exc.body if isinstance(exc.body, dict) else {}
+        message = error.get("message") if isinstance(error.get("message"), str) else exc.response.text.strip()[:300]
+        if status in (408, 409, 429) or status >= 500:
+            wait = exc.response.headers.get("retry-after", "")
+            if wait.replace(".", "", 1).isdigit() and float(wait) > MAX_RETRY_AFTER:
+                return OpenAIBackendError(
+                    f"The server at {self.base_url} answered HTTP {status} ({message}) and asked to retry after "
+                    f"{wait} s, longer than the client waits ({MAX_RETRY_AFTER} s). Try again later."
+                )
+            return self._gave_up(f"HTTP {status}: {message}")
+        if error.get("code") == "context_length_exceeded" or "context length" in str(message).lower():
             return _ContextFull(str(message))
         if status in (401, 403):
             return OpenAIBackendError(
@@ -203,36 +199,7 @@ class OpenAIBackend:
             )
         return OpenAIBackendError(f"The server at {self.base_url} refused the request (HTTP {status}): {message}")
 
-    def _read_json(self, response) -> dict:
-        with response:
-            try:
-                raw = response.read()
-            except (OSError, HTTPException) as exc:
-                raise _Retryable(f"the connection broke while reading the reply ({exc})") from None
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):
-            data = None
-        if not isinstance(data, dict):
-            raise OpenAIBackendError(
-                f"The server at {self.base_url} sent a reply that is not a JSON object ({raw[:120]!r}); is "
-                "OPENAI_BASE_URL an OpenAI-compatible API (usually ending in /v1)?"
-            )
-        return data
-
-    def _chat(self, payload: dict, on_text: Callable[[str], None] | None) -> dict:
-        """The reply as one chat.completion-like dict, streamed pieces sent to on_text on the way."""
-        started = time.monotonic()
-        response = self._open("POST", "/chat/completions", payload)
-        if on_text is None:
-            reply = self._read_json(response)
-            reply["_seconds"] = (0.0, time.monotonic() - started)
-            return reply
-        return _read_stream(response, on_text, started, self.base_url)
-
     def _completion(self, reply: dict, messages: list[Message], tools: list[ToolSchema] | None) -> Completion:
-        if isinstance(reply.get("error"), dict):
-            raise OpenAIBackendError(f"The server at {self.base_url} reported an error: {reply['error'].get('message')}")
         choices = reply.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
         message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
@@ -261,32 +228,15 @@ class OpenAIBackend:
         )
 
 
-class _ContextFull(Exception):
-    """The server said the prompt does not fit: the run should end on its context limit, not crash."""
-
-
-def _read_stream(response, on_text: Callable[[str], None], started: float, base_url: str) -> dict:
-    """Fold server-sent chat.completion.chunk events into one reply dict."""
+def _fold_stream(stream, on_text: Callable[[str], None], started: float, base_url: str) -> dict:
+    """Fold the client's chat.completion.chunk events into one reply dict."""
     content: list[str] = []
     calls: dict[int, dict] = {}
     finish, usage, first = None, None, None
-    with response:
+    with stream:
         try:
-            for line in response:
-                line = line.decode("utf-8", "replace").strip()
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                try:
-                    event = json.loads(data)
-                except ValueError:
-                    continue  # a keep-alive or a proxy's noise; the reply is judged when it ends
-                if not isinstance(event, dict):
-                    continue
-                if isinstance(event.get("error"), dict):
-                    raise OpenAIBackendError(f"The server at {base_url} failed mid-reply: {event['error'].get('message')}")
+            for chunk in stream:
+                event = chunk.to_dict(warnings=False) if isinstance(chunk, openai.BaseModel) else {}
                 usage = event.get("usage") or usage
                 for choice in event.get("choices") or []:
                     if not isinstance(choice, dict):
@@ -299,13 +249,16 @@ def _read_stream(response, on_text: Callable[[str], None], started: float, base_
                         on_text(delta["content"])
                     for piece in delta.get("tool_calls") or []:
                         _merge_call_delta(calls, piece)
-        except (OSError, HTTPException) as exc:
-            if content:
-                raise OpenAIBackendError(
-                    f"The stream from {base_url} broke after {len(''.join(content))} characters ({exc}); "
-                    "the partial reply was already shown, so it is not retried."
-                ) from None
-            raise _Retryable(f"the stream broke before any text ({exc})") from None
+        except openai.APIConnectionError as exc:  # the client retries requests, not a stream that breaks
+            raise OpenAIBackendError(
+                f"The stream from {base_url} broke after {len(''.join(content))} characters ({_cause(exc)}); "
+                "a streamed reply is not retried, since its text already went out."
+            ) from None
+        except ValueError as exc:  # an event whose data is not JSON
+            raise OpenAIBackendError(
+                f"The server at {base_url} sent a stream event that is not JSON ({exc}); is OPENAI_BASE_URL an "
+                "OpenAI-compatible API (usually ending in /v1)?"
+            ) from None
     now = time.monotonic()
     first = first or now
     message = {"content": "".join(content), "tool_calls": [calls[i] for i in sorted(calls)]}
@@ -410,36 +363,10 @@ def _int(value) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def _error_of(body: str) -> dict:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return {}
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict):
-        return error
-    return {"message": error} if isinstance(error, str) else {}
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds: a number, or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _cause(exc: BaseException) -> str:
+    """The innermost reason of a client exception, e.g. 'Connection refused'."""
+    for _ in range(8):  # chains are short; bounded all the same
+        if (inner := exc.__cause__ or exc.__context__) is None:
+            break
+        exc = inner
+    return str(exc) or type(exc).__name__

@@ -77,7 +77,8 @@ def test_loads_with_plain_autotokenizer(tokenizer_dir):
     for t in ("<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"):
         assert tok.encode(f"x{t}y", add_special_tokens=False)[1] == tok.convert_tokens_to_ids(t)
     assert tok.chat_template and "# Tools" in tok.chat_template
-    assert sorted(p.name for p in tokenizer_dir.iterdir()) == ["special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
+    names = {p.name for p in tokenizer_dir.iterdir()}  # transformers 5 writes no special_tokens_map.json
+    assert {"tokenizer.json", "tokenizer_config.json"} <= names <= {"special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"}
 
 
 def test_renders_tools_in_the_documented_format(tok):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from model import PLTCache
+from model.compat import CACHE_KWARG
 
 from .conftest import tiny_config, tiny_model
 from .reference import naive_logits
@@ -108,7 +109,7 @@ def test_generate_reuses_a_cache_that_holds_the_whole_prompt():
     cache = model.new_cache()
     with torch.no_grad():
         model(prompt, past_key_values=cache, use_cache=True)
-    reused = model.generate(prompt, past_key_values=cache, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    reused = model.generate(prompt, **{CACHE_KWARG: cache}, max_new_tokens=6, do_sample=False, pad_token_id=0)
     assert torch.equal(fresh, reused)
     assert cache.get_seq_length() == 25  # the prompt and five generated tokens (the sixth is never fed)
 
@@ -128,7 +129,7 @@ def test_generate_rejects_foreign_caches():
     model = tiny_model(6)
     prompt = torch.tensor([_ids(4)])
     with pytest.raises(TypeError, match="PLTCache"):
-        model.generate(prompt, past_key_values=DynamicCache(), max_new_tokens=2, pad_token_id=0)
+        model.generate(prompt, **{CACHE_KWARG: DynamicCache()}, max_new_tokens=2, pad_token_id=0)
     with pytest.raises(ValueError, match="cache_implementation"):
         model.generate(prompt, cache_implementation="static", max_new_tokens=2, pad_token_id=0)
     with pytest.raises(ValueError, match=r"cache holds 2 sequences but the input has 1 rows"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -22,9 +23,12 @@ REPLY = {
 
 
 class Flaky:
-    """A loopback server that answers the first requests with the given failures, then REPLY."""
+    """A loopback server that answers the first requests with the given failures, then REPLY.
 
-    def __init__(self, failures: list[tuple[int, dict]]):
+    A failure is (status, headers) or (status, headers, body bytes sent as they are); status 0
+    drops the connection without an answer."""
+
+    def __init__(self, failures: list[tuple]):
         self.failures = list(failures)
         self.requests: list[dict] = []
         self.keys: list[str | None] = []
@@ -34,15 +38,18 @@ class Flaky:
             def do_POST(self):
                 outer.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
                 outer.keys.append(self.headers.get("Authorization"))
-                status, headers = outer.failures.pop(0) if outer.failures else (200, {})
+                status, headers, *raw = outer.failures.pop(0) if outer.failures else (200, {})
                 if status == 0:  # drop the connection without an answer
                     self.close_connection = True
                     return
-                body = json.dumps(REPLY if status == 200 else {"error": {"message": "busy", "type": "x", "param": None, "code": None}}).encode()
+                body = raw[0] if raw else json.dumps(
+                    REPLY if status == 200 else {"error": {"message": "busy", "type": "x", "param": None, "code": None}}
+                ).encode()
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
+                if "Content-Length" not in headers:  # a longer one given: the body breaks off
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -71,16 +78,21 @@ def flaky():
         f.close()
 
 
-def backend_for(url: str, **options) -> tuple[OpenAIBackend, list[float]]:
-    backend = OpenAIBackend(base_url=url, model="m", api_key="k", context_window=100, backoff=0.5, **options)
-    slept: list[float] = []
-    backend.sleep = slept.append  # record the waits instead of waiting
-    return backend, slept
+@pytest.fixture
+def slept(monkeypatch) -> list[float]:
+    """The client's waits between retries, recorded instead of waited."""
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    return waits
 
 
-def test_retries_429_and_5xx_with_backoff_and_retry_after(flaky):
+def backend_for(url: str, **options) -> OpenAIBackend:
+    return OpenAIBackend(base_url=url, model="m", api_key="k", context_window=100, **options)
+
+
+def test_retries_429_and_5xx_with_backoff_and_retry_after(flaky, slept):
     server = flaky([(429, {"Retry-After": "7"}), (500, {}), (503, {}), (0, {})])
-    backend, slept = backend_for(server.url)
+    backend = backend_for(server.url)
     done = backend.complete([{"role": "user", "content": "hi"}], params=GenerationParams(max_new_tokens=5))
     assert done.text == "fine" and done.finish_reason == "stop"
     assert (done.prompt_tokens, done.reused_tokens, done.prefilled_tokens, done.completion_tokens) == (12, 8, 4, 1)
@@ -99,30 +111,81 @@ def test_settings_from_the_environment(flaky, monkeypatch):
     assert server.requests[0]["model"] == "env-model" and server.keys == ["Bearer sk-env"]
 
 
-def test_gives_up_after_max_retries_with_a_clear_message(flaky):
+def test_gives_up_after_max_retries_with_a_clear_message(flaky, slept):
     server = flaky([(500, {})] * 10)
-    backend, slept = backend_for(server.url, max_retries=2)
+    backend = backend_for(server.url, max_retries=2)
     with pytest.raises(OpenAIBackendError, match=r"failed 3 times; last: HTTP 500: busy"):
         backend.complete([{"role": "user", "content": "hi"}])
     assert len(server.requests) == 3 and len(slept) == 2
 
 
-def test_client_errors_are_not_retried(flaky):
+def test_client_errors_are_not_retried(flaky, slept):
     server = flaky([(400, {})])
-    backend, slept = backend_for(server.url)
+    backend = backend_for(server.url)
     with pytest.raises(OpenAIBackendError, match=r"refused the request \(HTTP 400\): busy"):
         backend.complete([{"role": "user", "content": "hi"}])
     assert len(server.requests) == 1 and slept == []
 
 
-def test_unreachable_server_says_what_to_do():
+def test_unreachable_server_says_what_to_do(slept):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    backend, slept = backend_for(f"http://127.0.0.1:{port}/v1", max_retries=1)
+    backend = backend_for(f"http://127.0.0.1:{port}/v1", max_retries=1)
     with pytest.raises(OpenAIBackendError) as err:
         backend.complete([{"role": "user", "content": "hi"}])
     assert "cannot connect" in str(err.value) and "loopcoder serve" in str(err.value) and len(slept) == 1
+
+
+def test_replies_that_are_not_the_api_are_one_line_errors(flaky, slept):
+    html = b"<html><body>Welcome to nginx!</body></html>"
+    server = flaky([(200, {"Content-Type": "text/html"}, html), (200, {"Content-Type": "application/json"}, b"[1, 2]"),
+                    (429, {"Retry-After": "3600"})])
+    backend = backend_for(server.url)
+    for _ in range(2):  # a web page, then JSON that is not an object: no crash, an empty reply or a clear error
+        try:
+            done = backend.complete([{"role": "user", "content": "hi"}])
+        except OpenAIBackendError as exc:
+            assert "\n" not in str(exc) and server.url in str(exc)
+        else:
+            assert done.text == "" and done.tool_calls is None
+    with pytest.raises(OpenAIBackendError, match=r"HTTP 429 \(busy\) and asked to retry after 3600 s"):
+        backend.complete([{"role": "user", "content": "hi"}])
+    assert slept == []  # nothing was retried
+
+
+def test_streams_that_fail_say_so_in_one_line(flaky, slept):
+    text = 'data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"m","choices":[{"index":0,"delta":{"content":"par"}}]}\n\n'
+    error = 'data: {"error":{"message":"the GPU fell over","type":"server_error"}}\n\n'
+    stream = {"Content-Type": "text/event-stream"}
+    server = flaky([(200, stream, (text + error).encode()), (200, {**stream, "Content-Length": "100000"}, text.encode()),
+                    (200, stream, (text + "data: {not json\n\n").encode())])
+    backend = backend_for(server.url)
+    pieces: list[str] = []
+    with pytest.raises(OpenAIBackendError, match="failed mid-reply: the GPU fell over"):
+        backend.complete([{"role": "user", "content": "hi"}], on_text=pieces.append)
+    with pytest.raises(OpenAIBackendError, match=r"stream .* broke after 3 characters .*not retried") as broke:
+        backend.complete([{"role": "user", "content": "hi"}], on_text=pieces.append)
+    with pytest.raises(OpenAIBackendError, match=r"stream event that is not JSON"):
+        backend.complete([{"role": "user", "content": "hi"}], on_text=pieces.append)
+    assert "\n" not in str(broke.value) and pieces == ["par"] * 3 and len(server.requests) == 3 and slept == []
+
+
+def test_timeouts_are_retried_then_reported(slept):
+    with socket.socket() as quiet:  # accepts connections, never answers
+        quiet.bind(("127.0.0.1", 0))
+        quiet.listen()
+        backend = backend_for(f"http://127.0.0.1:{quiet.getsockname()[1]}/v1", timeout=0.2, max_retries=1)
+        with pytest.raises(OpenAIBackendError, match=r"failed 2 times; last: timed out"):
+            backend.complete([{"role": "user", "content": "hi"}])
+    assert len(slept) == 1
+
+
+def test_loopback_never_goes_through_a_proxy(flaky, monkeypatch):
+    server = flaky([])
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    assert backend_for(server.url, max_retries=0).complete([{"role": "user", "content": "hi"}]).text == "fine"
 
 
 def test_against_loopcoder_serve(serve):
