@@ -41,6 +41,8 @@ class SamplingConfig:
     top_k: int
     seed: int | None
     max_new_tokens: int
+    speculative: str
+    speculative_tokens: int
 
 
 @dataclass
@@ -106,11 +108,14 @@ class Config:
 _CHOICES = {
     "backend.name": ("plt", "hf", "openai", "replay"),
     "sandbox.kind": ("local", "docker", "none"),
+    "sampling.speculative": ("prompt_lookup", "off"),  # model.sampling.SPECULATIVE (not imported: no torch here)
 }
+_AT_MOST = {"sampling.speculative_tokens": 16}  # model.sampling.MAX_DRAFT_TOKENS
 _SIZES = {"sandbox.memory", "sandbox.file_size"}
 _POSITIVE = {"agent.max_steps", "agent.max_tokens", "agent.max_seconds", "agent.max_format_errors",
              "agent.stuck_repeats", "agent.max_consecutive_timeouts", "context.keep_last_observations",
-             "context.window", "sampling.max_new_tokens", "sandbox.command_timeout", "sandbox.pids", "sandbox.cpus"}
+             "context.window", "sampling.max_new_tokens", "sampling.speculative_tokens", "sandbox.command_timeout",
+             "sandbox.pids", "sandbox.cpus"}
 
 
 def user_config_path() -> Path:
@@ -242,4 +247,6 @@ def _check(key: str, hint, value, source: str):
             parse_size(value, key)
         except SandboxError as error:
             raise ConfigError(f"config key {key!r} (from {source}): {error}") from None
+    if key in _AT_MOST and value > _AT_MOST[key]:
+        raise ConfigError(f"config key {key!r} (from {source}) must be at most {_AT_MOST[key]}, got {value!r}")
     return value

@@ -34,6 +34,8 @@ def test_sources_merge_in_order(tmp_path, monkeypatch):
     ("sandbox.kind=vm", ["must be one of local, docker"]),
     ("agent.max_steps=0", ["must be positive"]),
     ("agent.max_steps", ["key.sub=value"]),
+    ("sampling.speculative=ngram", ["must be one of prompt_lookup, off"]),
+    ("sampling.speculative_tokens=17", ["must be at most 16"]),
 ])
 def test_bad_overrides_say_what_is_wrong(override, words):
     with pytest.raises(ConfigError) as info:
@@ -57,3 +59,11 @@ def test_bad_file_names_the_file(tmp_path):
 def test_nullable_keys_accept_null():
     cfg = load_config(overrides=["sampling.seed=null", "backend.model=/ckpt", "context.window=4096"], user_file=False)
     assert cfg.sampling.seed is None and cfg.backend.model == "/ckpt" and cfg.context.window == 4096
+
+
+def test_speculative_choices_match_the_sampler():
+    from agent.config import _AT_MOST, _CHOICES
+    from model.sampling import MAX_DRAFT_TOKENS, SPECULATIVE
+
+    assert _CHOICES["sampling.speculative"] == SPECULATIVE
+    assert _AT_MOST["sampling.speculative_tokens"] == MAX_DRAFT_TOKENS
