@@ -13,7 +13,8 @@ recent earlier occurrence ended (and, to roll back, the one before): O(1) per
 token, so a 100k-token context costs nothing per step. `DraftLength` adapts how many tokens to draft: it doubles
 while drafts are accepted and drops to 0 on a rejection; at 0 it watches for
 free whether the lookup's first token would have been right, and starts again
-at 1 when it would, so turns that copy nothing run no verification at all.
+when it was twice in a row, so turns that copy nothing run almost no
+verification.
 `accept_sampled` is the speculative acceptance rule for a deterministic draft,
 which keeps the sampled distribution exactly.
 """
@@ -78,20 +79,29 @@ class PromptLookup:
 class DraftLength:
     """How many tokens to draft next: doubles on full acceptance, else the number accepted.
 
-    At 0 no draft is verified; `observe` then turns drafting back on (at 1)
-    when the lookup's guess matched the token the model chose.
+    At 0 no draft is verified; drafting restarts at RESTART tokens once the
+    lookup's guess was the token the model chose CONFIRM times in a row. One
+    lucky guess is not enough: in text that copies nothing it happens often,
+    and a rejected draft costs a forward.
     """
+
+    RESTART = 2
+    CONFIRM = 2
 
     def __init__(self, most: int):
         self.most = most
         self.k = 0
+        self._hits = 0  # consecutive right guesses while k == 0
 
     def verified(self, drafted: int, accepted: int) -> None:
-        self.k = min(self.most, 2 * max(self.k, 1)) if accepted == drafted else accepted
+        self.k = min(self.most, 2 * self.k) if accepted == drafted else accepted
 
     def observe(self, guess: int | None, chosen: int) -> None:
-        if self.k == 0 and guess == chosen:
-            self.k = 1
+        if self.k:
+            return
+        self._hits = self._hits + 1 if guess == chosen else 0
+        if self._hits >= self.CONFIRM:
+            self.k, self._hits = min(self.RESTART, self.most), 0
 
 
 def accept_sampled(probs: torch.Tensor, draft: int, generator: torch.Generator) -> int:

@@ -107,11 +107,11 @@ def test_a_kept_cache_across_turns_gives_a_fresh_sessions_tokens(kind):
         prompt = prompt + gen.ids[:-3] + [50 + turn, 11, 12, 13]  # the reply kept but its end replaced, then more
 
 
-@pytest.mark.parametrize("kind", ["plt", "hf"])
-def test_sampling_with_drafts_is_seeded(kind):
-    prompt = list(range(10, 40)) * 2
-    params = GenerationParams(temperature=0.7, top_k=20, top_p=0.9, seed=3, max_new_tokens=60)
-    first = session(kind).generate(prompt, params, set())
-    again = session(kind).generate(prompt, params, set())
-    assert first.ids == again.ids and len(first.ids) == 60
-    assert first.verifications > 0
+def test_sampling_with_drafts_is_seeded_and_both_outcomes_happen():
+    """The cycling Llama at a low temperature: drafts get verified, some accepted and some replaced."""
+    prompt = list(range(10, 40))
+    params = GenerationParams(temperature=0.3, top_k=20, top_p=0.9, seed=3, max_new_tokens=150)
+    first = session("hf").generate(prompt, params, set())
+    again = session("hf").generate(prompt, params, set())
+    assert first.ids == again.ids and len(first.ids) == 150
+    assert 0 < first.accepted_tokens < first.drafted_tokens

@@ -44,16 +44,17 @@ def test_draft_prefers_the_longer_match():
     assert PromptLookup().draft(4) == [] and lookup.draft(0) == []
 
 
-def test_draft_length_grows_while_accepted_and_restarts_on_a_right_guess():
+def test_draft_length_grows_while_accepted_and_restarts_after_two_right_guesses():
     length = DraftLength(most=8)
     assert length.k == 0
-    length.observe(guess=4, chosen=5)
-    assert length.k == 0
-    length.observe(guess=5, chosen=5)
-    assert length.k == 1
-    for expected in (2, 4, 8, 8):
+    for guess, chosen, k in ((5, 5, 0), (4, 5, 0), (None, 5, 0), (5, 5, 0), (6, 6, 2)):
+        length.observe(guess, chosen)
+        assert length.k == k
+    for expected in (4, 8, 8):
         length.verified(drafted=length.k, accepted=length.k)
         assert length.k == expected
+    length.verified(drafted=5, accepted=5)  # a shorter draft (the lookup ran out), all accepted
+    assert length.k == 8
     length.verified(drafted=8, accepted=3)
     assert length.k == 3
     length.verified(drafted=3, accepted=0)
