@@ -328,10 +328,11 @@ def run(args) -> dict:
         scripted_nano.script = turn.prompt + turn.reply + [stop] if turn.scripted else None
 
     make_nano = lambda: Session(scripted_nano, backend.context_window, nano.new_cache)  # noqa: E731
-    results["nano"] = measure("loopcoder-nano on its own runs (prose turns scripted)", make_nano, own, stop_ids,
-                              args.max_new_tokens, args.repeats, nano_before)
-    results["nano_edits"] = measure("loopcoder-nano scripted on the editing conversations", make_nano, edits,
-                                    stop_ids, args.max_new_tokens, args.repeats, nano_before)
+    if args.repeats:
+        results["nano"] = measure("loopcoder-nano on its own runs (prose turns scripted)", make_nano, own, stop_ids,
+                                  args.max_new_tokens, args.repeats, nano_before)
+        results["nano_edits"] = measure("loopcoder-nano scripted on the editing conversations", make_nano, edits,
+                                        stop_ids, args.max_new_tokens, args.repeats, nano_before)
     config = plt_config("scaled", torch.float32)
     scaled = {"scaled PLT": Scripted(build(IQuestPLTCoderForCausalLM, config, "cpu", torch.float32))}
     if args.llama:
@@ -363,7 +364,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=8, help="nano held-out tasks recorded (one conversation each)")
     parser.add_argument("--seed", type=int, default=0, help="first task seed")
     parser.add_argument("--edits", type=int, default=6, help="editing conversations built with the real tools")
-    parser.add_argument("--repeats", type=int, default=3, help="nano: runs per mode (median seconds per turn)")
+    parser.add_argument("--repeats", type=int, default=3, help="nano: runs per mode (median seconds per turn); 0 skips nano")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--scaled-edits", type=int, default=2, help="editing conversations run on the scaled shape")
     parser.add_argument("--scaled-own", type=int, default=1, help="nano conversations run on the scaled shape")
