@@ -192,7 +192,9 @@ def _choose(logits: torch.Tensor, drafts: list[int], params: GenerationParams, g
 
     Greedy: a draft is accepted when it is the argmax, so the output is the
     same as without drafts. Sampling: `accept_sampled`, so each emitted token
-    has the distribution a plain draw would give it.
+    has the distribution a plain draw would give it. Rows are taken in order,
+    each in the state after the tokens emitted before it: the place for a
+    logits constraint (a grammar masks row i, then accepts the token chosen).
     """
     greedy = logits.argmax(-1).tolist() if params.temperature == 0 else None
     emitted = []
