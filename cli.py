@@ -165,6 +165,9 @@ def generate(
     top_k: int = typer.Option(0, help="Sample among the k best tokens (0 turns it off)."),
     seed: int = typer.Option(None, help="Seed for sampling; the same seed gives the same text."),
     stop: list[str] = typer.Option([], help="Stop before this string (repeatable)."),
+    speculative: str = typer.Option("prompt_lookup", help="prompt_lookup (drafts copied from the context, "
+                                    "verified in one forward) or off."),
+    speculative_tokens: int = typer.Option(8, help="Most tokens drafted at once (1-16)."),
     backend: str = typer.Option("plt", help="plt (LoopCoder-V2 checkpoints) or hf (any transformers causal LM)."),
     device: str = typer.Option(None, help="cuda, cuda:1, cpu ... (default: cuda when available)."),
     dtype: str = typer.Option(None, help="bfloat16 | float16 | float32 (default: bfloat16 on GPU, float32 on CPU)."),
@@ -184,7 +187,8 @@ def generate(
     if backend not in ("plt", "hf"):
         fail(f"--backend must be plt or hf for generate, not {backend!r}.")
     params = GenerationParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
-                              max_new_tokens=max_new_tokens, stop=list(stop))
+                              max_new_tokens=max_new_tokens, stop=list(stop), speculative=speculative,
+                              speculative_tokens=speculative_tokens)
     try:
         lm = create_backend(backend, model_path=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                             **({"quantize": quantize} if quantize else {}))

@@ -63,6 +63,8 @@ class SamplingConfig(Section):
     top_k: Annotated[int, Field(ge=0)] = 0  # 0 = off
     seed: int | None = None
     max_new_tokens: Positive = 2048  # per assistant turn; also the room kept free in the context window
+    speculative: Literal["prompt_lookup", "off"] = "prompt_lookup"  # plt/hf: draft tokens copied from the context, verified in one forward; or off
+    speculative_tokens: Annotated[int, Field(gt=0, le=16)] = 8  # the most tokens drafted at once; the draft adapts below it (16 = model.sampling.MAX_DRAFT_TOKENS)
 
 
 class AgentConfig(Section):
@@ -239,6 +241,8 @@ def _problem(error: dict) -> str:
     ctx = error.get("ctx", {})
     if error["type"] == "greater_than" and ctx.get("gt") == 0:
         return "must be positive"
+    if error["type"] == "less_than_equal":
+        return f"must be at most {ctx['le']}"
     if error["type"] == "value_error":
         return str(ctx["error"])
     if error["type"] == "literal_error":

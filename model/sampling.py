@@ -16,6 +16,8 @@ import torch
 from model.backends.base import GenerationParams
 
 REPLACEMENT = "\ufffd"
+SPECULATIVE = ("prompt_lookup", "off")
+MAX_DRAFT_TOKENS = 16  # model.cache.DEFAULT_SLACK + 1: the most a PLT cache can drop after a forward
 
 
 def check_params(params: GenerationParams) -> None:
@@ -30,6 +32,11 @@ def check_params(params: GenerationParams) -> None:
         raise ValueError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
     if any(not s for s in params.stop):
         raise ValueError("stop strings must not be empty")
+    if params.speculative not in SPECULATIVE:
+        raise ValueError(f"speculative must be one of {', '.join(SPECULATIVE)}, got {params.speculative!r}")
+    if not 1 <= params.speculative_tokens <= MAX_DRAFT_TOKENS:
+        raise ValueError(f"speculative_tokens must be in 1..{MAX_DRAFT_TOKENS} (the PLT cache rolls back that "
+                         f"many tokens exactly), got {params.speculative_tokens}")
 
 
 def make_generator(seed: int | None) -> torch.Generator:
@@ -42,9 +49,14 @@ def make_generator(seed: int | None) -> torch.Generator:
 
 
 def sample_next(logits: torch.Tensor, params: GenerationParams, generator: torch.Generator) -> int:
-    """The next token id from `logits` [V]: argmax at temperature 0, else top-k, then top-p, then a draw."""
+    """The next token id from `logits` [V]: argmax at temperature 0, else a draw from `probabilities`."""
     if params.temperature == 0:
         return int(logits.argmax())
+    return int(torch.multinomial(probabilities(logits, params), 1, generator=generator))
+
+
+def probabilities(logits: torch.Tensor, params: GenerationParams) -> torch.Tensor:
+    """The distribution [V] (float32, CPU) a draw at temperature > 0 takes: top-k, then top-p, then softmax."""
     scores = logits.detach().float().cpu() / params.temperature  # [V]
     if 0 < params.top_k < scores.numel():
         kth = torch.topk(scores, params.top_k).values[-1]
@@ -55,8 +67,7 @@ def sample_next(logits: torch.Tensor, params: GenerationParams, generator: torch
         before = torch.cumsum(probs, dim=-1) - probs  # mass of the better tokens
         drop = before > params.top_p  # the best token always stays (its `before` is 0)
         scores = scores.scatter(0, order[drop], float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return torch.softmax(scores, dim=-1)
 
 
 class TextStream:

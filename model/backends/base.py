@@ -19,7 +19,12 @@ class BackendError(RuntimeError):
 
 @dataclass
 class GenerationParams:
-    """Sampling settings; temperature 0 means greedy."""
+    """Sampling settings; temperature 0 means greedy.
+
+    `speculative`: "prompt_lookup" drafts up to `speculative_tokens` tokens from
+    the context and verifies them in one forward (in-process backends; the
+    output distribution is unchanged), "off" decodes one token per forward.
+    """
 
     temperature: float = 0.0
     top_p: float = 1.0
@@ -27,6 +32,8 @@ class GenerationParams:
     seed: int | None = None
     max_new_tokens: int = 1024
     stop: list[str] = field(default_factory=list)
+    speculative: str = "prompt_lookup"
+    speculative_tokens: int = 8
 
 
 @dataclass

@@ -1,4 +1,6 @@
 """Config merging: defaults <- user file <- --config <- --set, typed, with errors naming the key."""
+from typing import get_args
+
 import pytest
 
 from agent.config import ConfigError, from_dict, load_config
@@ -34,6 +36,8 @@ def test_sources_merge_in_order(tmp_path, monkeypatch):
     ("sandbox.kind=vm", ["must be one of local, docker"]),
     ("agent.max_steps=0", ["(from --set agent.max_steps=0) must be positive"]),
     ("agent.max_steps", ["key.sub=value"]),
+    ("sampling.speculative=ngram", ["must be one of prompt_lookup, off"]),
+    ("sampling.speculative_tokens=17", ["must be at most 16"]),
 ])
 def test_bad_overrides_say_what_is_wrong(override, words):
     with pytest.raises(ConfigError) as info:
@@ -115,3 +119,11 @@ def test_sandbox_limits_are_sizes_counts_and_names():
                        ("sandbox.env=HOME", "must be a valid list")):
         with pytest.raises(ConfigError, match=words):
             load_config(overrides=[bad], user_file=False)
+
+def test_speculative_choices_match_the_sampler():
+    from agent.config import SamplingConfig
+    from model.sampling import MAX_DRAFT_TOKENS, SPECULATIVE
+
+    fields = SamplingConfig.model_fields
+    assert get_args(fields["speculative"].annotation) == SPECULATIVE
+    assert [m.le for m in fields["speculative_tokens"].metadata if getattr(m, "le", None)] == [MAX_DRAFT_TOKENS]

@@ -37,3 +37,11 @@ def test_bad_model_dirs_are_clear_errors(tmp_path, llama_dir):
     assert "not a LoopCoder-V2 PLT" in error_of(run("x", "--model", str(llama_dir)))
     bad_setting = run("x", "--model", str(llama_dir), "--backend", "hf", "--temperature", "-1")
     assert "temperature must be >= 0" in error_of(bad_setting)
+
+
+def test_speculative_switch(llama_dir):
+    base = ["def main():", "--model", str(llama_dir), "--backend", "hf", "--max-new-tokens", "24"]
+    drafted, plain = run(*base), run(*base, "--speculative", "off")
+    assert drafted.exit_code == 0 and drafted.stdout == plain.stdout
+    assert "speculative must be one of prompt_lookup, off, got 'ngram'" in error_of(run(*base, "--speculative", "ngram"))
+    assert "speculative_tokens must be in 1..16" in error_of(run(*base, "--speculative-tokens", "17"))

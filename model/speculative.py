@@ -1,0 +1,121 @@
+"""Prompt-lookup speculation: drafts copied from the context, and how many to try.
+
+An agent's replies copy from its context (the code it just viewed, paths from
+a search), and a decode step costs about the same for a few tokens as for one
+(it reads every weight once either way). So after each step the session looks
+for the last few tokens earlier in the context and drafts the tokens that
+followed them there; one forward verifies them all and keeps the longest
+prefix the model agrees with (transformers' `prompt_lookup_num_tokens`,
+vLLM's `ngram` speculator).
+
+`PromptLookup` keeps, for every n-gram of 1..MAX_NGRAM tokens, where its most
+recent earlier occurrence ended (and, to roll back, the one before): O(1) per
+token, so a 100k-token context costs nothing per step. `DraftLength` adapts how many tokens to draft: it doubles
+while drafts are accepted and drops to 0 on a rejection; at 0 it watches for
+free whether the lookup's first token would have been right, and starts again
+when it was twice in a row, so turns that copy nothing run almost no
+verification.
+`accept_sampled` is the speculative acceptance rule for a deterministic draft,
+which keeps the sampled distribution exactly.
+"""
+from __future__ import annotations
+
+import torch
+
+MAX_NGRAM = 4  # the longest context suffix looked up; longer matches are preferred
+
+
+class PromptLookup:
+    """The context's tokens and where each n-gram last occurred; drafts what followed it."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self._after: dict[tuple[int, ...], int] = {}  # n-gram -> index of the token that followed it last
+        self._before: list[list[int]] = []  # [i][n-1]: what _after held for the n-gram before token i (-1: none)
+
+    def sync(self, context: list[int]) -> None:
+        """Make the index hold exactly `context`: cut back to the common prefix, then extend."""
+        if context[: len(self.tokens)] != self.tokens:
+            shorter = min(len(self.tokens), len(context))
+            self.truncate(next((i for i in range(shorter) if self.tokens[i] != context[i]), shorter))
+        self.extend(context[len(self.tokens):])
+
+    def extend(self, ids: list[int]) -> None:
+        """Append tokens; each n-gram ending just before a new token now has a continuation."""
+        tokens, after = self.tokens, self._after
+        for token in ids:
+            end = len(tokens)
+            before = []
+            for n in range(1, min(MAX_NGRAM, end) + 1):
+                key = tuple(tokens[end - n:end])
+                before.append(after.get(key, -1))
+                after[key] = end
+            self._before.append(before)
+            tokens.append(token)
+
+    def truncate(self, length: int) -> None:
+        """Forget the tokens from `length` on, restoring each n-gram's earlier occurrence."""
+        for end in range(len(self.tokens) - 1, length - 1, -1):
+            for n, previous in enumerate(self._before[end], start=1):
+                key = tuple(self.tokens[end - n:end])
+                if previous < 0:
+                    del self._after[key]
+                else:
+                    self._after[key] = previous
+        del self.tokens[length:], self._before[length:]
+
+    def draft(self, k: int) -> list[int]:
+        """Up to k tokens that followed the longest context suffix (<= MAX_NGRAM tokens) last time."""
+        tokens = self.tokens
+        if k <= 0:
+            return []
+        for n in range(min(MAX_NGRAM, len(tokens)), 0, -1):
+            start = self._after.get(tuple(tokens[-n:]))
+            if start is not None:
+                return tokens[start:start + k]
+        return []
+
+
+class DraftLength:
+    """How many tokens to draft next: doubles on full acceptance, else the number accepted.
+
+    At 0 no draft is verified; drafting restarts at RESTART tokens once the
+    lookup's guess was the token the model chose CONFIRM times in a row. One
+    lucky guess is not enough: in text that copies nothing it happens often,
+    and a rejected draft costs a forward.
+    """
+
+    RESTART = 2
+    CONFIRM = 2
+
+    def __init__(self, most: int):
+        self.most = most
+        self.k = 0
+        self._hits = 0  # consecutive right guesses while k == 0
+
+    def verified(self, drafted: int, accepted: int) -> None:
+        self.k = min(self.most, 2 * self.k) if accepted == drafted else accepted
+
+    def observe(self, guess: int | None, chosen: int) -> None:
+        if self.k:
+            return
+        self._hits = self._hits + 1 if guess == chosen else 0
+        if self._hits >= self.CONFIRM:
+            self.k, self._hits = min(self.RESTART, self.most), 0
+
+
+def accept_sampled(probs: torch.Tensor, draft: int, generator: torch.Generator) -> int:
+    """The token to emit given the target distribution `probs` [V] and a drafted token.
+
+    The draft is accepted with probability probs[draft]; otherwise a token is
+    drawn from probs without the draft, renormalized. Each token x then comes
+    out with probability probs[x], exactly as a plain draw (the speculative
+    sampling rule of Leviathan et al. and Chen et al. for a draft that puts all
+    its mass on one token).
+    """
+    p_draft = float(probs[draft])
+    residual = probs.clone()
+    residual[draft] = 0.0
+    if float(torch.rand((), generator=generator)) < p_draft or not bool(residual.any()):
+        return draft
+    return int(torch.multinomial(residual, 1, generator=generator))  # multinomial renormalizes
