@@ -41,6 +41,7 @@ class SamplingConfig:
     top_k: int
     seed: int | None
     max_new_tokens: int
+    constrained_tool_calls: bool
 
 
 @dataclass

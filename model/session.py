@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from model.backends.base import GenerationParams
+from model.constrained import TokenConstraint
 from model.sampling import check_params, make_generator, sample_next
 
 DEFAULT_PREFILL_CHUNK = 512
@@ -60,8 +61,10 @@ class Session:
 
     @torch.inference_mode()
     def generate(self, prompt: list[int], params: GenerationParams, stop_ids: set[int] | frozenset[int],
-                 on_token: Callable[[int], bool] | None = None) -> Generation:
-        """Continue `prompt`; `on_token` sees each generated id and returns True to stop (a stop string)."""
+                 on_token: Callable[[int], bool] | None = None,
+                 constraint: TokenConstraint | None = None) -> Generation:
+        """Continue `prompt`; `on_token` sees each generated id and returns True to stop (a stop string).
+        `constraint` (fresh, at the grammar's start) limits every generated token to what its grammar allows."""
         check_params(params)
         if not prompt:
             raise ValueError("the prompt is empty")
@@ -80,7 +83,7 @@ class Session:
                 if len(prompt) + len(out) >= self.context_window:  # the next token would sit past the window
                     finish = "context"
                     break
-                token = sample_next(logits, params, generator)
+                token = _choose(logits, params, generator, constraint)
                 if token in stop_ids:
                     finish = "stop"
                     break
@@ -131,3 +134,14 @@ class Session:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - start
+
+
+def _choose(logits: torch.Tensor, params: GenerationParams, generator: torch.Generator,
+            constraint: TokenConstraint | None) -> int:
+    """The next token: sampled from `logits` [V], among the tokens the grammar allows when there is one."""
+    if constraint is None:
+        return sample_next(logits, params, generator)
+    token = sample_next(constraint.mask(logits), params, generator)
+    if not constraint.accept(token):  # the mask allowed it, so the grammar must take it
+        raise RuntimeError(f"the grammar refused token {token} that its own mask allowed")
+    return token
