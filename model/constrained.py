@@ -73,7 +73,11 @@ class Grammars:
     def __init__(self, tokenizer, vocab_size: int, stop_ids):
         xgr = _xgrammar()
         self.vocab_size = vocab_size
-        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=sorted(stop_ids))
+        try:
+            info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=sorted(stop_ids))
+        except Exception as exc:  # a tokenizer xgrammar cannot read: say how to go on without the grammar
+            raise GrammarError(f"constrained decoding cannot read this tokenizer's vocabulary ({_first_line(exc)}); "
+                               "turn it off with --set sampling.constrained_tool_calls=false") from exc
         self.compiler = xgr.GrammarCompiler(info)
 
     def tool_calls(self, tools: list[dict] | None, tool_choice: str | dict = "auto"):
