@@ -50,9 +50,7 @@ def parse_chat_request(body: bytes, model_names: list[str]) -> ChatRequest:
     for field, allowed in (("n", (1, None)), ("logprobs", (False, None))):
         if data.get(field, None) not in allowed:
             raise bad_request(f"'{field}' is not supported by this server; leave it out.", field)
-    fmt = data.get("response_format")
-    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
-        raise bad_request("Only response_format {'type': 'text'} is supported; leave it out.", "response_format")
+    response_format = _response_format(data.get("response_format"))
 
     tools = _tools(data.get("tools"))
     messages = normalize_messages(data.get("messages"))
@@ -70,6 +68,8 @@ def parse_chat_request(body: bytes, model_names: list[str]) -> ChatRequest:
         seed=seed,
         max_new_tokens=max_tokens or FILL_WINDOW,
         stop=_stop(data.get("stop")),
+        tool_choice=data.get("tool_choice") or "auto",
+        response_format=response_format,
     )
     if params.top_k < 0:
         raise bad_request("'top_k' must be 0 (off) or a positive integer.", "top_k")
@@ -165,9 +165,23 @@ def _tools(value) -> list[dict] | None:
     return out or None
 
 
+def _response_format(value) -> dict | None:
+    """None for plain text; else the format the whole reply must follow (in-process backends
+    constrain decoding to it)."""
+    if value is None or (isinstance(value, dict) and value.get("type") == "text"):
+        return None
+    if isinstance(value, dict) and value.get("type") == "json_object":
+        return {"type": "json_object"}
+    spec = value.get("json_schema") if isinstance(value, dict) and value.get("type") == "json_schema" else None
+    if isinstance(spec, dict) and isinstance(spec.get("schema"), (dict, bool)):
+        return {"type": "json_schema", "json_schema": {"schema": spec["schema"]}}
+    raise bad_request("'response_format' must be {'type': 'text'}, {'type': 'json_object'} or "
+                      "{'type': 'json_schema', 'json_schema': {'name': ..., 'schema': {...}}}.", "response_format")
+
+
 def _tool_choice(value, tools: list[dict] | None) -> bool:
-    """Whether calls are parsed out of the reply. "required" and a named function are honoured
-    by listing the tools; generation is not constrained."""
+    """Whether calls are parsed out of the reply. The in-process backends also constrain decoding
+    to it: "required" makes the reply call a tool, a named function makes it that one call."""
     if value is None or value in ("auto", "required"):
         if value == "required" and not tools:
             raise bad_request("tool_choice 'required' needs 'tools'.", "tool_choice")

@@ -14,6 +14,7 @@ from agent.server.errors import bad_request
 from agent.server.pool import SessionPool
 from agent.server.reply import ContentStream
 from model.backends.base import Backend, Completion
+from model.constrained import GrammarError
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Engine:
         with self.lock:
             slot = self.pool.acquire(request.messages, request.tools)
             params = self._fit(slot.backend, request)
+            _check_grammar(slot.backend, request.tools, params)
             on_start()
             stream = ContentStream(request.tools, request.parse_tools)
 
@@ -83,3 +85,15 @@ class Engine:
                 self.pool.close()
             finally:
                 self.lock.release()
+
+
+def _check_grammar(backend: Backend, tools, params) -> None:
+    """A tool or response schema that constrained decoding cannot follow is the client's error, said
+    before any reply starts (the compiled grammar is cached for the generation itself)."""
+    grammar = getattr(backend, "grammar", None)  # only in-process backends constrain decoding
+    if grammar is None:
+        return
+    try:
+        grammar(tools, params)
+    except GrammarError as exc:
+        raise bad_request(f"{str(exc)[:1].upper()}{str(exc)[1:]}.", "response_format" if params.response_format else "tools")
