@@ -87,7 +87,8 @@ class Agent:
         s = config.sampling
         self.params = GenerationParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, seed=s.seed,
                                        max_new_tokens=s.max_new_tokens, speculative=s.speculative,
-                                       speculative_tokens=s.speculative_tokens)
+                                       speculative_tokens=s.speculative_tokens,
+                                       constrained_tool_calls=s.constrained_tool_calls)
         self.window = config.context.window or backend.context_window
         self.valid_tools = f"The available tools are: {', '.join(t['function']['name'] for t in self.tools)}."
 

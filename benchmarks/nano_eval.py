@@ -5,7 +5,7 @@
 Held-out tasks use word lists and repos the training data never saw; --seed
 picks another run of seeds (unseen as well). Prints one line per task and a
 summary: solve rate (overall and per task kind), steps, generated and
-prefilled tokens, seconds per task. --out writes the summary as JSON.
+prefilled tokens, seconds per task, and malformed tool calls. --out writes the summary as JSON.
 """
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--quantize", choices=["int8", "int4"], help="load the model weight-only quantized")
     parser.add_argument("--out", help="write the summary JSON here")
     parser.add_argument("--trajectories", help="keep every run's trajectory in this directory")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. --set sampling.constrained_tool_calls=false")
     args = parser.parse_args()
 
     import torch
@@ -37,7 +39,8 @@ def main() -> None:
     from agent.session import make_backend
 
     torch.set_num_threads(args.threads)
-    config = eval_config(args.model, (f"backend.quantize={args.quantize}",) if args.quantize else ())
+    quantize = (f"backend.quantize={args.quantize}",) if args.quantize else ()
+    config = eval_config(args.model, quantize + tuple(args.set))
     backend = make_backend(config)
     keep = Path(args.trajectories) if args.trajectories else None
     if keep:
@@ -49,12 +52,13 @@ def main() -> None:
         outcomes.append(outcome)
         mark = "solved" if outcome.solved else f"FAILED ({outcome.status})"
         print(f"{task.id:<14} {task.kind:<16} {mark:<24} steps {outcome.steps:>2}  generated {outcome.generated_tokens:>4}"
-              f"  prefilled {outcome.prefilled_tokens:>5}  {outcome.seconds:6.1f}s", flush=True)
+              f"  prefilled {outcome.prefilled_tokens:>5}  malformed {outcome.malformed_calls}  {outcome.seconds:6.1f}s", flush=True)
     summary = summarize(outcomes)
     by_kind = ", ".join(f"{k} {v:.0%}" for k, v in summary["by_kind"].items())
     print(f"\nsolved {summary['solved']}/{summary['tasks']} = {summary['solve_rate']:.0%} ({by_kind}); "
           f"per task: {summary['mean_steps']} steps, {summary['mean_generated_tokens']} generated tokens, "
-          f"{summary['mean_prefilled_tokens']} prefilled tokens, {summary['mean_seconds']} s")
+          f"{summary['mean_prefilled_tokens']} prefilled tokens, {summary['mean_seconds']} s; "
+          f"malformed calls: {summary['malformed_calls']}")
     if args.out:
         Path(args.out).write_text(json.dumps({"model": args.model, "split": args.split, "seed": args.seed, **summary},
                                              indent=1) + "\n")

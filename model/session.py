@@ -23,6 +23,7 @@ import torch
 
 from model.backends.base import GenerationParams
 from model.compat import CACHE_KWARG
+from model.constrained import TokenConstraint
 from model.sampling import check_params, make_generator, probabilities, sample_next
 from model.speculative import DraftLength, PromptLookup, accept_sampled
 
@@ -66,12 +67,15 @@ class Session:
 
     @torch.inference_mode()
     def generate(self, prompt: list[int], params: GenerationParams, stop_ids: set[int] | frozenset[int],
-                 on_token: Callable[[int], bool] | None = None) -> Generation:
+                 on_token: Callable[[int], bool] | None = None,
+                 constraint: TokenConstraint | None = None) -> Generation:
         """Continue `prompt`; `on_token` sees each generated id and returns True to stop (a stop string).
 
         With `params.speculative == "prompt_lookup"` each forward after the first
         also runs a draft copied from the context (`model.speculative`) and emits
         the drafted tokens the model agrees with plus its own next token.
+        `constraint` (fresh, at the grammar's start) limits every generated token, drafts
+        included, to what its grammar allows.
         """
         check_params(params)
         if not prompt:
@@ -95,7 +99,7 @@ class Session:
             drafted = accepted = verifications = 0
             finish = None
             while True:
-                emitted = _choose(logits, drafts, params, generator)  # the accepted drafts, then one more token
+                emitted = _choose(logits, drafts, params, generator, constraint)  # the accepted drafts, then one more token
                 if drafts:
                     length.verified(len(drafts), len(emitted) - 1)
                     drafted, accepted, verifications = drafted + len(drafts), accepted + len(emitted) - 1, verifications + 1
@@ -187,26 +191,33 @@ class Session:
         return time.perf_counter() - start
 
 
-def _choose(logits: torch.Tensor, drafts: list[int], params: GenerationParams, generator: torch.Generator) -> list[int]:
+def _choose(logits: torch.Tensor, drafts: list[int], params: GenerationParams, generator: torch.Generator,
+            constraint: TokenConstraint | None = None) -> list[int]:
     """Tokens from the logits [n, V] after a pending token and n-1 drafts: the drafts the model
     agrees with, then its own choice at the first disagreement (or after the last draft).
 
     Greedy: a draft is accepted when it is the argmax, so the output is the
     same as without drafts. Sampling: `accept_sampled`, so each emitted token
     has the distribution a plain draw would give it. Rows are taken in order,
-    each in the state after the tokens emitted before it: the place for a
-    logits constraint (a grammar masks row i, then accepts the token chosen).
+    each in the state after the tokens emitted before it, so a grammar masks
+    row i and then accepts the token chosen there.
     """
-    greedy = logits.argmax(-1).tolist() if params.temperature == 0 else None
+    greedy = logits.argmax(-1).tolist() if params.temperature == 0 and constraint is None else None
     emitted = []
     for i, row in enumerate(logits):
         draft = drafts[i] if i < len(drafts) else None
+        if constraint is not None:
+            row = constraint.mask(row)
         if greedy is not None:
             token = greedy[i]
+        elif params.temperature == 0:
+            token = int(row.argmax())
         elif draft is None:
             token = sample_next(row, params, generator)
         else:
             token = accept_sampled(probabilities(row, params), draft, generator)
+        if constraint is not None and not constraint.accept(token):  # the mask allowed it, so the grammar must take it
+            raise RuntimeError(f"the grammar refused token {token} that its own mask allowed")
         emitted.append(token)
         if token != draft:
             break

@@ -30,6 +30,7 @@ class Outcome:
     steps: int
     prefilled_tokens: int  # prompt tokens the model actually ran (the rest came from its kept cache)
     generated_tokens: int
+    malformed_calls: int  # calls the parser refused, to unknown tools, or with arguments off their tool's schema
     seconds: float
     detail: str  # the checker's last lines when unsolved
 
@@ -49,11 +50,27 @@ def evaluate(backend, task: Task, config: Config, trajectory_dir: Path | None = 
         trajectory = (trajectory_dir or tmp) / f"{task.id}.json"
         result = run_task(backend, repo, config, {"kind": "interactive", "text": task.text}, trajectory)
         verdict = check_patch(task, result.patch, tmp / "verify")
-        totals = json.loads(trajectory.read_text())["totals"]
+        record = json.loads(trajectory.read_text())
+    totals = record["totals"]
     solved = result.status == "submitted" and verdict.ok
     return Outcome(task.id, task.kind, solved, result.status, result.steps, totals["prefilled_tokens"],
-                   totals["completion_tokens"], round(time.perf_counter() - started, 2),
+                   totals["completion_tokens"], malformed_calls(record), round(time.perf_counter() - started, 2),
                    "" if solved else (result.reason + "\n" + verdict.output[-600:]).strip())
+
+
+def malformed_calls(trajectory: dict) -> int:
+    """Calls in a trajectory that could not run as written: unparseable, naming no tool, or with
+    arguments that do not validate against the tool's JSON schema."""
+    from jsonschema import Draft202012Validator
+
+    schemas = {t["function"]["name"]: t["function"].get("parameters") or {} for t in trajectory["tools"]}
+    bad = 0
+    for step in trajectory["steps"]:
+        bad += len(step["parse_errors"])
+        for call in step["calls"]:
+            schema = schemas.get(call["name"])
+            bad += schema is None or not Draft202012Validator(schema).is_valid(call["arguments"])
+    return bad
 
 
 def summarize(outcomes: list[Outcome]) -> dict:
@@ -71,5 +88,6 @@ def summarize(outcomes: list[Outcome]) -> dict:
         "mean_generated_tokens": round(sum(o.generated_tokens for o in outcomes) / n, 1),
         "mean_prefilled_tokens": round(sum(o.prefilled_tokens for o in outcomes) / n, 1),
         "mean_seconds": round(sum(o.seconds for o in outcomes) / n, 2),
+        "malformed_calls": sum(o.malformed_calls for o in outcomes),
         "outcomes": [asdict(o) for o in outcomes],
     }

@@ -77,8 +77,14 @@ class StreamOptions(Strict):
     include_usage: bool | None = None
 
 
+class JsonSchemaFormat(Strict):
+    name: str | None = None
+    schema_: dict[str, Any] | bool = Field(alias="schema")
+
+
 class ResponseFormat(Strict):
-    type: Literal["text"]
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
 
 
 class ChatCompletionRequest(Strict):
@@ -133,6 +139,8 @@ def parse_chat_request(body: bytes, model_names: list[str]) -> ChatRequest:
         seed=req.seed,
         max_new_tokens=req.max_completion_tokens or req.max_tokens or FILL_WINDOW,
         stop=[req.stop] if isinstance(req.stop, str) else req.stop or [],
+        tool_choice=req.tool_choice.model_dump() if isinstance(req.tool_choice, NamedToolChoice) else req.tool_choice or "auto",
+        response_format=_response_format(req.response_format),
     )
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     return ChatRequest(_messages(req.messages), tools, params, bool(req.stream), include_usage,
@@ -221,9 +229,22 @@ def _tools(tools: list[ToolSchema] | None) -> list[dict] | None:
     return out or None
 
 
+def _response_format(fmt: ResponseFormat | None) -> dict | None:
+    """None for plain text; else the format the whole reply must follow (in-process backends
+    constrain decoding to it)."""
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return {"type": "json_object"}
+    if fmt.json_schema is None:
+        raise bad_request("'response_format' of type 'json_schema' needs "
+                          "'json_schema': {'name': ..., 'schema': {...}}.", "response_format.json_schema")
+    return {"type": "json_schema", "json_schema": {"schema": fmt.json_schema.schema_}}
+
+
 def _tool_choice(choice: str | NamedToolChoice | None, tools: list[dict] | None) -> bool:
-    """Whether calls are parsed out of the reply. "required" and a named function are honoured
-    by listing the tools; generation is not constrained."""
+    """Whether calls are parsed out of the reply. The in-process backends also constrain decoding
+    to it: "required" makes the reply call a tool, a named function makes it that one call."""
     if choice == "none":
         return False
     if choice == "required" and not tools:

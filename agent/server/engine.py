@@ -16,6 +16,7 @@ from agent.server.errors import ApiError, bad_request
 from agent.server.pool import SessionPool
 from agent.server.reply import ContentStream
 from model.backends.base import Backend, Completion
+from model.constrained import GrammarError
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Engine:
         with self.lock:
             slot = self.pool.acquire(request.messages, request.tools)
             params = self._fit(slot.backend, request)
+            _check_grammar(slot.backend, request.tools, params)
             on_start()
             stream = ContentStream(request.tools, request.parse_tools)
 
@@ -93,3 +95,15 @@ class Engine:
 def _too_long(window: int, tokens: str) -> ApiError:
     return bad_request(f"This model's maximum context length is {window} tokens; the messages take {tokens}. "
                        "Shorten the messages.", "messages", "context_length_exceeded")
+
+
+def _check_grammar(backend: Backend, tools, params) -> None:
+    """A tool or response schema that constrained decoding cannot follow is the client's error, said
+    before any reply starts (the compiled grammar is cached for the generation itself)."""
+    grammar = getattr(backend, "grammar", None)  # only in-process backends constrain decoding
+    if grammar is None:
+        return
+    try:
+        grammar(tools, params)
+    except GrammarError as exc:
+        raise bad_request(f"{str(exc)[:1].upper()}{str(exc)[1:]}.", "response_format" if params.response_format else "tools")

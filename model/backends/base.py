@@ -34,6 +34,11 @@ class GenerationParams:
     stop: list[str] = field(default_factory=list)
     speculative: str = "prompt_lookup"
     speculative_tokens: int = 8
+    # In-process backends: once the model opens <tool_call>, the call follows the tools' schemas
+    # (model/constrained.py); tool_choice "auto", "required", "none" or {"type": "function", "function": {"name": N}}.
+    constrained_tool_calls: bool = True
+    tool_choice: str | dict = "auto"
+    response_format: dict | None = None  # JSON schema of the whole reply: {"type": "json_schema", "json_schema": {...}}
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from model.backends.base import BackendError, Completion, GenerationParams, Message, ToolSchema
+from model.constrained import Grammars
 from model.sampling import TextStream
 from model.session import DEFAULT_PREFILL_CHUNK, Session
 from model.tokenizer import encode, encode_chat, load_tokenizer, render_chat, stop_token_ids
@@ -33,7 +34,7 @@ class InProcessBackend:
     """One model, one tokenizer, one conversation cache."""
 
     def __init__(self, name: str, model, tokenizer, stop_ids: list[int], context_window: int,
-                 prefill_chunk: int = DEFAULT_PREFILL_CHUNK):
+                 prefill_chunk: int = DEFAULT_PREFILL_CHUNK, grammars: Grammars | None = None):
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
@@ -43,11 +44,32 @@ class InProcessBackend:
         new_cache = getattr(model, "new_cache", None) or _dynamic_cache
         self.session = Session(model, context_window, new_cache, prefill_chunk)
         self._known: list[tuple[str, list[int]]] = []  # texts and the ids the model saw for them, longest last
+        self._grammars = grammars
 
     def spawn(self) -> "InProcessBackend":
         """Another conversation on the same weights (its own cache)."""
         return InProcessBackend(self.name, self.model, self.tokenizer, sorted(self.stop_ids),
-                                self.context_window, self.prefill_chunk)
+                                self.context_window, self.prefill_chunk, self._grammars)
+
+    @property
+    def grammars(self) -> Grammars:
+        """Grammars over this tokenizer, made on first use (and shared with spawned backends)."""
+        if self._grammars is None:
+            vocab_size = getattr(self.model.config, "vocab_size", None) or len(self.tokenizer)
+            self._grammars = Grammars(self.tokenizer, vocab_size, self.stop_ids)
+        return self._grammars
+
+    def grammar(self, tools: list[ToolSchema] | None, params: GenerationParams):
+        """The grammar a reply to this request must follow, or None: the whole reply is JSON when
+        `response_format` asks for it, else calls follow the tools' schemas unless turned off."""
+        fmt = params.response_format or {}
+        if fmt.get("type") == "json_object":
+            return self.grammars.json_reply()
+        if fmt.get("type") == "json_schema":
+            return self.grammars.json_reply((fmt.get("json_schema") or {}).get("schema", {}))
+        if params.constrained_tool_calls:
+            return self.grammars.tool_calls(tools, params.tool_choice)
+        return None
 
     def prompt_ids(self, messages: list[Message], tools: list[ToolSchema] | None = None) -> list[int]:
         """The ids the next `complete` with these messages will run (the reply's own ids where reused)."""
@@ -60,15 +82,18 @@ class InProcessBackend:
         params: GenerationParams | None = None,
         on_text: Callable[[str], None] | None = None,
     ) -> Completion:
-        return self.complete_text(render_chat(self.tokenizer, messages, tools), params, on_text)
+        params = params or GenerationParams()
+        return self.complete_text(render_chat(self.tokenizer, messages, tools), params, on_text,
+                                  self.grammar(tools, params))
 
     def complete_text(self, prompt: str, params: GenerationParams | None = None,
-                      on_text: Callable[[str], None] | None = None) -> Completion:
-        """Continue a raw prompt (no chat template)."""
+                      on_text: Callable[[str], None] | None = None, grammar=None) -> Completion:
+        """Continue a raw prompt (no chat template), following `grammar` (see `grammar()`) if given."""
         params = params or GenerationParams()
         prompt_ids = self._encode(prompt)
         stream = TextStream(self.tokenizer, params.stop, on_text)
-        gen = self.session.generate(prompt_ids, params, self.stop_ids, stream.push)
+        constraint = self.grammars.constraint(grammar) if grammar is not None else None
+        gen = self.session.generate(prompt_ids, params, self.stop_ids, stream.push, constraint)
         text = stream.finish()
         self._remember(prompt, prompt_ids, gen.ids, text)
         return Completion(

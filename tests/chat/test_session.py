@@ -21,10 +21,12 @@ def backend(request):
     backend.close()
 
 
-def fresh_text(backend, prompt_ids, params=GREEDY) -> str:
-    """What a new session (nothing cached) generates from exactly these ids."""
+def fresh_text(backend, prompt_ids, params=GREEDY, tools=None) -> str:
+    """What a new session (nothing cached) generates from exactly these ids, under the same grammar."""
     other = backend.spawn()
-    gen = other.session.generate(prompt_ids, params, backend.stop_ids)
+    grammar = other.grammar(tools, params)
+    gen = other.session.generate(prompt_ids, params, backend.stop_ids,
+                                 constraint=None if grammar is None else other.grammars.constraint(grammar))
     return backend.tokenizer.decode(gen.ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
@@ -37,7 +39,7 @@ def test_ten_turn_tool_conversation_prefills_each_token_about_once(backend):
         done = backend.complete(messages, TOOLS, GREEDY)
         assert done.prompt_tokens == len(ids)
         assert done.prefilled_tokens + done.reused_tokens == len(ids)
-        assert done.text == fresh_text(backend, ids)
+        assert done.text == fresh_text(backend, ids, tools=TOOLS)
         prefilled += done.prefilled_tokens
         if turn % 2:  # the reply kept verbatim, as the agent does
             reply = done.text
@@ -63,7 +65,7 @@ def test_early_edit_falls_back_to_an_exact_prefill(backend):
     # the PLT's rings keep only the last window+slack positions: this far back means a fresh prefill
     assert done.reused_tokens == (0 if backend.name == "plt" else common)
     assert done.prefilled_tokens + done.reused_tokens == len(ids)
-    assert done.text == fresh_text(backend, ids)
+    assert done.text == fresh_text(backend, ids, tools=TOOLS)
 
 
 def test_chunked_prefill_matches(backend):
