@@ -68,6 +68,15 @@ class PLTCache:
         """Number of tokens (cache columns) held."""
         return self._length
 
+    @property
+    def is_croppable(self) -> bool:
+        """transformers >= 5.24 checks this before assisted decoding: `crop` rolls back exactly (within the slack)."""
+        return True
+
+    def activate_past_recording(self) -> None:
+        """transformers >= 5.24 calls this before assisted decoding so a later `crop` can roll back.
+        Nothing to do: the rings always keep `slack` positions beyond the window for that."""
+
     def can_crop(self, length: int) -> bool:
         """True when rolling back to `length` tokens keeps every later logit exact.
 
