@@ -315,7 +315,15 @@ def _bwrap_args(workdir: str, tmp: str, visible: list[str], network: bool, prote
     for option, source, dest in mounts:
         args += [option, source, dest] if source else [option, dest]
     for spelled, real in sorted(aliases.items()):  # a path under another alias is reached through it
-        if not any(spelled.startswith(other + "/") for other in aliases):
+        if any(spelled.startswith(other + "/") for other in aliases):
+            continue
+        if _under(spelled, ["/tmp"]):
+            # /tmp is the host directory `tmp`, kept across commands: bwrap's --symlink would find the
+            # link of the previous command there and fail ("File exists"), so it is made once, here
+            link = os.path.join(tmp, os.path.relpath(spelled, "/tmp"))
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            os.symlink(real, link)
+        else:
             args += ["--symlink", real, spelled]
     return args + ["--chdir", workdir, "--"]
 
