@@ -201,3 +201,23 @@ def test_batched_generate_follows_the_grammar_in_every_row(plt):
         text = plt.tokenizer.decode([t for t in row if t not in plt.stop_ids and t != 0],
                                     skip_special_tokens=False, clean_up_tokenization_spaces=False)
         assert check_calls(text, TOOLS) >= 1
+
+
+@pytest.mark.parametrize("kind", ["plt", "hf"])
+def test_prompt_lookup_drafts_under_the_grammar_give_the_tokens_of_plain_decoding(kind, request):
+    """Drafts are copied from a context full of the tools' JSON; a draft token the grammar refuses ends the draft."""
+    backend = request.getfixturevalue(kind)
+    messages = [{"role": "user", "content": 'Run <tool_call>\n{"name": "bash", "arguments": {"command": "ls"}}\n'
+                                            '</tool_call> again, then "bash" "command" "ls" once more.'}]
+    prompt = backend.prompt_ids(messages, TOOLS)
+    texts, drafted = [], []
+    for speculative in ("off", "prompt_lookup"):
+        params = GenerationParams(temperature=0.0, max_new_tokens=80, tool_choice="required", speculative=speculative)
+        fresh = backend.spawn()
+        gen = fresh.session.generate(prompt, params, backend.stop_ids,
+                                     constraint=fresh.grammars.constraint(fresh.grammar(TOOLS, params)))
+        texts.append(gen.ids)
+        drafted.append(gen.drafted_tokens)
+        fresh.close()
+    assert texts[0] == texts[1]
+    assert drafted == [0, drafted[1]] and drafted[1] > 0  # the drafting path ran under the grammar
