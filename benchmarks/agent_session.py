@@ -105,7 +105,7 @@ def build_backend(root: Path, preset: str, context_window: int):
 
 def run(args) -> dict:
     from agent.prompting import system_prompt
-    from agent.toolcalls import render_tool_call
+    from runtime.toolcalls import render_tool_call
     from runtime.backends.base import GenerationParams
     from tools import default_tools
 

@@ -179,7 +179,7 @@ def editing_conversations(backend, count: int, seed: int) -> list[list[Turn]]:
     import random
     import re
 
-    from agent.toolcalls import render_tool_call
+    from runtime.toolcalls import render_tool_call
     from runtime.tokenizer import encode
     from tools import get_tool
     from workspace.local import LocalSandbox

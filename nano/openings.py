@@ -14,7 +14,7 @@ from pathlib import Path
 from nano.record import gold_calls
 from nano.tasks import Task, write_files
 from agent.prompting import task_prompt
-from agent.toolcalls import render_tool_call
+from runtime.toolcalls import render_tool_call
 from tools import get_tool
 from workspace.local import LocalSandbox
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from agent.config import Config, load_config
 from nano.tasks import CheckResult, Task, check, write_files
 from agent.session import run_task
-from agent.toolcalls import render_tool_call
+from runtime.toolcalls import render_tool_call
 from runtime.backends.replay import ReplayBackend
 
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "nano", "GIT_AUTHOR_EMAIL": "nano@localhost",

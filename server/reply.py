@@ -11,7 +11,7 @@ import json
 import re
 
 from server.responses import new_id
-from agent.toolcalls import OPEN, parse_tool_calls
+from runtime.toolcalls import OPEN, parse_tool_calls
 
 MARKERS = (OPEN, "<function=", "```")
 _MARKER = re.compile("|".join(re.escape(m) for m in MARKERS))

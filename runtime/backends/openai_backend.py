@@ -295,7 +295,7 @@ def _openai_calls(value) -> list[dict]:
 
 
 def hermes_call(call: dict) -> str:
-    """An OpenAI tool call as the Hermes block the model writes (agent/toolcalls.py renders the same).
+    """An OpenAI tool call as the Hermes block the model writes (runtime/toolcalls.py renders the same).
 
     Arguments that are not a JSON object stay a string, so the agent's parser reports them."""
     fn = call["function"]

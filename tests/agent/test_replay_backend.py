@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from agent.toolcalls import parse_tool_calls
+from runtime.toolcalls import parse_tool_calls
 from runtime.backends.replay import ReplayBackend, ReplayScriptError, load_script
 
 

@@ -11,7 +11,7 @@ from nano import words
 from nano.build import FIXED_WORDS, copy_drills, first_turns, tokenizer_corpus, workdir_pool, with_workdir
 from nano.record import gold_script
 from nano.tasks import generate_task
-from agent.toolcalls import parse_tool_calls, render_tool_call
+from runtime.toolcalls import parse_tool_calls, render_tool_call
 from nano.tiny_tokenizer import build_test_tokenizer
 
 RENDERER = build_test_tokenizer()

@@ -8,7 +8,7 @@ import pytest
 from nano.openings import opening
 from nano.record import gold_calls, gold_script, record
 from nano.tasks import KINDS, generate_task, write_files
-from agent.toolcalls import parse_tool_calls
+from runtime.toolcalls import parse_tool_calls
 from tools import default_tools
 
 

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from agent.toolcalls import parse_tool_calls, render_tool_call
+from runtime.toolcalls import parse_tool_calls, render_tool_call
 from runtime.backends import create_backend
 from runtime.backends.base import GenerationParams
 from runtime.constrained import GrammarError

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.toolcalls import render_tool_call
+from runtime.toolcalls import render_tool_call
 from runtime.backends import BackendError, create_backend
 from runtime.backends.base import GenerationParams
 

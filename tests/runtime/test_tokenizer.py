@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from agent.toolcalls import parse_tool_calls, render_tool_call
+from runtime.toolcalls import parse_tool_calls, render_tool_call
 from runtime.tokenizer import TokenizerError, encode, encode_chat, load_tokenizer, render_chat, stop_token_ids
 
 BASH = {

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from agent.toolcalls import parse_tool_calls
+from runtime.toolcalls import parse_tool_calls
 from runtime.backends.base import GenerationParams
 from runtime.backends.openai_backend import OpenAIBackend, OpenAIBackendError
 from tests.server.conftest import ScriptedBackend

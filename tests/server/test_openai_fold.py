@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.toolcalls import parse_tool_calls
+from runtime.toolcalls import parse_tool_calls
 from runtime.backends.openai_backend import _merge_call_delta, _openai_calls, hermes_call
 
 JSON = st.recursive(
