@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from runtime.backends.base import Completion, GenerationParams, Message, ToolSchema
+from runtime.toolcalls import render_tool_call
 
-SUBMIT_CALL = '<tool_call>\n{"name": "submit", "arguments": {}}\n</tool_call>'
+SUBMIT_CALL = render_tool_call("submit", {})
 _PIECES = re.compile(r"\s*\S+|\s+")
 
 
