@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from runtime.backends.base import GenerationParams
+from runtime.holdback import held_back
 
 REPLACEMENT = "\ufffd"
 SPECULATIVE = ("prompt_lookup", "off")
@@ -92,23 +93,13 @@ class TextStream:
             self._emit(cut)
             return True
         safe = len(self.text.rstrip(REPLACEMENT))
-        self._emit(safe - self._stop_prefix_len(self.text[:safe]))
+        self._emit(safe - held_back(self.text[:safe], self.stop))
         return False
 
     def finish(self) -> str:
         """Flush what was held back; the final text."""
         self._emit(len(self.text))
         return self.text
-
-    def _stop_prefix_len(self, text: str) -> int:
-        """Length of the longest end of `text` that is the start of a stop string."""
-        best = 0
-        for s in self.stop:
-            for n in range(min(len(s) - 1, len(text)), best, -1):
-                if text.endswith(s[:n]):
-                    best = n
-                    break
-        return best
 
     def _emit(self, upto: int) -> None:
         if upto > self.emitted:
