@@ -65,7 +65,15 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-# --- model commands (issue: PLT model) -------------------------------------
+# Options several commands share (one OptionInfo may serve several commands).
+_MODEL = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai).")
+_BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay (default: the config's backend.name, "
+                        "plt; replay with --script).")
+_CONFIG = typer.Option(None, "--config", help="A YAML config file (`loopcoder config` prints every key).")
+_SETS = typer.Option([], "--set", help="Override a config key, e.g. --set agent.max_steps=30 (repeatable).")
+
+
+# --- model: inspect, create, quantize and train checkpoints (model/; training is nano/'s) --------
 
 
 @model_app.command("info")
@@ -135,9 +143,19 @@ def model_train(
     init: str = typer.Option(None, "--init", help="Start from a finished run's weights (a previous phase)."),
 ) -> None:
     """Train a PLT from scratch on chat transcripts, loss on the assistant turns only (loopcoder-nano)."""
+    import sys
     from pathlib import Path
 
-    from nano.train import TrainConfig, TrainError, train_with_progress
+    checkout = Path(__file__).resolve().parent  # nano/ ships with the repository, not with the package
+    if (checkout / "nano" / "__init__.py").is_file() and str(checkout) not in sys.path:
+        sys.path.append(str(checkout))
+    try:
+        from nano.train import TrainConfig, TrainError, train_with_progress
+    except ModuleNotFoundError as error:
+        if error.name != "nano":
+            raise
+        fail("`model train` needs the training recipe in nano/, which is not installed with the package; "
+             "run it from a LoopCoder repository checkout installed with `pip install -e .`.")
 
     cfg = TrainConfig(data=Path(data), out=Path(out), preset=preset, steps=steps, batch_tokens=batch_tokens, lr=lr,
                       warmup=warmup, save_every=save_every, threads=threads, seed=seed, resume=resume,
@@ -151,7 +169,7 @@ def model_train(
                f"({summary['tokens_per_s']:,} tok/s), {summary['parameters']:,} parameters -> {out}")
 
 
-# --- generate (issue: chat layer) ------------------------------------------
+# --- generate: one streamed completion from a loaded model (runtime/) ------------------------
 
 
 @app.command()
@@ -207,7 +225,7 @@ def generate(
                f"decode: {rate(done.completion_tokens, done.decode_seconds)}; finish: {done.finish_reason}", err=True)
 
 
-# --- run / chat / replay / inspect (issue: agent) ---------------------------
+# --- run / chat / replay / inspect: the agent on one repository (agent/) ----------------------
 
 
 def _agent_call(fn, *args) -> None:
@@ -222,18 +240,12 @@ def _agent_call(fn, *args) -> None:
 
 
 # Options `run` and `chat` share.
-_SET_HELP = "Override a config key, e.g. --set agent.max_steps=30 (repeatable)."
 _REPO = typer.Option(".", "--repo", help="The git repository to work on.")
-_MODEL = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai).")
-_BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay (default: the config's backend.name, "
-                        "plt; replay with --script).")
 _SCRIPT = typer.Option(None, "--script", help="Replay: a JSON list / JSONL of raw outputs or a trajectory.")
 _SANDBOX = typer.Option(None, "--sandbox", help="local (bubblewrap) | docker | none (no isolation: the model's "
                         "commands run on this machine as you).")
 _IMAGE = typer.Option(None, "--image", help="Docker image for --sandbox docker.")
 _IN_PLACE = typer.Option(False, "--in-place", help="Edit the repository directly, not a separate copy.")
-_CONFIG = typer.Option(None, "--config", help="A YAML config file (`loopcoder config` prints every key).")
-_SETS = typer.Option([], "--set", help=_SET_HELP)
 _TRAJECTORY = typer.Option(None, "--trajectory", help="Where to write the trajectory JSON.")
 
 
@@ -357,17 +369,12 @@ def config_cmd(config: str = _CONFIG, sets: list[str] = _SETS) -> None:
     _agent_call(body)
 
 
-# --- swebench / refactor (issue: batch) --------------------------------------
+# --- swebench / refactor: the agent on many repositories (batch/) ----------------------------
 
 SANDBOX_HELP = "local (bubblewrap over a clone from --repo-cache) or docker (the instance image when present)."
 REPO_CACHE_HELP = "Directory of owner__repo git clones or bare mirrors (owner__repo.git)."
-# Options the batch commands share (one OptionInfo may serve several commands).
-_BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay (default: the config's backend.name, "
-                        "plt; replay with --script).")
-_MODEL = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai).")
+# Options the batch commands share.
 _MAX_STEPS = typer.Option(None, "--max-steps", help="Stop each run after this many model turns.")
-_CONFIG = typer.Option(None, "--config", help="A YAML config file (`loopcoder config` prints every key).")
-_SETS = typer.Option([], "--set", help="Override a config key, e.g. --set agent.max_steps=30 (repeatable).")
 
 
 def _batch_instances(instances: str, filter: str | None):
@@ -625,7 +632,7 @@ def refactor_cmd(
         raise typer.Exit(1)
 
 
-# --- serve (issue: serve) ----------------------------------------------------
+# --- serve: the OpenAI-compatible HTTP API (server/) -----------------------------------------
 
 
 @app.command()
