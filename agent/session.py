@@ -114,7 +114,7 @@ def open_workspace(repo: str | Path, config: Config, commit: str | None = None,
         stack.callback(sandbox.close)
         base = copy.base_commit
         # from here on the copy's .git is the model's: the diff is computed inside the sandbox
-        yield Workspace(copy, Environment(sandbox, default_tools(), lambda: sandbox.diff(base)), head, carried)
+        yield Workspace(copy, Environment(sandbox, default_tools(config.agent.max_consecutive_timeouts), lambda: sandbox.diff(base)), head, carried)
     finally:
         with deferred_interrupts("removing the sandbox and the working copy, please wait..."):
             stack.close()
