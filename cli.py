@@ -131,7 +131,7 @@ def model_quantize(
 def model_train(
     data: str = typer.Option(..., help="Training directory: train.jsonl + tokenizer/ (see `python -m nano data`)."),
     out: str = typer.Option(..., help="Checkpoint directory to write; out/checkpoint/ is what --resume continues."),
-    preset: str = typer.Option("nano", help="Model size: nano, or a preset of `model init-random` (tiny, small)."),
+    preset: str = typer.Option("nano", help="Model size: a preset of `model init-random` (nano, tiny, small)."),
     steps: int = typer.Option(2000, help="Optimizer steps in total (a resumed run counts the steps already done)."),
     batch_tokens: int = typer.Option(8192, help="Padded tokens per step (rows x longest row)."),
     lr: float = typer.Option(3e-3, help="Peak learning rate (linear warmup, cosine decay to a tenth)."),
