@@ -20,7 +20,7 @@ from transformers import GenerationConfig
 from .configuration_plt import IQuestPLTCoderConfig
 from .loading import INDEX_FILE, SINGLE_FILE, expected_shapes
 
-# The released LoopCoder-V2 config.json (spec §5); presets change only the sizes.
+# The released LoopCoder-V2 config.json (docs/plt.md §1); presets change only the sizes.
 RELEASED = dict(
     architectures=["IQuestPLTCoderForCausalLM"],
     vocab_size=76800,
