@@ -41,8 +41,8 @@ from agent.outcome import Status, TestTally, tally_from_dict, tests_words
 from agent.prompting import task_prompt
 from agent.session import open_workspace, start_agent
 from batch.swebench.backends import BackendProvider
-from batch.swebench.log_parsers import TestStatus, parse_log_pytest
 from batch.swebench.specs import patch_files
+from tools.test_report import TestStatus, parse_log_pytest
 from workspace.repo import GIT_IDENTITY, RepoError, open_repo, resolve_commit
 from workspace.sandbox import Sandbox
 
