@@ -195,15 +195,15 @@ def generate(
     """Stream a completion of PROMPT; prefill and decode speed go to stderr."""
     import sys
 
-    from runtime.backends import BackendError, create_backend
+    from runtime.backends import IN_PROCESS, BackendError, create_backend
     from runtime.backends.base import GenerationParams
 
     def on_text(piece: str) -> None:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
-    if backend not in ("plt", "hf"):
-        fail(f"--backend must be plt or hf for generate, not {backend!r}.")
+    if backend not in IN_PROCESS:
+        fail(f"--backend must be {' or '.join(IN_PROCESS)} for generate, not {backend!r}.")
     params = GenerationParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                               max_new_tokens=max_new_tokens, stop=list(stop), speculative=speculative,
                               speculative_tokens=speculative_tokens)

@@ -26,6 +26,7 @@ from agent.interrupts import deferred_interrupts
 from agent.loop import Agent, Listener, RunResult
 from agent.prompting import system_prompt, system_template, task_prompt
 from agent.trajectory import Trajectory
+from runtime.backends import IN_PROCESS
 from workspace.repo import RepoError, WorkingCopy
 
 
@@ -132,7 +133,7 @@ def start_agent(backend, ws: Workspace, config: Config, trajectory_path: Path | 
     env = ws.env
     trajectory = Trajectory(trajectory_path, config.to_dict(), task, ws.record(),
                             {"name": backend.name, "context_window": backend.context_window}, env.schemas())
-    model_dir = config.backend.model if config.backend.name in ("plt", "hf") else None
+    model_dir = config.backend.model if config.backend.name in IN_PROCESS else None
     template = system_template(config.prompts.system, model_dir)
     system = system_prompt(template, ws.workdir, chat=chat)
     return Agent(backend, env, config, trajectory, system, listener, chat=chat)
