@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from server import Limits, ServeError, make_server
 from runtime.backends import IN_PROCESS, create_backend
 from runtime.backends.base import Backend
 from runtime.backends.hosts import is_loopback
+from server import Limits, ServeError, make_server
 
 log = logging.getLogger("loopcoder.serve")
 
