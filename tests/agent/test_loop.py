@@ -8,6 +8,7 @@ import pytest
 
 from agent.loop import Listener, Status
 from agent.session import make_backend, open_workspace, run_task, start_agent
+from agent.trajectory import load
 from runtime.backends.replay import ReplayBackend
 from runtime.toolcalls import EXPECTED_FORMAT
 from tests.agent.conftest import FIX, call
@@ -137,8 +138,8 @@ def test_trajectory_is_valid_json_after_every_step(repo, script, make_config, tm
 
     class Check(Listener):
         def on_step(self, index):
-            if index:  # written after every step, so step `index` sees all before it
-                data = json.loads(path.read_text())
+            if index:  # appended after every step, so step `index` sees all before it (a kill here keeps them)
+                data = load(path)
                 seen.append((index, len(data["steps"]), data["exit"]["status"]))
 
     outputs = [call("bash", command=f"echo {i}") for i in range(4)] + [call("submit")]
