@@ -2,11 +2,15 @@
 judged the way the evaluation judges a run (a git diff of a real repository, applied to a fresh copy)."""
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchmarks.handwritten import (KINDS, HandTask, TaskFileError, check_patch, load_file, load_tasks, run_hidden,
                                     run_suite, write_files)
@@ -61,3 +65,52 @@ def test_a_task_file_that_does_not_fit_its_repository_is_refused(tmp_path: Path)
     path.write_text("name = ")
     with pytest.raises(TaskFileError, match="not valid TOML"):
         load_file(path)
+
+
+# --- benchmarks/nano_eval.py on this set ----------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}
+calls = st.fixed_dictionaries({
+    "name": st.sampled_from(["bash", "submit", "str_replace"]),
+    "arguments": st.one_of(st.just({}), st.fixed_dictionaries({"command": st.one_of(st.text(max_size=5), st.integers())}),
+                           st.dictionaries(st.text(max_size=4), st.integers(), max_size=2)),
+})
+steps = st.fixed_dictionaries({"parse_errors": st.lists(st.text(max_size=8), max_size=2), "calls": st.lists(calls, max_size=3)})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(steps, max_size=4))
+def test_malformed_calls_by_cause_add_up_to_the_evaluations_count(trajectory_steps):
+    from agent.nano.evaluate import malformed_calls
+    from benchmarks.nano_eval import malformed_causes
+
+    trajectory = {"tools": [{"function": {"name": "bash", "parameters": SCHEMA}}, {"function": {"name": "submit"}}],
+                  "steps": trajectory_steps}
+    causes = malformed_causes(trajectory)
+    assert sum(causes.values()) == malformed_calls(trajectory)
+    assert causes["unknown tool"] == sum(c["name"] == "str_replace" for s in trajectory_steps for c in s["calls"])
+
+
+def test_set_names_a_task_set_or_overrides_the_config():
+    from benchmarks.nano_eval import split_sets
+
+    assert split_sets(["handwritten", "sampling.constrained_tool_calls=false"]) == (
+        "handwritten", ["sampling.constrained_tool_calls=false"])
+    assert split_sets(["agent.max_steps=3"]) == ("", ["agent.max_steps=3"])
+    for bad in (["handwriten"], ["heldout", "handwritten"]):
+        with pytest.raises(SystemExit, match="neither KEY=VALUE nor one task set"):
+            split_sets(bad)
+
+
+def test_nano_eval_runs_the_shipped_checkpoint_on_the_handwritten_set(tmp_path: Path):
+    out = tmp_path / "summary.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "nano_eval.py"), "--set", "handwritten",
+                           "--count", "2", "--set", "agent.max_steps=3", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(out.read_text())
+    assert summary["set"] == "handwritten" and summary["tasks"] == 2
+    assert [o["task_id"] for o in summary["outcomes"]] == [t.id for t in TASKS[:2]]
+    assert all(o["steps"] <= 3 for o in summary["outcomes"])
+    assert "| kind | solved | steps |" in proc.stdout and "| all | **" in proc.stdout
