@@ -40,7 +40,7 @@ def split_sets(values: list[str]) -> tuple[str, list[str]]:
 
 
 def malformed_causes(trajectory: dict) -> Counter:
-    """A trajectory's malformed calls by cause; they add up to agent.nano.evaluate.malformed_calls."""
+    """A trajectory's malformed calls by cause; they add up to nano.evaluate.malformed_calls."""
     from jsonschema import Draft202012Validator
 
     schemas = {t["function"]["name"]: t["function"].get("parameters") or {} for t in trajectory["tools"]}
@@ -89,7 +89,7 @@ def main() -> None:
 
     import torch
 
-    from agent.nano.evaluate import eval_config, evaluate, summarize
+    from nano.evaluate import eval_config, evaluate, summarize
     from agent.session import make_backend
 
     if task_set == "handwritten":
@@ -97,8 +97,8 @@ def main() -> None:
 
         tasks, judge = load_tasks()[:args.count], check_patch
     else:
-        from agent.nano.record import check_patch
-        from agent.nano.tasks import generate_task
+        from nano.record import check_patch
+        from nano.tasks import generate_task
 
         count = 50 if args.count is None else args.count
         tasks, judge = (generate_task(task_set, s) for s in range(args.seed, args.seed + count)), check_patch

@@ -1,6 +1,6 @@
 """The hand-written evaluation set for loopcoder-nano: tasks people write, on repositories of ordinary shapes.
 
-Written by hand, not by the task generator (agent/nano/tasks.py), and never
+Written by hand, not by the task generator (nano/tasks.py), and never
 used for training: it measures how far nano's plans carry beyond the
 generator's repositories and wording. Each `*.toml` here is one repository
 (its files, verbatim) and the tasks asked of it, in a user's own words. A

@@ -82,7 +82,7 @@ steps = st.fixed_dictionaries({"parse_errors": st.lists(st.text(max_size=8), max
 @settings(max_examples=60, deadline=None)
 @given(st.lists(steps, max_size=4))
 def test_malformed_calls_by_cause_add_up_to_the_evaluations_count(trajectory_steps):
-    from agent.nano.evaluate import malformed_calls
+    from nano.evaluate import malformed_calls
     from benchmarks.nano_eval import malformed_causes
 
     trajectory = {"tools": [{"function": {"name": "bash", "parameters": SCHEMA}}, {"function": {"name": "submit"}}],
