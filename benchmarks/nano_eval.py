@@ -93,9 +93,12 @@ def main() -> None:
     from agent.session import make_backend
 
     if task_set == "handwritten":
-        from benchmarks.handwritten import check_patch, load_tasks
+        from benchmarks.handwritten import TaskFileError, check_patch, load_tasks
 
-        tasks, judge = load_tasks()[:args.count], check_patch
+        try:
+            tasks, judge = load_tasks()[:args.count], check_patch
+        except TaskFileError as exc:
+            sys.exit(f"error: {exc}")
     else:
         from nano.record import check_patch
         from nano.tasks import generate_task

@@ -18,7 +18,6 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,9 +114,15 @@ def _task(spec: dict, name: str, repo_files: dict[str, str], where: str) -> Hand
 
 def load_file(path: Path) -> list[HandTask]:
     try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        raise TaskFileError("the hand-written set is TOML: it needs Python 3.11 or later (tomllib)") from None
+    try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise TaskFileError(f"{path.name}: not valid TOML ({exc})") from exc
+    if not isinstance(data.get("name"), str) or not isinstance(data.get("files"), dict):
+        raise TaskFileError(f"{path.name}: needs `name` (the repository's directory) and a [files] table")
     return [_task(spec, data["name"], data["files"], f"{path.name} task {spec.get('id', i)}")
             for i, spec in enumerate(data.get("tasks", []))]
 

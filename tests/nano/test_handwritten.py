@@ -12,9 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.handwritten import (KINDS, HandTask, TaskFileError, check_patch, load_file, load_tasks, run_hidden,
-                                    run_suite, write_files)
-from tests.conftest import git
+pytest.importorskip("tomllib")  # Python 3.11+: the set's files are TOML
+
+from benchmarks.handwritten import (  # noqa: E402
+    KINDS, HandTask, TaskFileError, check_patch, load_file, load_tasks, run_hidden, run_suite, write_files)
+from tests.conftest import git  # noqa: E402
 
 TASKS = load_tasks()
 
@@ -64,6 +66,9 @@ def test_a_task_file_that_does_not_fit_its_repository_is_refused(tmp_path: Path)
             load_file(path)
     path.write_text("name = ")
     with pytest.raises(TaskFileError, match="not valid TOML"):
+        load_file(path)
+    path.write_text('name = "r"\n')
+    with pytest.raises(TaskFileError, match=r"needs `name` .* and a \[files\] table"):
         load_file(path)
 
 
