@@ -89,6 +89,7 @@ def kill_midway_then_rerun(argv: list[str], env: dict, out: Path, ids: list[str]
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     after = [json.loads(line)["instance_id"] for line in _lines(out / "preds.jsonl")]
     assert sorted(after) == sorted(ids) and after[: len(before)] == before  # nothing lost, nothing twice
+    assert f"submitted {len(ids) - len(before)}" in done.stdout  # the summary in the outcome words of `run`
     assert all((out / "trajectories" / f"{iid}.traj.json").stat().st_mtime_ns == stamps[iid] for iid in before)
 
 
