@@ -180,17 +180,10 @@ def _ray(jobs: list[Job], make_worker, options: ExecutorOptions, on_dispatch, on
                                                      num_gpus=options.gpus_per_worker,
                                                      max_restarts=-1, max_task_retries=0)
         actors = [actor_class.remote(make_worker) for _ in range(min(max(1, options.workers), len(jobs)))]
-        where = {}
-        try:
-            hellos = ray.get([a.hello.remote() for a in actors])
-        except RayError as exc:
-            raise ExecutorError(f"the Ray workers could not start: {str(exc).strip().splitlines()[-1][:300]}") from None
-        for actor, hello in zip(actors, hellos):
-            if hello.broken:
-                raise ExecutorError(f"the Ray worker on {hello.where} could not start: {hello.broken}")
-            where[actor] = hello.where
-        queue, idle, pending = deque((job, 1) for job in jobs), deque(actors), {}
-        while queue or pending:
+        # An actor joins the pool when its hello comes back: one the cluster cannot place yet never holds a job.
+        pending = {actor.hello.remote(): (actor, None, 1) for actor in actors}  # ref -> (actor, job or None, try)
+        queue, idle, where = deque((job, 1) for job in jobs), deque(), {}
+        while queue or any(job for _, job, _ in pending.values()):
             while queue and idle:
                 (job, attempt), actor = queue.popleft(), idle.popleft()
                 pending[actor.run.remote(job.payload)] = (actor, job, attempt)
@@ -206,7 +199,8 @@ def _ray(jobs: list[Job], make_worker, options: ExecutorOptions, on_dispatch, on
                 reply = ray.get(ref)
             except RayTaskError as exc:  # the actor's own code failed (the worker itself never raises)
                 idle.append(actor)
-                yield job, Lost(f"the Ray worker failed: {str(exc).strip().splitlines()[-1][:300]}")
+                if job is not None:
+                    yield job, Lost(f"the Ray worker failed: {str(exc).strip().splitlines()[-1][:300]}")
                 continue
             except RayError as exc:  # the actor's process or node died: Ray restarts it; a hello says when it is back
                 if job is None:  # (for a hello, `attempt` counts hellos)
@@ -226,7 +220,7 @@ def _ray(jobs: list[Job], make_worker, options: ExecutorOptions, on_dispatch, on
             if reply.broken:
                 raise ExecutorError(f"the Ray worker on {reply.where} could not start: {reply.broken}")
             idle.append(actor)
-            if job is None:  # back after a restart
+            if job is None:  # started, or back after a restart
                 continue
             land(reply.files, job.dest)
             yield job, reply.result

@@ -75,7 +75,8 @@ def test_ray_batch_writes_as_local_and_retries_errors(cluster, tmp_path, env_cac
     assert sorted(preds) == sorted(ids) and {p["model_name_or_path"] for p in preds.values()} == {"replay-scripts"}
 
     options = EvalOptions(repo_cache=tmp_path / "cache", work_root=tmp_path / "work", env_cache=env_cache)
-    summary, evaluated, _ = evaluate(instances, preds, options, tmp_path / "eval", "e2e", executor=ray2)
+    ray3 = ExecutorOptions("ray", workers=3)  # one more than the two CPUs hold: the batch goes on with two
+    summary, evaluated, _ = evaluate(instances, preds, options, tmp_path / "eval", "e2e", executor=ray3)
     assert summary["resolved_ids"] == sorted(ids)
     for o in evaluated:
         assert Path(o.log_dir) == tmp_path / "eval" / "e2e" / "replay-scripts" / o.instance_id
