@@ -46,6 +46,7 @@ class CompiledDecode:
         self.mode = mode or default_mode(self.device)
         self.report = report or _to_stderr
         self.warmup_seconds = 0.0  # all warm-ups so far (compiles, graph captures)
+        self.steps = 0  # tokens decoded through it
         self._warmups_left: dict[int, int] = {}  # span -> calls of it still counted as warm-up
         self._step = torch.compile(model.decode_one_token, fullgraph=True, dynamic=False, mode=self.mode)
 
@@ -64,6 +65,7 @@ class CompiledDecode:
         start = time.perf_counter()
         logits = self._step(input_ids.to(self.device), position, cache, span)
         cache.advance(1)
+        self.steps += 1
         if warmups:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)

@@ -252,8 +252,16 @@ class IQuestPLTCoderPreTrainedModel(PreTrainedModel):
 
         `quantize="int8"|"int4"` (or a checkpoint written by `loopcoder model quantize`) loads
         through model/quantized_loading.py instead: weight-only quantized, shard by shard.
+        `compile_decode=True` (the causal LM only) compiles its one-token decode step (see
+        `enable_compiled_decode`); sessions on the model then use it.
         """
         quantize = kwargs.pop("quantize", None)
+        if kwargs.pop("compile_decode", False):
+            if cls is not IQuestPLTCoderForCausalLM:
+                raise ValueError("compile_decode=True needs IQuestPLTCoderForCausalLM (the model with lm_head)")
+            loaded = cls.from_pretrained(pretrained_model_name_or_path, *args, quantize=quantize, **kwargs)
+            (loaded[0] if isinstance(loaded, tuple) else loaded).enable_compiled_decode()
+            return loaded
         if cls is IQuestPLTCoderForCausalLM and wants_quantized_loader(pretrained_model_name_or_path, quantize,
                                                                         kwargs.get("config")):
             return load_quantized(cls, pretrained_model_name_or_path, quantize, kwargs.get("config"),
@@ -434,6 +442,17 @@ class IQuestPLTCoderForCausalLM(IQuestPLTCoderPreTrainedModel, GenerationMixin):
     def new_cache(self, batch_size: int = 1, slack: int = DEFAULT_SLACK, max_length: int | None = None) -> PLTCache:
         """An empty cache; `crop` can later drop up to `slack` tokens exactly; `max_length` preallocates it."""
         return PLTCache(self.config, batch_size, slack, max_length)
+
+    compiled_decode = None  # a CompiledDecode once enable_compiled_decode() ran; Session uses it
+
+    def enable_compiled_decode(self, mode: str | None = None):
+        """Compile the one-token step (model/compiled.py): CUDA graphs on CUDA, inductor on the CPU
+        (`mode` overrides). Compiling happens at the first step, reported on stderr. Returns it."""
+        from .compiled import CompiledDecode
+
+        if self.compiled_decode is None or (mode is not None and mode != self.compiled_decode.mode):
+            self.compiled_decode = CompiledDecode(self, mode)
+        return self.compiled_decode
 
     def decode_one_token(self, input_ids: torch.LongTensor, position: torch.Tensor, cache: PLTCache,
                          span: int) -> torch.Tensor:
