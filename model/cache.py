@@ -19,10 +19,10 @@ API used by the chat layer (multi-turn sessions):
     cache.can_crop(n) -> bool                 # can it roll back to n tokens exactly?
     cache.crop(n)                             # roll back; ValueError when it cannot (re-prefill then)
 
-A static cache (`max_length=N`) also serves the compiled decode step
-(model/compiled.py): `allocate` makes every buffer at once, and the `*_at`
-methods read and write at a position given as a tensor, so one traced graph
-serves every token (no Python int of the length inside it).
+The compiled decode step (model/compiled.py) uses the same cache, static or
+not: `allocate` makes every buffer, loop 0's with room for a bucket of columns,
+and the `*_at` methods read and write at a position given as a tensor, so one
+traced graph serves every token of the bucket (no Python int of the length in it).
 """
 from __future__ import annotations
 
@@ -203,16 +203,20 @@ class PLTCache:
 
     # --- the compiled decode step (static cache, position as a tensor) ------
 
-    def allocate(self, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
-        """Make every buffer of a static cache now (those not made yet); return them all."""
-        if self.max_length is None:
-            raise ValueError("only a static cache (model.new_cache(max_length=...)) can serve the compiled decode step")
+    def allocate(self, dtype: torch.dtype, device: torch.device, columns: int) -> list[torch.Tensor]:
+        """Make every buffer now, loop 0's with room for at least `columns` tokens (a static cache's:
+        max_length), unwritten columns zero; return them all."""
+        if self.max_length is not None and columns > self.max_length:
+            raise ValueError(f"the PLT cache was preallocated for {self.max_length} tokens, not {columns}")
         kv_heads, head_dim, hidden = self._dims
         like = torch.empty((self.batch_size, kv_heads, 1, head_dim), dtype=dtype, device=device)
         for layer in range(len(self._k0)):
-            if self._k0[layer] is None:
+            if self._k0[layer] is None and self.max_length is not None:
                 self._k0[layer], self._v0[layer] = (like.new_zeros((*like.shape[:2], self.max_length, head_dim))
                                                     for _ in "kv")
+            elif self._k0[layer] is None or self._k0[layer].shape[2] < columns:
+                self._k0[layer], self._v0[layer] = (_grown(buffer, like, columns) for buffer in (self._k0[layer],
+                                                                                                 self._v0[layer]))
             self.ring(layer, like)
         if self._carry is None:
             self._carry = like.new_zeros((self.num_loops - 1, self.batch_size, self.ring_size, hidden))
@@ -254,11 +258,13 @@ class PLTCache:
 
 
 def _grown(buffer: torch.Tensor | None, like: torch.Tensor, needed: int) -> torch.Tensor:
-    """A copy of `buffer` [B, Hkv, cap, Dh] with room for `needed` columns (+25%, multiple of 256)."""
+    """A copy of `buffer` [B, Hkv, cap, Dh] with room for `needed` columns (+25%, multiple of 256); the
+    new columns are zeros (the compiled step attends over unwritten columns: masked, but 0 * NaN is NaN)."""
     old = 0 if buffer is None else buffer.shape[2]
     capacity = -(-max(needed, old + old // 4) // 256) * 256
     batch, heads, _, dim = like.shape
     grown = like.new_empty((batch, heads, capacity, dim))
+    grown[:, :, old:].zero_()
     if buffer is not None:
         grown[:, :, :old] = buffer
     return grown

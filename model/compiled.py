@@ -3,14 +3,15 @@
 `CompiledDecode(model)` wraps `model.decode_one_token` in `torch.compile(fullgraph=True,
 dynamic=False)`: on CUDA with mode="reduce-overhead" (CUDA graphs: one replay per token
 instead of hundreds of kernel launches), on the CPU with inductor's default mode (fused C++
-kernels; needs a C compiler). It serves one-token steps of one unpadded sequence on a static
-`PLTCache` (`model.new_cache(max_length=N)`); everything else (prefill, speculative drafts, a
-grammar's verification forwards) runs the eager forward on the same cache buffers, so the two
-interleave and give the same tokens.
+kernels; needs a C compiler). It serves one-token steps of unpadded sequences on a `PLTCache`
+(growing, or static: `model.new_cache(max_length=N)`); everything else (prefill, speculative
+drafts, a grammar's verification forwards) runs the eager forward on the same cache buffers, so
+the two interleave and give the same tokens.
 
 Shapes are static: loop 0's attention spans a bucket of columns (a power of two, at least
-MIN_SPAN, at most the cache's max_length), so the graph compiles once per bucket as a
-conversation grows (8 buckets for a 131072-token window), never per token. The first call of
+MIN_SPAN, at most a static cache's max_length), and a growing cache's buffers are grown to the
+bucket first, so the graph compiles once per bucket as a conversation grows (8 buckets up to
+131072 tokens), never per token. The first call of
 each bucket is the warm-up (compile, and on CUDA the graph capture); its seconds are kept in
 `warmup_seconds` and printed once on stderr.
 """
@@ -52,14 +53,15 @@ class CompiledDecode:
 
     def accepts(self, cache, tokens: int) -> bool:
         """True when this step can run `tokens` new tokens on `cache` (else the caller runs the eager forward)."""
-        return (tokens == 1 and isinstance(cache, PLTCache) and cache.max_length is not None
-                and cache.get_seq_length() < cache.max_length)
+        return (tokens == 1 and isinstance(cache, PLTCache)
+                and (cache.max_length is None or cache.get_seq_length() < cache.max_length))
 
     def __call__(self, input_ids: torch.LongTensor, cache: PLTCache) -> torch.Tensor:
         """Append the one token [B, 1] to `cache` and return its logits [B, V] (a copy the next call keeps)."""
         held = cache.get_seq_length()
-        span = min(cache.max_length, max(MIN_SPAN, 1 << held.bit_length()))  # > held: the token's own column fits
-        self._prepare(cache)
+        span = max(MIN_SPAN, 1 << held.bit_length())  # > held: the token's own column fits
+        span = span if cache.max_length is None else min(span, cache.max_length)
+        self._prepare(cache, span)
         position = torch.tensor([held], device=self.device)
         warmups = self._warmups_left.setdefault(span, CUDA_WARMUP_CALLS if self.mode == "reduce-overhead" else 1)
         start = time.perf_counter()
@@ -77,11 +79,12 @@ class CompiledDecode:
                             f"{span} tokens; {self.warmup_seconds:.1f}s of warm-up so far")
         return logits.clone() if self.mode == "reduce-overhead" else logits  # a graph's output is overwritten by the next replay
 
-    def _prepare(self, cache: PLTCache) -> None:
-        """Every buffer of the cache made, the RoPE table long enough, all marked static (their
-        addresses never change, so CUDA graphs read them in place instead of copying them in)."""
-        tables = self.model.model.rotary.table(self.device, self.dtype, cache.max_length)
-        for tensor in (*cache.allocate(self.dtype, self.device), *tables):
+    def _prepare(self, cache: PLTCache, span: int) -> None:
+        """Every buffer of the cache made (loop 0's with `span` columns), the RoPE table that long,
+        all marked static (their addresses stay while the bucket does, so CUDA graphs read them
+        in place instead of copying them in)."""
+        tables = self.model.model.rotary.table(self.device, self.dtype, 2 * span)  # room for eager drafts past span
+        for tensor in (*cache.allocate(self.dtype, self.device, span), *tables):
             torch._dynamo.mark_static_address(tensor)  # sets a flag: cheap to repeat
 
 

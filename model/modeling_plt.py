@@ -385,12 +385,12 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
 
     def decode_static(self, input_ids: torch.LongTensor, position: torch.Tensor, cache: PLTCache,
                       span: int) -> torch.Tensor:
-        """`_decode_step` for one unpadded token [B, 1] at column `position` [1] of a static cache whose
-        buffers exist (`cache.allocate`): no Python int of the length, no tensor made per token, so
+        """`_decode_step` for one unpadded token [B, 1] at column `position` [1] < `span` of a cache whose
+        buffers exist with `span` columns (`cache.allocate`): no Python int of the length, no tensor made per token, so
         `torch.compile(fullgraph=True)` takes it whole. Attends to loop 0's first `span` columns; the
         caller commits the token (`cache.advance(1)`). Returns the last loop's normed output [B, 1, d]."""
         embeds = self.embed_tokens(input_ids)  # [B, 1, d]
-        cos, sin = self.rotary(position[None], embeds.dtype, cache.max_length)  # [1, 1, 1, Dh]
+        cos, sin = self.rotary(position[None], embeds.dtype, span)  # [1, 1, 1, Dh]
         global_mask = (torch.arange(span, device=position.device) <= position)[None, None, None]  # [1, 1, 1, span]
         local_mask = cache.ring_visible_at(position)[None, None, None]  # [1, 1, 1, S]
         previous = [cache.carry_at(loop, position) for loop in range(self.config.plt_num_loops - 1)]

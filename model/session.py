@@ -9,8 +9,8 @@ keys in a ring with a little slack), else by a fresh prefill. At temperature
 0 the tokens are the same as with a fresh prefill every call.
 
 With `compile_decode` (PLT only) one-token steps run the compiled step of
-model/compiled.py on a static cache the size of the context window; prefill
-and draft verification stay eager on the same cache: the same tokens.
+model/compiled.py; prefill and draft verification stay eager on the same
+cache: the same tokens.
 
 Works with any transformers causal LM whose forward takes
 `cache=cache, use_cache=True` (`past_key_values` before transformers 5.24)
@@ -52,7 +52,7 @@ class Generation:
 class Session:
     """One sequence's KV cache and the ids it holds."""
 
-    def __init__(self, model, context_window: int, new_cache: Callable[..., Any],
+    def __init__(self, model, context_window: int, new_cache: Callable[[], Any],
                  prefill_chunk: int = DEFAULT_PREFILL_CHUNK, compile_decode: bool | None = None):
         """`compile_decode`: True compiles the one-token step (a PLT's `enable_compiled_decode`), False
         keeps it eager, None does what the model was loaded with (`from_pretrained(compile_decode=...)`)."""
@@ -66,7 +66,7 @@ class Session:
                 raise ValueError(f"compiled decode needs a LoopCoder-V2 PLT (the plt backend), not "
                                  f"{type(model).__name__}: run without --compile")
             self.decoder = model.enable_compiled_decode()
-        self.new_cache = new_cache if self.decoder is None else lambda: new_cache(max_length=context_window + 1)
+        self.new_cache = new_cache
         self.prefill_chunk = prefill_chunk
         self.device = next(model.parameters()).device
         self.cache = None
