@@ -436,7 +436,8 @@ def swebench_eval(
     workers: int = typer.Option(1, "--workers", min=1, help="Instances evaluated at the same time."),
     sandbox: str = typer.Option("local", "--sandbox", help=SANDBOX_HELP),
     repo_cache: str = typer.Option(None, "--repo-cache", help=REPO_CACHE_HELP),
-    output: str = typer.Option("runs/evaluation", "--output", help="Where reports, logs and the summary go."),
+    output: str = typer.Option(None, "--output", help="Where reports, logs and the summary go "
+                               "(default: ~/.cache/loopcoder/runs/evaluation)."),
     run_id: str = typer.Option(None, "--run-id", help="Name of this evaluation (default: the time)."),
     test_cmd: str = typer.Option(None, "--test-cmd", help="Test command for every instance (default: the spec's test_cmd)."),
     timeout: float = typer.Option(1800.0, "--timeout", help="Seconds the tests of one instance may take."),
@@ -464,7 +465,7 @@ def swebench_eval(
         fail(str(error))
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
     options = _env_options(sandbox, repo_cache, specs, env_cache, cls=EvalOptions, test_cmd=test_cmd, timeout=timeout)
-    output = Path(output)
+    output = Path(output or "~/.cache/loopcoder/runs/evaluation").expanduser()
     console = Console()
     with removed_on_signal(), Progress(console=console, transient=True) as progress:
         task = progress.add_task("evaluating", total=sum(i.instance_id in preds for i in selected))

@@ -47,6 +47,7 @@ class RunCounters:
     def __init__(self, total: int, skipped: int):
         self.total, self.skipped = total, skipped
         self.done = self.patches = self.errors = 0
+        self.statuses: dict[str, int] = {}  # outcome words (agent/outcome.py) -> instances
         self.start = time.monotonic()
         self._lock = threading.Lock()
 
@@ -58,8 +59,10 @@ class RunCounters:
             self.done += 1
             self.patches += bool(outcome.patch.strip())
             self.errors += outcome.error is not None
+            self.statuses[outcome.status] = self.statuses.get(outcome.status, 0) + 1
 
     def __rich__(self) -> Text:
         elapsed = int(time.monotonic() - self.start)
-        return Text(f"done {self.done}/{self.total}  patches {self.patches}  errors {self.errors}  "
+        outcomes = "".join(f"  {status} {count}" for status, count in sorted(self.statuses.items()))
+        return Text(f"done {self.done}/{self.total}  patches {self.patches}  errors {self.errors}{outcomes}  "
                     f"already done {self.skipped}  elapsed {elapsed // 60}:{elapsed % 60:02d}")

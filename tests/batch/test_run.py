@@ -99,6 +99,7 @@ def test_killed_batch_resumes_without_losing_or_repeating(tmp_path, env_cache):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     after = [json.loads(line)["instance_id"] for line in _lines(out / "preds.jsonl")]
     assert sorted(after) == sorted(ids) and after[: len(before)] == before  # nothing lost, nothing twice
+    assert f"submitted {len(ids) - len(before)}" in done.stdout  # the summary in the outcome words of `run`
     assert all((out / "trajectories" / f"{iid}.traj.json").stat().st_mtime_ns == stamps[iid] for iid in before)
     assert all(p["model_patch"].startswith("diff --git") for p in read_jsonl(out / "preds.jsonl"))
 
