@@ -121,7 +121,7 @@ def model_quantize(
 
 @model_app.command("train")
 def model_train(
-    data: str = typer.Option(..., help="Training directory: train.jsonl + tokenizer/ (see `python -m agent.nano data`)."),
+    data: str = typer.Option(..., help="Training directory: train.jsonl + tokenizer/ (see `python -m nano data`)."),
     out: str = typer.Option(..., help="Checkpoint directory to write; out/checkpoint/ is what --resume continues."),
     preset: str = typer.Option("nano", help="Model size: nano, or a preset of `model init-random` (tiny, small)."),
     steps: int = typer.Option(2000, help="Optimizer steps in total (a resumed run counts the steps already done)."),
@@ -137,7 +137,7 @@ def model_train(
     """Train a PLT from scratch on chat transcripts, loss on the assistant turns only (loopcoder-nano)."""
     from pathlib import Path
 
-    from model.train import TrainConfig, TrainError, train_with_progress
+    from nano.train import TrainConfig, TrainError, train_with_progress
 
     cfg = TrainConfig(data=Path(data), out=Path(out), preset=preset, steps=steps, batch_tokens=batch_tokens, lr=lr,
                       warmup=warmup, save_every=save_every, threads=threads, seed=seed, resume=resume,
@@ -181,8 +181,8 @@ def generate(
     """Stream a completion of PROMPT; prefill and decode speed (and --compile's warm-up) go to stderr."""
     import sys
 
-    from model.backends import BackendError, create_backend
-    from model.backends.base import GenerationParams
+    from runtime.backends import BackendError, create_backend
+    from runtime.backends.base import GenerationParams
 
     def on_text(piece: str) -> None:
         sys.stdout.write(piece)
@@ -378,7 +378,7 @@ _SETS = typer.Option([], "--set", help="Override a config key, e.g. --set agent.
 
 
 def _batch_instances(instances: str, filter: str | None):
-    from agent.swebench.instances import InstanceError, load_instances
+    from batch.swebench.instances import InstanceError, load_instances
 
     try:
         selected = load_instances(instances, filter)
@@ -397,9 +397,9 @@ def _env_options(sandbox: str, repo_cache: str | None, specs: str | None, env_ca
     """EnvOptions (or a subclass given as `cls`) with the specs file loaded; a bad file is a one-line error."""
     from pathlib import Path
 
-    from agent.swebench.environments import EnvOptions
-    from agent.swebench.envbuild import DEFAULT_ENV_CACHE
-    from agent.swebench.specs import SpecError, load_specs
+    from batch.swebench.environments import EnvOptions
+    from batch.swebench.envbuild import DEFAULT_ENV_CACHE
+    from batch.swebench.specs import SpecError, load_specs
 
     cls = extra.pop("cls", EnvOptions)
     try:
@@ -418,7 +418,7 @@ def _check_sandbox(sandbox: str | None) -> None:
 def _batch_backend(console, config: str | None, sets: list[str], **flags):
     """(config, BackendProvider): the model loaded once for every task of a batch command."""
     from agent.commands import USER_ERRORS, configure
-    from agent.swebench.backends import BackendProvider
+    from batch.swebench.backends import BackendProvider
 
     try:
         cfg = configure(config, sets, **flags)
@@ -451,11 +451,11 @@ def swebench_eval(
     from rich.console import Console
     from rich.progress import Progress
 
-    from agent.swebench.cleanup import removed_on_signal
-    from agent.swebench.eval import EvalOptions, evaluate
-    from agent.swebench.instances import InstanceError
-    from agent.swebench.predictions import load_predictions
-    from agent.swebench.tables import eval_table
+    from batch.swebench.cleanup import removed_on_signal
+    from batch.swebench.eval import EvalOptions, evaluate
+    from batch.swebench.instances import InstanceError
+    from batch.swebench.predictions import load_predictions
+    from batch.swebench.tables import eval_table
 
     _check_sandbox(sandbox)
     selected = _batch_instances(instances, filter)
@@ -500,9 +500,9 @@ def swebench_run(
     from rich.console import Console
     from rich.live import Live
 
-    from agent.swebench.cleanup import removed_on_signal
-    from agent.swebench.run import run_batch
-    from agent.swebench.tables import RunCounters
+    from batch.swebench.cleanup import removed_on_signal
+    from batch.swebench.run import run_batch
+    from batch.swebench.tables import RunCounters
 
     _check_sandbox(sandbox)
     selected = _batch_instances(instances, filter)
@@ -546,8 +546,8 @@ def swebench_env_build(
     from rich.console import Console
     from rich.progress import Progress
 
-    from agent.swebench.cleanup import removed_on_signal
-    from agent.swebench.environments import build_environment
+    from batch.swebench.cleanup import removed_on_signal
+    from batch.swebench.environments import build_environment
 
     _check_sandbox(sandbox)
     selected = _batch_instances(instances, filter)
@@ -578,7 +578,7 @@ def swebench_env_build(
 def refactor_cmd(
     repos: list[str] = typer.Argument(None, help="Repositories to refactor (with --task)."),
     task: str = typer.Option(None, "--task", help="What to change, in plain words (one task for every REPO)."),
-    plan: str = typer.Option(None, "--plan", help="A YAML plan: several tasks, each with its repos (see agent/refactor.py)."),
+    plan: str = typer.Option(None, "--plan", help="A YAML plan: several tasks, each with its repos (see batch/refactor.py)."),
     branch: str = typer.Option(None, "--branch", help="Commit the result on this new branch (implies --commit)."),
     commit: bool = typer.Option(False, "--commit", help="Commit each result on a new branch (never the current one)."),
     test_cmd: str = typer.Option(None, "--test-cmd", help="Test command run before and after (default: detected)."),
@@ -599,7 +599,7 @@ def refactor_cmd(
     from rich.console import Console
 
     from agent.outcome import Status
-    from agent.refactor import PlanError, RefactorTask, load_plan, refactor_table, run_refactors
+    from batch.refactor import PlanError, RefactorTask, load_plan, refactor_table, run_refactors
 
     _check_sandbox(sandbox)
     if bool(plan) == bool(task):
@@ -658,9 +658,9 @@ def serve(
     """Serve the model over an OpenAI-compatible API: /v1/models and /v1/chat/completions."""
     from pathlib import Path
 
-    from agent.server import Limits, ServeError
-    from agent.server.run import configure_logging
-    from agent.server.run import serve as run_server
+    from server import Limits, ServeError
+    from server.run import configure_logging
+    from server.run import serve as run_server
 
     configure_logging()
     options = {"device": device, "dtype": dtype, "context_window": context_window, "trust_remote_code": trust_remote_code,

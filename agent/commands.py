@@ -19,8 +19,8 @@ from agent.prompting import PromptError
 from agent.session import default_trajectory_path, make_backend, open_workspace, run_task, start_agent
 from agent.trajectory import TrajectoryError, load
 from agent.view import LiveView, show_patch, show_trajectory
-from model.backends.base import BackendError
-from model.backends.replay import ReplayScriptError
+from runtime.backends.base import BackendError
+from runtime.backends.replay import ReplayScriptError
 from workspace.repo import RepoError, WorkingCopy
 from workspace.sandbox import SandboxError
 

@@ -65,7 +65,7 @@ class SamplingConfig(Section):
     seed: int | None = None
     max_new_tokens: Positive = 2048  # per assistant turn; also the room kept free in the context window
     speculative: Literal["prompt_lookup", "off"] = "prompt_lookup"  # plt/hf: draft tokens copied from the context, verified in one forward; or off
-    speculative_tokens: Annotated[int, Field(gt=0, le=16)] = 8  # the most tokens drafted at once; the draft adapts below it (16 = model.sampling.MAX_DRAFT_TOKENS)
+    speculative_tokens: Annotated[int, Field(gt=0, le=16)] = 8  # the most tokens drafted at once; the draft adapts below it (16 = runtime.sampling.MAX_DRAFT_TOKENS)
     constrained_tool_calls: bool = True  # plt, hf: a <tool_call> must follow the tools' JSON schemas (grammar-masked sampling)
 
 

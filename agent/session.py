@@ -51,7 +51,7 @@ class Workspace:
 
 def make_backend(config: Config):
     """The configured backend; errors say which option to fix."""
-    from model.backends import create_backend
+    from runtime.backends import create_backend
 
     b = config.backend
     if b.name == "replay":

@@ -34,8 +34,8 @@ def main() -> None:
 
     import torch
 
-    from agent.nano.evaluate import eval_config, evaluate, summarize
-    from agent.nano.tasks import generate_task
+    from nano.evaluate import eval_config, evaluate, summarize
+    from nano.tasks import generate_task
     from agent.session import make_backend
 
     torch.set_num_threads(args.threads)
