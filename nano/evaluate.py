@@ -40,8 +40,9 @@ def eval_config(model: str | Path, extra: tuple[str, ...] = ()) -> Config:
                                                    *EVAL_SETTINGS, *extra))
 
 
-def evaluate(backend, task: Task, config: Config, trajectory_dir: Path | None = None) -> Outcome:
-    """Run the agent with `backend` on `task` and check its patch."""
+def evaluate(backend, task: Task, config: Config, trajectory_dir: Path | None = None, judge=check_patch) -> Outcome:
+    """Run the agent with `backend` on `task` and check its patch with `judge(task, patch, scratch)`
+    (the generator's checker; the hand-written set brings its own)."""
     test_environment()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nano-eval-") as tmp:
@@ -49,7 +50,7 @@ def evaluate(backend, task: Task, config: Config, trajectory_dir: Path | None = 
         repo = make_repo(task.files, tmp / task.facts["package"])
         trajectory = (trajectory_dir or tmp) / f"{task.id}.json"
         result = run_task(backend, repo, config, {"kind": "interactive", "text": task.text}, trajectory)
-        verdict = check_patch(task, result.patch, tmp / "verify")
+        verdict = judge(task, result.patch, tmp / "verify")
         record = json.loads(trajectory.read_text())
     totals = record["totals"]
     solved = result.status == "submitted" and verdict.ok

@@ -5,6 +5,9 @@ text, the reference solution and a hidden check test. The held-out split
 draws every name from word lists the training split never sees, so solving
 it means copying names from the task and the observations, not recalling
 them.
+
+The hand-written evaluation set (benchmarks/handwritten/) is written without
+this generator and is never used for training: keep it out of every data build.
 """
 from __future__ import annotations
 

@@ -238,6 +238,6 @@ def _choose(logits: torch.Tensor, drafts: list[int], params: GenerationParams, g
         if constraint is not None and not constraint.accept(token):  # the mask allowed it, so the grammar must take it
             raise RuntimeError(f"the grammar refused token {token} that its own mask allowed")
         emitted.append(token)
-        if token != draft:
+        if token != draft or (constraint is not None and constraint.terminated):  # nothing follows the grammar's end
             break
     return emitted

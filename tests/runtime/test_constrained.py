@@ -221,3 +221,17 @@ def test_prompt_lookup_drafts_under_the_grammar_give_the_tokens_of_plain_decodin
         fresh.close()
     assert texts[0] == texts[1]
     assert drafted == [0, drafted[1]] and drafted[1] > 0  # the drafting path ran under the grammar
+
+
+def test_a_drafted_stop_token_the_grammar_accepts_ends_the_choice(plt):
+    """A draft copied from an earlier turn may carry the stop token right after a call: once the grammar has
+    accepted it nothing may follow (xgrammar refuses to mask a terminated matcher), so the choice ends there."""
+    from runtime.session import _choose
+
+    constraint = plt.grammars.constraint(plt.grammars.tool_calls(TOOLS))
+    assert all(constraint.accept(t) for t in ids(plt, render_tool_call("bash", {"command": "ls"})))
+    stop = min(plt.stop_ids)
+    logits = torch.zeros(2, plt.grammars.vocab_size)
+    logits[:, stop] = 1.0  # row 0: the model agrees with the drafted stop; row 1 would follow it
+    emitted = _choose(logits, [stop], GenerationParams(temperature=0.0), torch.Generator(), constraint)
+    assert emitted == [stop] and constraint.terminated
