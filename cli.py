@@ -153,6 +153,9 @@ def model_train(
 
 # --- generate (issue: chat layer) ------------------------------------------
 
+_COMPILE = typer.Option(False, "--compile", help="plt: decode through torch.compile (CUDA graphs on a GPU, C++ "
+                        "kernels on the CPU); the first token waits for the compile (reported on stderr).")
+
 
 @app.command()
 def generate(
@@ -172,9 +175,10 @@ def generate(
     device: str = typer.Option(None, help="cuda, cuda:1, cpu ... (default: cuda when available)."),
     dtype: str = typer.Option(None, help="bfloat16 | float16 | float32 (default: bfloat16 on GPU, float32 on CPU)."),
     quantize: str = typer.Option(None, help="plt: int8 | int4 weight-only, quantized while loading."),
+    compile_decode: bool = _COMPILE,
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run tokenizer/model code shipped with the checkpoint."),
 ) -> None:
-    """Stream a completion of PROMPT; prefill and decode speed go to stderr."""
+    """Stream a completion of PROMPT; prefill and decode speed (and --compile's warm-up) go to stderr."""
     import sys
 
     from runtime.backends import BackendError, create_backend
@@ -191,7 +195,7 @@ def generate(
                               speculative_tokens=speculative_tokens)
     try:
         lm = create_backend(backend, model_path=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                            **({"quantize": quantize} if quantize else {}))
+                            **({"quantize": quantize} if quantize else {}), **({"compile": True} if compile_decode else {}))
         if chat:
             done = lm.complete([{"role": "user", "content": prompt}], None, params, on_text)
         else:
@@ -203,8 +207,9 @@ def generate(
     def rate(tokens: int, seconds: float) -> str:
         return f"{tokens} tokens in {seconds:.2f}s ({tokens / seconds:.1f} tok/s)" if seconds > 0 else f"{tokens} tokens"
 
+    warmup = f" (of which {done.compile_seconds:.1f}s compile warm-up)" if done.compile_seconds else ""
     typer.echo(f"prefill: {rate(done.prefilled_tokens, done.prefill_seconds)}; "
-               f"decode: {rate(done.completion_tokens, done.decode_seconds)}; finish: {done.finish_reason}", err=True)
+               f"decode: {rate(done.completion_tokens, done.decode_seconds)}{warmup}; finish: {done.finish_reason}", err=True)
 
 
 # --- run / chat / replay / inspect (issue: agent) ---------------------------
@@ -248,6 +253,7 @@ def run_cmd(
     image: str = _IMAGE,
     max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many model turns."),
     in_place: bool = _IN_PLACE,
+    compile_decode: bool = _COMPILE,
     yes: bool = typer.Option(False, "--yes", "-y", help="Apply the patch without asking; never prompt."),
     output: str = typer.Option(None, "--output", "-o", help="Also write the final patch to this file."),
     config: str = _CONFIG,
@@ -264,7 +270,7 @@ def run_cmd(
     def body() -> int:
         check_task(task)
         cfg = configure(config, sets, model=model, backend=backend, script=script, sandbox=sandbox, image=image,
-                        max_steps=max_steps, in_place=in_place)
+                        max_steps=max_steps, in_place=in_place, compile=compile_decode)
         return run_command(task, repo, cfg, yes, output, trajectory)
 
     _agent_call(body)
@@ -279,6 +285,7 @@ def chat_cmd(
     sandbox: str = _SANDBOX,
     image: str = _IMAGE,
     in_place: bool = _IN_PLACE,
+    compile_decode: bool = _COMPILE,
     yes: bool = typer.Option(False, "--yes", "-y", help="At the end, apply the patch without asking."),
     config: str = _CONFIG,
     sets: list[str] = _SETS,
@@ -289,7 +296,7 @@ def chat_cmd(
 
     def body() -> int:
         cfg = configure(config, sets, model=model, backend=backend, script=script, sandbox=sandbox, image=image,
-                        in_place=in_place)
+                        in_place=in_place, compile=compile_decode)
         return chat_command(repo, cfg, yes, trajectory)
 
     _agent_call(body)
@@ -645,6 +652,7 @@ def serve(
     dtype: str = typer.Option(None, help="bfloat16, float16, float32 (default: bfloat16 on GPU, float32 on CPU)."),
     context_window: int = typer.Option(None, help="Tokens of context (default: the model's max_position_embeddings)."),
     quantize: str = typer.Option(None, help="plt: int8 | int4 weight-only, quantized while loading."),
+    compile_decode: bool = _COMPILE,
     trust_remote_code: bool = typer.Option(False, help="Allow the checkpoint's own tokenizer code to run."),
 ) -> None:
     """Serve the model over an OpenAI-compatible API: /v1/models and /v1/chat/completions."""
@@ -656,7 +664,7 @@ def serve(
 
     configure_logging()
     options = {"device": device, "dtype": dtype, "context_window": context_window, "trust_remote_code": trust_remote_code,
-               "quantize": quantize}
+               "quantize": quantize, "compile": compile_decode or None}
     try:
         run_server(Path(model), backend, host, port, model_name, sessions, Limits(max_body_bytes, read_timeout, max_queue),
                    api_key, {k: v for k, v in options.items() if v is not None})
