@@ -124,7 +124,7 @@ def model_quantize(
 
 @model_app.command("train")
 def model_train(
-    data: str = typer.Option(..., help="Training directory: train.jsonl + tokenizer/ (see `python -m agent.nano data`)."),
+    data: str = typer.Option(..., help="Training directory: train.jsonl + tokenizer/ (see `python -m nano data`)."),
     out: str = typer.Option(..., help="Checkpoint directory to write; out/checkpoint/ is what --resume continues."),
     preset: str = typer.Option("nano", help="Model size: nano, or a preset of `model init-random` (tiny, small)."),
     steps: int = typer.Option(2000, help="Optimizer steps in total (a resumed run counts the steps already done)."),
@@ -140,7 +140,7 @@ def model_train(
     """Train a PLT from scratch on chat transcripts, loss on the assistant turns only (loopcoder-nano)."""
     from pathlib import Path
 
-    from model.train import TrainConfig, TrainError, train_with_progress
+    from nano.train import TrainConfig, TrainError, train_with_progress
 
     cfg = TrainConfig(data=Path(data), out=Path(out), preset=preset, steps=steps, batch_tokens=batch_tokens, lr=lr,
                       warmup=warmup, save_every=save_every, threads=threads, seed=seed, resume=resume,
@@ -155,6 +155,9 @@ def model_train(
 
 
 # --- generate (issue: chat layer) ------------------------------------------
+
+_COMPILE = typer.Option(False, "--compile", help="plt: decode through torch.compile (CUDA graphs on a GPU, C++ "
+                        "kernels on the CPU); the first token waits for the compile (reported on stderr).")
 
 
 @app.command()
@@ -175,13 +178,14 @@ def generate(
     device: str = typer.Option(None, help="cuda, cuda:1, cpu ... (default: cuda when available)."),
     dtype: str = typer.Option(None, help="bfloat16 | float16 | float32 (default: bfloat16 on GPU, float32 on CPU)."),
     quantize: str = typer.Option(None, help="plt: int8 | int4 weight-only, quantized while loading."),
+    compile_decode: bool = _COMPILE,
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run tokenizer/model code shipped with the checkpoint."),
 ) -> None:
-    """Stream a completion of PROMPT; prefill and decode speed go to stderr."""
+    """Stream a completion of PROMPT; prefill and decode speed (and --compile's warm-up) go to stderr."""
     import sys
 
-    from model.backends import BackendError, create_backend
-    from model.backends.base import GenerationParams
+    from runtime.backends import BackendError, create_backend
+    from runtime.backends.base import GenerationParams
 
     def on_text(piece: str) -> None:
         sys.stdout.write(piece)
@@ -194,7 +198,7 @@ def generate(
                               speculative_tokens=speculative_tokens)
     try:
         lm = create_backend(backend, model_path=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                            **({"quantize": quantize} if quantize else {}))
+                            **({"quantize": quantize} if quantize else {}), **({"compile": True} if compile_decode else {}))
         if chat:
             done = lm.complete([{"role": "user", "content": prompt}], None, params, on_text)
         else:
@@ -206,8 +210,9 @@ def generate(
     def rate(tokens: int, seconds: float) -> str:
         return f"{tokens} tokens in {seconds:.2f}s ({tokens / seconds:.1f} tok/s)" if seconds > 0 else f"{tokens} tokens"
 
+    warmup = f" (of which {done.compile_seconds:.1f}s compile warm-up)" if done.compile_seconds else ""
     typer.echo(f"prefill: {rate(done.prefilled_tokens, done.prefill_seconds)}; "
-               f"decode: {rate(done.completion_tokens, done.decode_seconds)}; finish: {done.finish_reason}", err=True)
+               f"decode: {rate(done.completion_tokens, done.decode_seconds)}{warmup}; finish: {done.finish_reason}", err=True)
 
 
 # --- run / chat / replay / inspect (issue: agent) ---------------------------
@@ -251,6 +256,7 @@ def run_cmd(
     image: str = _IMAGE,
     max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many model turns."),
     in_place: bool = _IN_PLACE,
+    compile_decode: bool = _COMPILE,
     yes: bool = typer.Option(False, "--yes", "-y", help="Apply the patch without asking; never prompt."),
     output: str = typer.Option(None, "--output", "-o", help="Also write the final patch to this file."),
     config: str = _CONFIG,
@@ -267,7 +273,7 @@ def run_cmd(
     def body() -> int:
         check_task(task)
         cfg = configure(config, sets, model=model, backend=backend, script=script, sandbox=sandbox, image=image,
-                        max_steps=max_steps, in_place=in_place)
+                        max_steps=max_steps, in_place=in_place, compile=compile_decode)
         return run_command(task, repo, cfg, yes, output, trajectory)
 
     _agent_call(body)
@@ -282,6 +288,7 @@ def chat_cmd(
     sandbox: str = _SANDBOX,
     image: str = _IMAGE,
     in_place: bool = _IN_PLACE,
+    compile_decode: bool = _COMPILE,
     yes: bool = typer.Option(False, "--yes", "-y", help="At the end, apply the patch without asking."),
     config: str = _CONFIG,
     sets: list[str] = _SETS,
@@ -292,7 +299,7 @@ def chat_cmd(
 
     def body() -> int:
         cfg = configure(config, sets, model=model, backend=backend, script=script, sandbox=sandbox, image=image,
-                        in_place=in_place)
+                        in_place=in_place, compile=compile_decode)
         return chat_command(repo, cfg, yes, trajectory)
 
     _agent_call(body)
@@ -380,7 +387,7 @@ _GPUS = typer.Option(0.0, "--gpus-per-worker", min=0, help="ray: GPUs each worke
 
 
 def _batch_instances(instances: str, filter: str | None):
-    from agent.swebench.instances import InstanceError, load_instances
+    from batch.swebench.instances import InstanceError, load_instances
 
     try:
         selected = load_instances(instances, filter)
@@ -399,9 +406,9 @@ def _env_options(sandbox: str, repo_cache: str | None, specs: str | None, env_ca
     """EnvOptions (or a subclass given as `cls`) with the specs file loaded; a bad file is a one-line error."""
     from pathlib import Path
 
-    from agent.swebench.environments import EnvOptions
-    from agent.swebench.envbuild import DEFAULT_ENV_CACHE
-    from agent.swebench.specs import SpecError, load_specs
+    from batch.swebench.environments import EnvOptions
+    from batch.swebench.envbuild import DEFAULT_ENV_CACHE
+    from batch.swebench.specs import SpecError, load_specs
 
     cls = extra.pop("cls", EnvOptions)
     try:
@@ -419,7 +426,7 @@ def _check_sandbox(sandbox: str | None) -> None:
 
 def _executor(kind: str, workers: int, address: str = "auto", cpus: float = 1.0, gpus: float = 0.0):
     """ExecutorOptions; `--executor ray` without Ray installed is a one-line error that says how to get it."""
-    from agent.swebench.executors import ExecutorError, ExecutorOptions, require_ray
+    from batch.swebench.executors import ExecutorError, ExecutorOptions, require_ray
 
     if kind not in ("local", "ray"):
         fail(f"--executor must be local or ray, not {kind!r}")
@@ -437,7 +444,7 @@ def _batch_backend(console, config: str | None, sets: list[str], load: bool = Tr
     load=False (a Ray batch: each worker loads its own): the provider is None, the config is still checked.
     """
     from agent.commands import USER_ERRORS, configure
-    from agent.swebench.backends import BackendProvider, check_backend
+    from batch.swebench.backends import BackendProvider, check_backend
 
     try:
         cfg = configure(config, sets, **flags)
@@ -453,7 +460,7 @@ def _batch_backend(console, config: str | None, sets: list[str], load: bool = Tr
 @contextmanager
 def _executor_errors():
     """An ExecutorError (no cluster, workers that cannot start) as a one-line error."""
-    from agent.swebench.executors import ExecutorError
+    from batch.swebench.executors import ExecutorError
 
     try:
         yield
@@ -487,11 +494,11 @@ def swebench_eval(
     from rich.console import Console
     from rich.progress import Progress
 
-    from agent.swebench.cleanup import removed_on_signal
-    from agent.swebench.eval import EvalOptions, evaluate
-    from agent.swebench.instances import InstanceError
-    from agent.swebench.predictions import load_predictions
-    from agent.swebench.tables import eval_table
+    from batch.swebench.cleanup import removed_on_signal
+    from batch.swebench.eval import EvalOptions, evaluate
+    from batch.swebench.instances import InstanceError
+    from batch.swebench.predictions import load_predictions
+    from batch.swebench.tables import eval_table
 
     _check_sandbox(sandbox)
     executor_options = _executor(executor, workers, ray_address, cpus_per_worker)
@@ -541,9 +548,9 @@ def swebench_run(
     from rich.console import Console
     from rich.live import Live
 
-    from agent.swebench.cleanup import removed_on_signal
-    from agent.swebench.run import run_batch
-    from agent.swebench.tables import RunCounters
+    from batch.swebench.cleanup import removed_on_signal
+    from batch.swebench.run import run_batch
+    from batch.swebench.tables import RunCounters
 
     _check_sandbox(sandbox)
     executor_options = _executor(executor, workers, ray_address, cpus_per_worker, gpus_per_worker)
@@ -593,8 +600,8 @@ def swebench_env_build(
     from rich.console import Console
     from rich.progress import Progress
 
-    from agent.swebench.cleanup import removed_on_signal
-    from agent.swebench.environments import build_environment
+    from batch.swebench.cleanup import removed_on_signal
+    from batch.swebench.environments import build_environment
 
     _check_sandbox(sandbox)
     selected = _batch_instances(instances, filter)
@@ -625,7 +632,7 @@ def swebench_env_build(
 def refactor_cmd(
     repos: list[str] = typer.Argument(None, help="Repositories to refactor (with --task)."),
     task: str = typer.Option(None, "--task", help="What to change, in plain words (one task for every REPO)."),
-    plan: str = typer.Option(None, "--plan", help="A YAML plan: several tasks, each with its repos (see agent/refactor.py)."),
+    plan: str = typer.Option(None, "--plan", help="A YAML plan: several tasks, each with its repos (see batch/refactor.py)."),
     branch: str = typer.Option(None, "--branch", help="Commit the result on this new branch (implies --commit)."),
     commit: bool = typer.Option(False, "--commit", help="Commit each result on a new branch (never the current one)."),
     test_cmd: str = typer.Option(None, "--test-cmd", help="Test command run before and after (default: detected)."),
@@ -651,7 +658,7 @@ def refactor_cmd(
     from rich.console import Console
 
     from agent.outcome import Status
-    from agent.refactor import PlanError, RefactorTask, load_plan, refactor_table, run_refactors
+    from batch.refactor import PlanError, RefactorTask, load_plan, refactor_table, run_refactors
 
     _check_sandbox(sandbox)
     executor_options = _executor(executor, workers, ray_address, cpus_per_worker, gpus_per_worker)
@@ -706,18 +713,19 @@ def serve(
     dtype: str = typer.Option(None, help="bfloat16, float16, float32 (default: bfloat16 on GPU, float32 on CPU)."),
     context_window: int = typer.Option(None, help="Tokens of context (default: the model's max_position_embeddings)."),
     quantize: str = typer.Option(None, help="plt: int8 | int4 weight-only, quantized while loading."),
+    compile_decode: bool = _COMPILE,
     trust_remote_code: bool = typer.Option(False, help="Allow the checkpoint's own tokenizer code to run."),
 ) -> None:
     """Serve the model over an OpenAI-compatible API: /v1/models and /v1/chat/completions."""
     from pathlib import Path
 
-    from agent.server import Limits, ServeError
-    from agent.server.run import configure_logging
-    from agent.server.run import serve as run_server
+    from server import Limits, ServeError
+    from server.run import configure_logging
+    from server.run import serve as run_server
 
     configure_logging()
     options = {"device": device, "dtype": dtype, "context_window": context_window, "trust_remote_code": trust_remote_code,
-               "quantize": quantize}
+               "quantize": quantize, "compile": compile_decode or None}
     try:
         run_server(Path(model), backend, host, port, model_name, sessions, Limits(max_body_bytes, read_timeout, max_queue),
                    api_key, {k: v for k, v in options.items() if v is not None})

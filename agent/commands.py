@@ -19,8 +19,8 @@ from agent.prompting import PromptError
 from agent.session import default_trajectory_path, make_backend, open_workspace, run_task, start_agent
 from agent.trajectory import TrajectoryError, load
 from agent.view import LiveView, show_patch, show_trajectory
-from model.backends.base import BackendError
-from model.backends.replay import ReplayScriptError
+from runtime.backends.base import BackendError
+from runtime.backends.replay import ReplayScriptError
 from workspace.repo import RepoError, WorkingCopy
 from workspace.sandbox import SandboxError
 
@@ -29,7 +29,7 @@ USER_ERRORS = (ConfigError, RepoError, BackendError, PromptError, ReplayScriptEr
 
 FLAG_KEYS = {"model": "backend.model", "backend": "backend.name", "script": "backend.script",
              "sandbox": "sandbox.kind", "image": "sandbox.image", "max_steps": "agent.max_steps",
-             "in_place": "workspace.in_place"}
+             "in_place": "workspace.in_place", "compile": "backend.compile"}
 
 
 def flag_overrides(**flags) -> dict[str, str]:

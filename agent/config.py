@@ -54,6 +54,7 @@ class BackendConfig(Section):
     device: str | None = None  # null = cuda when available, else cpu; or cpu, cuda, cuda:1, ...
     dtype: str | None = None  # null = bfloat16 on GPU, float32 on CPU (bfloat16 when quantized); or bfloat16, float16, float32
     quantize: str | None = None  # plt: null = as the checkpoint is; int8 or int4 = weight-only quantized while loading
+    compile: bool = False  # plt: decode through torch.compile (CUDA graphs on a GPU); the first tokens wait for the compile
     script: str | None = None  # replay: JSON list / JSONL of raw outputs, or a trajectory file
 
 
@@ -64,7 +65,7 @@ class SamplingConfig(Section):
     seed: int | None = None
     max_new_tokens: Positive = 2048  # per assistant turn; also the room kept free in the context window
     speculative: Literal["prompt_lookup", "off"] = "prompt_lookup"  # plt/hf: draft tokens copied from the context, verified in one forward; or off
-    speculative_tokens: Annotated[int, Field(gt=0, le=16)] = 8  # the most tokens drafted at once; the draft adapts below it (16 = model.sampling.MAX_DRAFT_TOKENS)
+    speculative_tokens: Annotated[int, Field(gt=0, le=16)] = 8  # the most tokens drafted at once; the draft adapts below it (16 = runtime.sampling.MAX_DRAFT_TOKENS)
     constrained_tool_calls: bool = True  # plt, hf: a <tool_call> must follow the tools' JSON schemas (grammar-masked sampling)
 
 

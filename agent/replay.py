@@ -17,7 +17,7 @@ from agent.loop import Listener, RunResult
 from agent.outcome import Status
 from agent.session import open_workspace, start_agent
 from agent.trajectory import TrajectoryError
-from model.backends.replay import ReplayBackend
+from runtime.backends.replay import ReplayBackend
 
 UNLIMITED = 10**12
 

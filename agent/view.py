@@ -16,7 +16,7 @@ from rich.table import Table
 
 from agent.loop import Listener, RunResult
 from agent.outcome import Status, tally_from_dict, tests_words
-from agent.toolcalls import CLOSE, OPEN, ToolCall
+from runtime.toolcalls import CLOSE, OPEN, ToolCall
 from tools.base import Observation
 
 OBSERVATION_LINES = 8

@@ -68,8 +68,8 @@ def compare(name: str, backend, prompts: list[list[int]], params, grammar, repea
 
 
 def nano_workload(replies: int):
-    from agent.nano.evaluate import eval_config
-    from agent.nano.tasks import generate_task
+    from nano.evaluate import eval_config
+    from nano.tasks import generate_task
     from agent.prompting import system_prompt, system_template, task_prompt
     from agent.session import make_backend
     from tools import default_tools
@@ -89,9 +89,9 @@ def nano_workload(replies: int):
 
 def scaled_workload(replies: int):
     from benchmarks.decode import build, plt_config
-    from model.backends.inprocess import InProcessBackend
+    from runtime.backends.inprocess import InProcessBackend
     from model.modeling_plt import IQuestPLTCoderForCausalLM
-    from model.tiny_tokenizer import build_test_tokenizer
+    from nano.tiny_tokenizer import build_test_tokenizer
     from tools import default_tools
 
     config = plt_config("scaled", torch.float32)
@@ -120,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from model.backends.base import GenerationParams
+    from runtime.backends.base import GenerationParams
 
     print(f"{'workload (ms/token)':<34} {'free':>9} {'grammar':>9} {'ratio':>7} {'mask+accept':>9}"
           f" {'1+mask/free':>10}", flush=True)

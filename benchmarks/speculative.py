@@ -2,7 +2,7 @@
 
 Two workloads of real agent conversations:
 - nano's own: loopcoder-nano runs held-out tasks through the real agent and
-  tools (`agent.nano.evaluate`) and every call's prompt ids are recorded; its
+  tools (`nano.evaluate`) and every call's prompt ids are recorded; its
   replies copy names from the task into a grep or sed, a printed line into an
   edit. After each run one more turn is added whose reply is prose that
   appears nowhere before.
@@ -151,8 +151,8 @@ def copy_fraction(context: list[int], reply: list[int]) -> float:
 
 def record(tasks: int, seed: int) -> tuple[object, list[list[Turn]]]:
     """nano's agent runs on held-out tasks: the prompts of every call, per conversation."""
-    from agent.nano.evaluate import eval_config, evaluate
-    from agent.nano.tasks import generate_task
+    from nano.evaluate import eval_config, evaluate
+    from nano.tasks import generate_task
     from agent.session import make_backend
 
     config = eval_config(NANO, ("sampling.speculative=off",))
@@ -179,8 +179,8 @@ def editing_conversations(backend, count: int, seed: int) -> list[list[Turn]]:
     import random
     import re
 
-    from agent.toolcalls import render_tool_call
-    from model.tokenizer import encode
+    from runtime.toolcalls import render_tool_call
+    from runtime.tokenizer import encode
     from tools import get_tool
     from workspace.local import LocalSandbox
 
@@ -235,7 +235,7 @@ def editing_conversations(backend, count: int, seed: int) -> list[list[Turn]]:
 
 def with_prose_turns(backend, conversations: list[list[Turn]]) -> None:
     """After each conversation, a user question answered by prose that occurs nowhere before."""
-    from model.tokenizer import encode
+    from runtime.tokenizer import encode
 
     tok = backend.tokenizer
     for i, turns in enumerate(conversations):
@@ -247,7 +247,7 @@ def with_prose_turns(backend, conversations: list[list[Turn]]) -> None:
 
 def decode_turns(make_session, turns: list[Turn], speculative: str, stop_ids, max_new: int, before=None):
     """One session through a conversation; per turn the Generation and its decode seconds."""
-    from model.backends.base import GenerationParams
+    from runtime.backends.base import GenerationParams
 
     session = make_session()
     params = GenerationParams(max_new_tokens=max_new, speculative=speculative)
@@ -303,7 +303,7 @@ def measure(name: str, make_session, conversations, stop_ids, max_new: int, repe
 def run(args) -> dict:
     from benchmarks.decode import build, llama_config, plt_config
     from model import IQuestPLTCoderForCausalLM
-    from model.session import Session
+    from runtime.session import Session
 
     torch.set_num_threads(args.threads)
     print("uptime:", uptime(), flush=True)

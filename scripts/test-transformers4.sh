@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/venv.sh .venv-transformers4 constraints-transformers4.txt
-exec .venv-transformers4/bin/python -m pytest tests/model tests/chat "$@"
+exec .venv-transformers4/bin/python -m pytest tests/model tests/runtime "$@"

@@ -15,7 +15,7 @@ export PATH="$PWD/.venv/bin:$PATH" PYTEST_DISABLE_PLUGIN_AUTOLOAD=1
 
 resume_flag() { [ -f "$1/checkpoint/trainer_state.json" ] && echo --resume || true; }
 
-python -m agent.nano data --out "$out/data" --count 1600 --jobs 2 --vocab 2048
+python -m nano data --out "$out/data" --count 1600 --jobs 2 --vocab 2048
 phase() {  # phase NAME DATA STEPS BATCH_TOKENS LR WARMUP [--init DIR]
   [ -f "$out/$1/model.safetensors" ] || loopcoder model train --out "$out/$1" --data "$2" --preset nano --steps "$3" \
     --batch-tokens "$4" --lr "$5" --warmup "$6" --save-every 200 "${@:7}" $(resume_flag "$out/$1")

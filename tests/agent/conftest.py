@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import load_config
-from agent.toolcalls import render_tool_call
+from runtime.toolcalls import render_tool_call
 from tests.conftest import git
 
 CALC = "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n"

@@ -122,7 +122,7 @@ def test_sandbox_limits_are_sizes_counts_and_names():
 
 def test_speculative_choices_match_the_sampler():
     from agent.config import SamplingConfig
-    from model.sampling import MAX_DRAFT_TOKENS, SPECULATIVE
+    from runtime.sampling import MAX_DRAFT_TOKENS, SPECULATIVE
 
     fields = SamplingConfig.model_fields
     assert get_args(fields["speculative"].annotation) == SPECULATIVE

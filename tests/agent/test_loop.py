@@ -8,8 +8,8 @@ import pytest
 
 from agent.loop import Listener, Status
 from agent.session import make_backend, open_workspace, run_task, start_agent
-from agent.toolcalls import EXPECTED_FORMAT
-from model.backends.replay import ReplayBackend
+from runtime.toolcalls import EXPECTED_FORMAT
+from runtime.backends.replay import ReplayBackend
 from tests.agent.conftest import FIX, call
 from tests.conftest import git
 

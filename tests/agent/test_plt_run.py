@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def tiny_plt(tmp_path_factory) -> Path:
     """`loopcoder model init-random --preset tiny` with the chat layer's test tokenizer."""
-    from model.tiny_tokenizer import save_test_tokenizer
+    from nano.tiny_tokenizer import save_test_tokenizer
 
     root = tmp_path_factory.mktemp("tiny-plt")
     tokenizer = save_test_tokenizer(root / "tokenizer")

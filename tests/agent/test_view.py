@@ -5,7 +5,7 @@ import re
 from hypothesis import given, strategies as st
 from rich.console import Console
 
-from agent.toolcalls import ToolCall
+from runtime.toolcalls import ToolCall
 from agent.view import CallHider, LiveView, call_summary, observation_head
 from tools.base import Observation
 

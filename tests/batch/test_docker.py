@@ -6,13 +6,13 @@ import json
 import pytest
 
 from agent.commands import configure
-from agent.swebench.backends import BackendProvider
-from agent.swebench.checkout import checkout
-from agent.swebench.environments import EnvOptions
-from agent.swebench.eval import EvalOptions, evaluate
-from agent.swebench.instances import parse_instance
-from agent.swebench.predictions import load_predictions, read_jsonl
-from agent.swebench.run import run_batch
+from batch.swebench.backends import BackendProvider
+from batch.swebench.checkout import checkout
+from batch.swebench.environments import EnvOptions
+from batch.swebench.eval import EvalOptions, evaluate
+from batch.swebench.instances import parse_instance
+from batch.swebench.predictions import load_predictions, read_jsonl
+from batch.swebench.run import run_batch
 from tests.batch.fabricate import CHEAT, MALFORMED, MINI_RUNNER, fix_script, standard_instances
 
 pytestmark = pytest.mark.docker

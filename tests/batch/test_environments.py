@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.swebench.environments import EnvOptions, build_environment, open_instance
-from agent.swebench.envbuild import EnvBuildError
-from agent.swebench.eval import EvalOptions, evaluate
-from agent.swebench.instances import parse_instance
-from agent.swebench.specs import load_specs
+from batch.swebench.environments import EnvOptions, build_environment, open_instance
+from batch.swebench.envbuild import EnvBuildError
+from batch.swebench.eval import EvalOptions, evaluate
+from batch.swebench.instances import parse_instance
+from batch.swebench.specs import load_specs
 from tests.batch.fabricate import NOOP, SHADOW, SRCLIB_SPEC, srclib_instance
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,7 +136,7 @@ def test_broken_environments_are_errors_with_a_reason(srclib, env_cache, tmp_pat
 @pytest.mark.timeout(900)  # builds environments from the registry
 @pytest.mark.docker
 def test_docker_env_gold_resolves_noop_does_not(srclib, shadowed, base_image, docker_client, env_cache, tmp_path):
-    from agent.swebench.envbuild import image_tag
+    from batch.swebench.envbuild import image_tag
 
     root, instance = srclib
     options = EvalOptions(sandbox="docker", repo_cache=root / "cache", work_root=tmp_path / "work",

@@ -17,13 +17,13 @@ import pytest
 import ray
 
 from agent.commands import configure
-from agent.refactor import RefactorTask, run_refactors
-from agent.swebench.environments import EnvOptions
-from agent.swebench.eval import EvalOptions, evaluate
-from agent.swebench.executors import ExecutorOptions
-from agent.swebench.instances import load_instances
-from agent.swebench.predictions import load_predictions, read_jsonl
-from agent.swebench.run import run_batch
+from batch.refactor import RefactorTask, run_refactors
+from batch.swebench.environments import EnvOptions
+from batch.swebench.eval import EvalOptions, evaluate
+from batch.swebench.executors import ExecutorOptions
+from batch.swebench.instances import load_instances
+from batch.swebench.predictions import load_predictions, read_jsonl
+from batch.swebench.run import run_batch
 from tests.batch.fabricate import shout_instance, standard_instances
 from tests.batch.test_refactor import RENAME, _project
 from tests.batch.test_run import _lines, _scripts, _write, kill_midway_then_rerun
@@ -136,7 +136,7 @@ def test_killed_ray_driver_resumes_without_losing_or_repeating(cluster, tmp_path
 
 def test_tiny_plt_model_loads_once_per_ray_worker(cluster, tmp_path, env_cache):
     from model.presets import init_random_checkpoint
-    from model.tiny_tokenizer import save_test_tokenizer
+    from nano.tiny_tokenizer import save_test_tokenizer
 
     init_random_checkpoint(tmp_path / "ckpt", "tiny", seed=0, tokenizer=save_test_tokenizer(tmp_path / "tok"))
     instances = load_instances(_write(tmp_path / "instances.jsonl", standard_instances(tmp_path / "cache")))[:2]

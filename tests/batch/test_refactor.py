@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.refactor import PlanError, detect_test_command, load_plan
+from batch.refactor import PlanError, detect_test_command, load_plan
 from tests.batch.fabricate import TEST_CMD, call
 from tests.conftest import git
 

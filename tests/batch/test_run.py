@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from agent.commands import configure
-from agent.swebench.backends import BackendProvider
-from agent.swebench.environments import EnvOptions
-from agent.swebench.eval import EvalOptions, evaluate
-from agent.swebench.instances import load_instances
-from agent.swebench.predictions import load_predictions, read_jsonl
-from agent.swebench.run import run_batch
+from batch.swebench.backends import BackendProvider
+from batch.swebench.environments import EnvOptions
+from batch.swebench.eval import EvalOptions, evaluate
+from batch.swebench.instances import load_instances
+from batch.swebench.predictions import load_predictions, read_jsonl
+from batch.swebench.run import run_batch
 from tests.batch.fabricate import fix_script, shout_instance, standard_instances
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,7 +148,7 @@ def test_interrupted_batch_leaves_no_clones_or_sandbox_dirs(tmp_path, env_cache,
 
 def test_one_in_process_model_serves_every_worker(tmp_path, one_torch_thread, env_cache):
     from model.presets import init_random_checkpoint
-    from model.tiny_tokenizer import save_test_tokenizer
+    from nano.tiny_tokenizer import save_test_tokenizer
 
     init_random_checkpoint(tmp_path / "ckpt", "tiny", seed=0, tokenizer=save_test_tokenizer(tmp_path / "tok"))
     instances = load_instances(_write(tmp_path / "instances.jsonl", standard_instances(tmp_path / "cache")))[:2]

@@ -39,7 +39,7 @@ def test_7b_shape_meta_reports_7_616_b_without_weights(tmp_path):
 def test_init_random_with_tokenizer_writes_a_loadable_chat_checkpoint(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from model.tiny_tokenizer import save_test_tokenizer
+    from nano.tiny_tokenizer import save_test_tokenizer
 
     tokenizer_dir = save_test_tokenizer(tmp_path / "tok")
     target = tmp_path / "tiny"

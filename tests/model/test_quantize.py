@@ -224,8 +224,8 @@ def test_on_a_random_7b_shaped_model_int8_is_as_close_to_bf16_as_float32_is(one_
 
 
 def test_int8_greedy_agrees_with_bf16_on_99_percent_of_256_tokens_of_the_trained_nano(one_thread):
-    from agent.nano.tasks import generate_task
-    from model.tokenizer import encode_chat, load_tokenizer
+    from nano.tasks import generate_task
+    from runtime.tokenizer import encode_chat, load_tokenizer
 
     path = Path(__file__).resolve().parents[2] / "checkpoints" / "loopcoder-nano"
     task = generate_task("heldout", 0)
@@ -259,7 +259,7 @@ def test_big_benchmark_runs_at_a_small_shape(tmp_path):
 def test_plt_backend_quantizes_from_the_config_key_and_hf_refuses():
     from agent.config import load_config
     from agent.session import make_backend
-    from model.backends import BackendError, create_backend
+    from runtime.backends import BackendError, create_backend
 
     nano = Path(__file__).resolve().parents[2] / "checkpoints" / "loopcoder-nano"
     config = load_config(user_file=False, overrides=(f"backend.model={nano}", "backend.quantize=int8", "backend.device=cpu"))

@@ -7,12 +7,12 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.nano import words
-from agent.nano.build import FIXED_WORDS, copy_drills, first_turns, tokenizer_corpus, workdir_pool, with_workdir
-from agent.nano.record import gold_script
-from agent.nano.tasks import generate_task
-from agent.toolcalls import parse_tool_calls, render_tool_call
-from model.tiny_tokenizer import build_test_tokenizer
+from nano import words
+from nano.build import FIXED_WORDS, copy_drills, first_turns, tokenizer_corpus, workdir_pool, with_workdir
+from nano.record import gold_script
+from nano.tasks import generate_task
+from runtime.toolcalls import parse_tool_calls, render_tool_call
+from nano.tiny_tokenizer import build_test_tokenizer
 
 RENDERER = build_test_tokenizer()
 
@@ -65,7 +65,7 @@ PIECES = ["ab", "cde", "fo", "gul", "ix", "mon", "zel"]
 
 
 def _scrambled_recording(seed: int) -> tuple[list[dict], list[dict]]:
-    from agent.nano.build import scramble
+    from nano.build import scramble
 
     task = generate_task("train", seed)
     listing = "\n".join(f"{path}:1:{body.splitlines()[0]}" for path, body in sorted(task.files.items()))
@@ -99,7 +99,7 @@ def test_scrambled_conversations_name_no_training_word_and_stay_consistent(seed)
 
 
 def test_scrambling_is_the_same_word_for_the_same_word_within_a_conversation():
-    from agent.nano.build import scramble
+    from nano.build import scramble
 
     messages = [{"role": "user", "content": "Rename `parse_ledger` in ledgerkit/ledger.py; LEDGER_LIMIT, ParseLedger."}]
     text = scramble(messages, PIECES, random.Random(1))[0]["content"]
@@ -109,8 +109,8 @@ def test_scrambling_is_the_same_word_for_the_same_word_within_a_conversation():
 
 
 def test_plan_openings_end_at_the_last_edit_with_names_made_up():
-    from agent.nano.build import plan_openings
-    from agent.nano.data import nano_renderer
+    from nano.build import plan_openings
+    from nano.data import nano_renderer
 
     tools = [{"type": "function", "function": {"name": n, "description": "", "parameters": {"type": "object"}}}
              for n in ("bash", "search", "str_replace_editor", "run_tests", "submit")]

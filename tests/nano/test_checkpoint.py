@@ -7,8 +7,8 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import model  # noqa: F401 - registers the PLT with the Auto classes
-from agent.nano.evaluate import eval_config, evaluate
-from agent.nano.tasks import generate_task
+from nano.evaluate import eval_config, evaluate
+from nano.tasks import generate_task
 from agent.session import make_backend
 
 NANO = Path(__file__).resolve().parents[2] / "checkpoints" / "loopcoder-nano"

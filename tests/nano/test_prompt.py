@@ -4,12 +4,12 @@ from __future__ import annotations
 from transformers import AutoTokenizer
 
 from agent.config import load_config
-from agent.nano.build import first_turns, with_nano_system
-from agent.nano.data import SYSTEM_PROMPT, build_tokenizer, compact_chat_template, nano_renderer, render_transcript
+from nano.build import first_turns, with_nano_system
+from nano.data import SYSTEM_PROMPT, build_tokenizer, compact_chat_template, nano_renderer, render_transcript
 from agent.prompting import MODEL_SYSTEM, system_template
 from model.presets import copy_tokenizer, preset_config
-from model.tiny_tokenizer import build_test_tokenizer
-from model.tokenizer import render_chat
+from nano.tiny_tokenizer import build_test_tokenizer
+from runtime.tokenizer import render_chat
 
 TOOLS = [{"type": "function", "function": {"name": n, "description": f"The {n} tool.", "parameters": {
     "type": "object", "properties": {"x": {"type": "string"}}}}} for n in ("bash", "search", "submit")]

@@ -5,10 +5,10 @@ import subprocess
 
 import pytest
 
-from agent.nano.openings import opening
-from agent.nano.record import gold_calls, gold_script, record
-from agent.nano.tasks import KINDS, generate_task, write_files
-from agent.toolcalls import parse_tool_calls
+from nano.openings import opening
+from nano.record import gold_calls, gold_script, record
+from nano.tasks import KINDS, generate_task, write_files
+from runtime.toolcalls import parse_tool_calls
 from tools import default_tools
 
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from agent.nano import words
-from agent.nano.tasks import KINDS, check, generate_task, run_pytest, write_files
+from nano import words
+from nano.tasks import KINDS, check, generate_task, run_pytest, write_files
 
 
 @pytest.mark.parametrize("split,kind", [("train", k) for k in KINDS] + [("heldout", "fix_off_by_one")])

@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.nano.data import build_tokenizer
-from agent.nano.tasks import generate_task
-from model.tiny_tokenizer import build_test_tokenizer
+from nano.data import build_tokenizer
+from nano.tasks import generate_task
+from nano.tiny_tokenizer import build_test_tokenizer
 
 CONTEXTS = ("Rename `{}` to", '"pattern": "{}"', "def {}(x):", "    return {} + 1", "x.{}\n", "\t{}]", "\\n{}")
 

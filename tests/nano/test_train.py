@@ -1,4 +1,4 @@
-"""`model.train`: span-only loss through the model's own forward, shared-prefix batches, resumable runs."""
+"""`nano.train`: span-only loss through the model's own forward, shared-prefix batches, resumable runs."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import model  # noqa: F401 - registers the PLT with the Auto classes
-from agent.nano.data import build_tokenizer, render_transcript, write_transcripts
-from agent.nano.tasks import generate_task
-from model.tiny_tokenizer import build_test_tokenizer
-from model.train import (IGNORE, BatchStream, Example, TrainConfig, TrainError, batch_loss, model_config, shared_prefix,
+from nano.data import build_tokenizer, render_transcript, write_transcripts
+from nano.tasks import generate_task
+from nano.tiny_tokenizer import build_test_tokenizer
+from nano.train import (IGNORE, BatchStream, Example, TrainConfig, TrainError, batch_loss, model_config, shared_prefix,
                          tokenize_example, train)
 
 TOOLS = [{"type": "function", "function": {"name": "search", "description": "Find text.",

@@ -1,0 +1,1 @@
+"""Batch work over many repositories: SWE-bench runs and evaluation (`swebench/`), refactor plans (`refactor.py`)."""

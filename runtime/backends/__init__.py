@@ -1,0 +1,32 @@
+"""Model backends: plt (in process), hf, openai, replay.
+
+`create_backend(name, **options)` imports a backend only when it is asked
+for, so e.g. the replay backend never loads torch.
+
+- plt / hf: model_path (required), device ("cuda" when available, else "cpu"),
+  dtype ("bfloat16" on GPU, "float32" on CPU by default), trust_remote_code,
+  context_window (default: the config's max_position_embeddings),
+  prefill_chunk (512); plt only: quantize (None, "int8", "int4"), compile (False:
+  True runs one-token decode steps through torch.compile, model/compiled.py).
+- openai: base_url, model, api_key, context_window, timeout, max_retries
+  (see OpenAIBackend).
+"""
+from __future__ import annotations
+
+import importlib
+
+from runtime.backends.base import Backend, BackendError
+
+BACKENDS = {
+    "plt": "runtime.backends.inprocess:load_plt",
+    "hf": "runtime.backends.inprocess:load_hf",
+    "openai": "runtime.backends.openai_backend:OpenAIBackend",
+    "replay": "runtime.backends.replay:ReplayBackend",
+}
+
+
+def create_backend(name: str, **options) -> Backend:
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(sorted(BACKENDS))}.")
+    module, attr = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), attr)(**options)

@@ -1,0 +1,243 @@
+"""In-process generation that keeps one conversation's KV cache between calls.
+
+An agent's prompts grow by whole steps, so each call only runs the tokens
+past the longest common prefix with what the cache holds. When the prompt
+departs from the cache (the last reply re-tokenized differently, or history
+was elided) the cache rolls back to the common prefix: exactly, while the
+model's cache can crop that far (`cache.can_crop(n)`: a PLT keeps its loop-1
+keys in a ring with a little slack), else by a fresh prefill. At temperature
+0 the tokens are the same as with a fresh prefill every call.
+
+With `compile_decode` (PLT only) one-token steps run the compiled step of
+model/compiled.py; prefill and draft verification stay eager on the same
+cache: the same tokens.
+
+Works with any transformers causal LM whose forward takes
+`cache=cache, use_cache=True` (`past_key_values` before transformers 5.24)
+and whose cache has `crop(-k)` (our PLTCache, transformers' DynamicCache).
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from runtime.backends.base import GenerationParams
+from model.compat import CACHE_KWARG
+from runtime.constrained import TokenConstraint
+from runtime.sampling import check_params, make_generator, probabilities, sample_next
+from runtime.speculative import DraftLength, PromptLookup, accept_sampled
+
+DEFAULT_PREFILL_CHUNK = 512
+
+
+@dataclass
+class Generation:
+    ids: list[int]  # generated ids, the stop id excluded
+    finish_reason: str  # "stop", "length" or "context" (see Completion)
+    prompt_tokens: int
+    prefilled_tokens: int
+    reused_tokens: int
+    prefill_seconds: float
+    decode_seconds: float
+    drafted_tokens: int = 0  # prompt-lookup drafts verified
+    accepted_tokens: int = 0  # of those, the ones the model agreed with
+    verifications: int = 0  # forwards that verified a draft
+    compile_seconds: float = 0.0  # of decode_seconds, the compiled step's warm-up (compiling, capturing graphs)
+
+
+class Session:
+    """One sequence's KV cache and the ids it holds."""
+
+    def __init__(self, model, context_window: int, new_cache: Callable[[], Any],
+                 prefill_chunk: int = DEFAULT_PREFILL_CHUNK, compile_decode: bool | None = None):
+        """`compile_decode`: True compiles the one-token step (a PLT's `enable_compiled_decode`), False
+        keeps it eager, None does what the model was loaded with (`from_pretrained(compile_decode=...)`)."""
+        if prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
+        self.model = model
+        self.context_window = context_window
+        self.decoder = None if compile_decode is False else getattr(model, "compiled_decode", None)
+        if compile_decode and self.decoder is None:
+            if not hasattr(model, "enable_compiled_decode"):
+                raise ValueError(f"compiled decode needs a LoopCoder-V2 PLT (the plt backend), not "
+                                 f"{type(model).__name__}: run without --compile")
+            self.decoder = model.enable_compiled_decode()
+        self.new_cache = new_cache
+        self.prefill_chunk = prefill_chunk
+        self.device = next(model.parameters()).device
+        self.cache = None
+        self.tokens: list[int] = []  # what the cache holds, in order
+        self.lookup = PromptLookup()  # the context (prompt and generated ids) drafts are copied from
+        self._keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    def reset(self) -> None:
+        """Drop the cache (frees its memory)."""
+        self.cache, self.tokens = None, []
+
+    @torch.inference_mode()
+    def generate(self, prompt: list[int], params: GenerationParams, stop_ids: set[int] | frozenset[int],
+                 on_token: Callable[[int], bool] | None = None,
+                 constraint: TokenConstraint | None = None) -> Generation:
+        """Continue `prompt`; `on_token` sees each generated id and returns True to stop (a stop string).
+
+        With `params.speculative == "prompt_lookup"` each forward after the first
+        also runs a draft copied from the context (`runtime.speculative`) and emits
+        the drafted tokens the model agrees with plus its own next token.
+        `constraint` (fresh, at the grammar's start) limits every generated token, drafts
+        included, to what its grammar allows.
+        """
+        check_params(params)
+        if not prompt:
+            raise ValueError("the prompt is empty")
+        if len(prompt) >= self.context_window:  # not even one new token would fit
+            return Generation([], "context", len(prompt), 0, 0, 0.0, 0.0)
+        generator = make_generator(params.seed)
+        warmed = self.decoder.warmup_seconds if self.decoder is not None else 0.0
+        try:
+            start = time.perf_counter()
+            reused = self._rewind(prompt)
+            logits = self._prefill(prompt[reused:])  # [1, V]
+            prefill_seconds = self._elapsed(start)
+            start = time.perf_counter()
+            drafting = params.speculative == "prompt_lookup" and hasattr(self.cache, "crop")
+            if drafting:
+                self.lookup.sync(prompt)
+            length = DraftLength(params.speculative_tokens)
+            out: list[int] = []
+            drafts: list[int] = []
+            guess = None
+            drafted = accepted = verifications = 0
+            finish = None
+            while True:
+                emitted = _choose(logits, drafts, params, generator, constraint)  # the accepted drafts, then one more token
+                if drafts:
+                    length.verified(len(drafts), len(emitted) - 1)
+                    drafted, accepted, verifications = drafted + len(drafts), accepted + len(emitted) - 1, verifications + 1
+                    self._drop(len(drafts) + 1 - len(emitted))  # the rejected drafts leave the cache
+                else:
+                    length.observe(guess, emitted[0])
+                for token in emitted:
+                    finish = self._finished(len(prompt) + len(out), token, stop_ids)
+                    if finish:
+                        break
+                    out.append(token)
+                    if drafting:
+                        self.lookup.extend([token])
+                    if on_token is not None and on_token(token):
+                        finish = "stop"
+                    elif len(out) >= params.max_new_tokens:
+                        finish = "length"
+                    if finish:
+                        break
+                if finish:
+                    break
+                room = min(params.max_new_tokens - len(out) - 1, self.context_window - len(prompt) - len(out))
+                proposal = self.lookup.draft(min(max(length.k, 1), room)) if drafting else []
+                drafts = proposal if length.k else []
+                guess = proposal[0] if proposal else None
+                logits = self._forward([out[-1], *drafts])
+            self._truncate(len(prompt) + len(out))  # drafts accepted past a stop are not part of the reply
+        except BaseException:  # a half-written cache cannot be trusted
+            self.reset()
+            raise
+        compiling = self.decoder.warmup_seconds - warmed if self.decoder is not None else 0.0
+        return Generation(out, finish, len(prompt), len(prompt) - reused, reused, prefill_seconds, self._elapsed(start),
+                          drafted, accepted, verifications, compiling)
+
+    def _finished(self, position: int, token: int, stop_ids) -> str | None:
+        """Why `token` at `position` ends the reply instead of joining it (None: it joins)."""
+        if position >= self.context_window:
+            return "context"
+        return "stop" if token in stop_ids else None
+
+    def _rewind(self, prompt: list[int]) -> int:
+        """Roll the cache back to its common prefix with `prompt`; how many prompt tokens it then holds."""
+        n = 0
+        limit = min(len(self.tokens), len(prompt) - 1)  # the last prompt token always runs: its logits are needed
+        while n < limit and self.tokens[n] == prompt[n]:
+            n += 1
+        if self.cache is not None:
+            self._truncate(n)
+        if self.cache is None:
+            self.cache = self.new_cache()
+        return len(self.tokens)
+
+    def _truncate(self, n: int) -> None:
+        """Keep the cache's first `n` tokens: exactly while the cache can crop that far, else drop it all."""
+        if n >= len(self.tokens):
+            return
+        can_crop = getattr(self.cache, "can_crop", None)
+        if n > 0 and (can_crop(n) if can_crop is not None else hasattr(self.cache, "crop")):
+            self.cache.crop(n - len(self.tokens))  # a count to drop: transformers 5 takes no absolute length
+            del self.tokens[n:]
+        else:
+            self.reset()
+
+    def _drop(self, count: int) -> None:
+        """Roll the last `count` tokens out of the cache: always exact (a PLT cache's ring slack covers
+        MAX_DRAFT_TOKENS), so a cache that cannot is an error rather than a silent re-prefill."""
+        if count:
+            self.cache.crop(-count)  # a count, as transformers 5 takes it
+            del self.tokens[-count:]
+
+    def _prefill(self, ids: list[int]) -> torch.Tensor:
+        """Run `ids` in chunks (bounded activation memory); the logits [1, V] after the last one."""
+        for i in range(0, len(ids), self.prefill_chunk):
+            logits = self._forward(ids[i : i + self.prefill_chunk], keep=1)
+        return logits
+
+    def _forward(self, ids: list[int], keep: int | None = None) -> torch.Tensor:
+        """Append `ids` to the cache; the logits [keep, V] after each of the last `keep` (default: all)."""
+        keep = keep or len(ids)
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)  # [1, n]
+        if self.decoder is not None and self.decoder.accepts(self.cache, len(ids)):
+            logits = self.decoder(input_ids, self.cache)  # [1, V]
+            self.tokens.extend(ids)
+            return logits
+        extra = {"logits_to_keep": keep} if self._keep_logits else {}
+        out = self.model(input_ids=input_ids, use_cache=True, **{CACHE_KWARG: self.cache}, **extra)
+        self.cache = getattr(out, CACHE_KWARG)
+        self.tokens.extend(ids)
+        return out.logits[0, -keep:]  # [keep, V]
+
+    def _elapsed(self, start: float) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
+
+def _choose(logits: torch.Tensor, drafts: list[int], params: GenerationParams, generator: torch.Generator,
+            constraint: TokenConstraint | None = None) -> list[int]:
+    """Tokens from the logits [n, V] after a pending token and n-1 drafts: the drafts the model
+    agrees with, then its own choice at the first disagreement (or after the last draft).
+
+    Greedy: a draft is accepted when it is the argmax, so the output is the
+    same as without drafts. Sampling: `accept_sampled`, so each emitted token
+    has the distribution a plain draw would give it. Rows are taken in order,
+    each in the state after the tokens emitted before it, so a grammar masks
+    row i and then accepts the token chosen there.
+    """
+    greedy = logits.argmax(-1).tolist() if params.temperature == 0 and constraint is None else None
+    emitted = []
+    for i, row in enumerate(logits):
+        draft = drafts[i] if i < len(drafts) else None
+        if constraint is not None:
+            row = constraint.mask(row)
+        if greedy is not None:
+            token = greedy[i]
+        elif params.temperature == 0:
+            token = int(row.argmax())
+        elif draft is None:
+            token = sample_next(row, params, generator)
+        else:
+            token = accept_sampled(probabilities(row, params), draft, generator)
+        if constraint is not None and not constraint.accept(token):  # the mask allowed it, so the grammar must take it
+            raise RuntimeError(f"the grammar refused token {token} that its own mask allowed")
+        emitted.append(token)
+        if token != draft or (constraint is not None and constraint.terminated):  # nothing follows the grammar's end
+            break
+    return emitted
