@@ -39,7 +39,7 @@ from rich.text import Text
 
 from agent.config import Config
 from agent.outcome import Status, TestTally, tally_from_dict, tests_words
-from agent.prompting import task_prompt
+from agent.prompting import task_prompt, task_template
 from agent.session import open_workspace, start_agent
 from batch.swebench.backends import BackendProvider
 from batch.swebench.executors import ExecutorOptions, Job, Lost, execute
@@ -227,7 +227,8 @@ def refactor_repo(task: RefactorTask, repo_path: str, provider: BackendProvider,
                     outcome.tests_before = run_tests(ws.env.sandbox, command)
                 fields = {"instructions": task.task, "repo": top.name, "paths": task.paths, "test_command": command}
                 agent = start_agent(backend, ws, config, out_dir / "trajectory.json", {"kind": "refactor", **fields})
-                result = agent.run(task_prompt("refactor", workdir=ws.workdir, **fields))
+                template = task_template("refactor", config.backend.model)
+                result = agent.run(task_prompt(template, workdir=ws.workdir, **fields))
                 if command:
                     outcome.tests_after = run_tests(ws.env.sandbox, command)
         finally:

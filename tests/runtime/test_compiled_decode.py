@@ -101,3 +101,19 @@ def test_compile_with_another_model_is_a_clear_error(llama_dir):
     assert "--compile works with the plt backend only" in " ".join(result.stderr.split())
     with pytest.raises(ValueError, match="needs a LoopCoder-V2 PLT"):
         Session(create_backend("hf", model_path=llama_dir).model, WINDOW, lambda: None, compile_decode=True)
+
+
+def test_the_run_flag_and_config_key_reach_every_session(sharp_dir, tmp_path, monkeypatch):
+    """`loopcoder run --compile` is `backend.compile=True`; the backend's sessions (spawned ones too) share
+    one compiled step. Nothing decodes here, so nothing compiles."""
+    from agent.commands import configure
+    from agent.session import make_backend
+
+    monkeypatch.setenv("LOOPCODER_CONFIG", str(tmp_path / "none.yaml"))
+    assert configure(None, [], model=str(sharp_dir)).backend.compile is False
+    config = configure(None, [], model=str(sharp_dir), compile=True)
+    assert config.backend.compile is True
+    lm = make_backend(config)
+    assert lm.session.decoder is not None and lm.session.decoder is lm.model.compiled_decode
+    assert lm.spawn().session.decoder is lm.session.decoder
+    assert make_backend(configure(None, ["backend.compile=false"], model=str(sharp_dir))).session.decoder is None
