@@ -5,6 +5,8 @@ stays fast and a missing optional piece only affects its own command.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import typer
 from typer.core import TyperArgument, TyperCommand
 
@@ -60,8 +62,9 @@ swebench_app.add_typer(swebench_env_app, name="env")
 def fail(message: str, code: int = 2) -> None:
     """Print a user-facing error (what went wrong, what to do) and exit."""
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -171,6 +174,9 @@ def model_train(
 
 # --- generate: one streamed completion from a loaded model (runtime/) ------------------------
 
+_COMPILE = typer.Option(False, "--compile", help="plt: decode through torch.compile (CUDA graphs on a GPU, C++ "
+                        "kernels on the CPU); the first token waits for the compile (reported on stderr).")
+
 
 @app.command()
 def generate(
@@ -190,9 +196,10 @@ def generate(
     device: str = typer.Option(None, help="cuda, cuda:1, cpu ... (default: cuda when available)."),
     dtype: str = typer.Option(None, help="bfloat16 | float16 | float32 (default: bfloat16 on GPU, float32 on CPU)."),
     quantize: str = typer.Option(None, help="plt: int8 | int4 weight-only, quantized while loading."),
+    compile_decode: bool = _COMPILE,
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run tokenizer/model code shipped with the checkpoint."),
 ) -> None:
-    """Stream a completion of PROMPT; prefill and decode speed go to stderr."""
+    """Stream a completion of PROMPT; prefill and decode speed (and --compile's warm-up) go to stderr."""
     import sys
 
     from runtime.backends import IN_PROCESS, BackendError, create_backend
@@ -209,7 +216,7 @@ def generate(
                               speculative_tokens=speculative_tokens)
     try:
         lm = create_backend(backend, model_path=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                            **({"quantize": quantize} if quantize else {}))
+                            **({"quantize": quantize} if quantize else {}), **({"compile": True} if compile_decode else {}))
         if chat:
             done = lm.complete([{"role": "user", "content": prompt}], None, params, on_text)
         else:
@@ -221,8 +228,9 @@ def generate(
     def rate(tokens: int, seconds: float) -> str:
         return f"{tokens} tokens in {seconds:.2f}s ({tokens / seconds:.1f} tok/s)" if seconds > 0 else f"{tokens} tokens"
 
+    warmup = f" (of which {done.compile_seconds:.1f}s compile warm-up)" if done.compile_seconds else ""
     typer.echo(f"prefill: {rate(done.prefilled_tokens, done.prefill_seconds)}; "
-               f"decode: {rate(done.completion_tokens, done.decode_seconds)}; finish: {done.finish_reason}", err=True)
+               f"decode: {rate(done.completion_tokens, done.decode_seconds)}{warmup}; finish: {done.finish_reason}", err=True)
 
 
 # --- run / chat / replay / inspect: the agent on one repository (agent/) ----------------------
@@ -260,6 +268,7 @@ def run_cmd(
     image: str = _IMAGE,
     max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many model turns."),
     in_place: bool = _IN_PLACE,
+    compile_decode: bool = _COMPILE,
     yes: bool = typer.Option(False, "--yes", "-y", help="Apply the patch without asking; never prompt."),
     output: str = typer.Option(None, "--output", "-o", help="Also write the final patch to this file."),
     config: str = _CONFIG,
@@ -276,7 +285,7 @@ def run_cmd(
     def body() -> int:
         check_task(task)
         cfg = configure(config, sets, model=model, backend=backend, script=script, sandbox=sandbox, image=image,
-                        max_steps=max_steps, in_place=in_place)
+                        max_steps=max_steps, in_place=in_place, compile=compile_decode)
         return run_command(task, repo, cfg, yes, output, trajectory)
 
     _agent_call(body)
@@ -291,6 +300,7 @@ def chat_cmd(
     sandbox: str = _SANDBOX,
     image: str = _IMAGE,
     in_place: bool = _IN_PLACE,
+    compile_decode: bool = _COMPILE,
     yes: bool = typer.Option(False, "--yes", "-y", help="At the end, apply the patch without asking."),
     config: str = _CONFIG,
     sets: list[str] = _SETS,
@@ -301,7 +311,7 @@ def chat_cmd(
 
     def body() -> int:
         cfg = configure(config, sets, model=model, backend=backend, script=script, sandbox=sandbox, image=image,
-                        in_place=in_place)
+                        in_place=in_place, compile=compile_decode)
         return chat_command(repo, cfg, yes, trajectory)
 
     _agent_call(body)
@@ -375,6 +385,12 @@ SANDBOX_HELP = "local (bubblewrap over a clone from --repo-cache) or docker (the
 REPO_CACHE_HELP = "Directory of owner__repo git clones or bare mirrors (owner__repo.git)."
 # Options the batch commands share.
 _MAX_STEPS = typer.Option(None, "--max-steps", help="Stop each run after this many model turns.")
+_EXECUTOR = typer.Option("local", "--executor", help="local (threads in this process) or ray (one Ray actor per "
+                         "worker across a cluster; pip install 'loopcoder[ray]').")
+_RAY_ADDRESS = typer.Option("auto", "--ray-address", help="ray: the cluster, auto (RAY_ADDRESS or the one this "
+                            "node is in), HOST:6379 or ray://HOST:10001.")
+_CPUS = typer.Option(1.0, "--cpus-per-worker", min=0, help="ray: CPUs each worker asks for.")
+_GPUS = typer.Option(0.0, "--gpus-per-worker", min=0, help="ray: GPUs each worker asks for (its model loads there).")
 
 
 def _batch_instances(instances: str, filter: str | None):
@@ -415,16 +431,47 @@ def _check_sandbox(sandbox: str | None) -> None:
         fail(f"--sandbox must be local or docker, not {sandbox!r}")
 
 
-def _batch_backend(console, config: str | None, sets: list[str], **flags):
-    """(config, BackendProvider): the model loaded once for every task of a batch command."""
+def _executor(kind: str, workers: int, address: str = "auto", cpus: float = 1.0, gpus: float = 0.0):
+    """ExecutorOptions; `--executor ray` without Ray installed is a one-line error that says how to get it."""
+    from batch.swebench.executors import ExecutorError, ExecutorOptions, require_ray
+
+    if kind not in ("local", "ray"):
+        fail(f"--executor must be local or ray, not {kind!r}")
+    if kind == "ray":
+        try:
+            require_ray()
+        except ExecutorError as error:
+            fail(str(error))
+    return ExecutorOptions(kind, workers, address, cpus, gpus)
+
+
+def _batch_backend(console, config: str | None, sets: list[str], load: bool = True, **flags):
+    """(config, BackendProvider): the model loaded once for every task of a batch command.
+
+    load=False (a Ray batch: each worker loads its own): the provider is None, the config is still checked.
+    """
     from agent.commands import USER_ERRORS, configure
-    from batch.swebench.backends import BackendProvider
+    from batch.swebench.backends import BackendProvider, check_backend
 
     try:
         cfg = configure(config, sets, **flags)
+        if not load:
+            check_backend(cfg)
+            return cfg, None
         with console.status("loading the model..."):
             return cfg, BackendProvider(cfg)
     except USER_ERRORS as error:
+        fail(str(error))
+
+
+@contextmanager
+def _executor_errors():
+    """An ExecutorError (no cluster, workers that cannot start) as a one-line error."""
+    from batch.swebench.executors import ExecutorError
+
+    try:
+        yield
+    except ExecutorError as error:
         fail(str(error))
 
 
@@ -443,6 +490,9 @@ def swebench_eval(
     timeout: float = typer.Option(1800.0, "--timeout", help="Seconds the tests of one instance may take."),
     specs: str = typer.Option(None, "--specs", help=SPECS_HELP),
     env_cache: str = typer.Option(None, "--env-cache", help=ENV_CACHE_HELP),
+    executor: str = _EXECUTOR,
+    ray_address: str = _RAY_ADDRESS,
+    cpus_per_worker: float = _CPUS,
 ) -> None:
     """Grade predictions like the SWE-bench harness: report.json per instance and a run summary."""
     import time
@@ -458,6 +508,7 @@ def swebench_eval(
     from batch.swebench.tables import eval_table
 
     _check_sandbox(sandbox)
+    executor_options = _executor(executor, workers, ray_address, cpus_per_worker)
     selected = _batch_instances(instances, filter)
     try:
         preds = load_predictions(predictions, selected)
@@ -467,10 +518,10 @@ def swebench_eval(
     options = _env_options(sandbox, repo_cache, specs, env_cache, cls=EvalOptions, test_cmd=test_cmd, timeout=timeout)
     output = Path(output or "~/.cache/loopcoder/runs/evaluation").expanduser()
     console = Console()
-    with removed_on_signal(), Progress(console=console, transient=True) as progress:
+    with removed_on_signal(), _executor_errors(), Progress(console=console, transient=True) as progress:
         task = progress.add_task("evaluating", total=sum(i.instance_id in preds for i in selected))
         summary, outcomes, summary_path = evaluate(selected, preds, options, output, run_id, workers,
-                                                   on_done=lambda _: progress.advance(task))
+                                                   on_done=lambda _: progress.advance(task), executor=executor_options)
     console.print(eval_table(outcomes, summary))
     console.print(f"reports: {output / run_id}\nsummary: {summary_path}", highlight=False)
     if summary["error_instances"]:
@@ -493,6 +544,10 @@ def swebench_run(
     sets: list[str] = _SETS,
     specs: str = typer.Option(None, "--specs", help=SPECS_HELP),
     env_cache: str = typer.Option(None, "--env-cache", help=ENV_CACHE_HELP),
+    executor: str = _EXECUTOR,
+    ray_address: str = _RAY_ADDRESS,
+    cpus_per_worker: float = _CPUS,
+    gpus_per_worker: float = _GPUS,
 ) -> None:
     """Run the agent on each instance; append predictions to OUTPUT/preds.jsonl (a rerun resumes)."""
     from pathlib import Path
@@ -505,20 +560,26 @@ def swebench_run(
     from batch.swebench.tables import RunCounters
 
     _check_sandbox(sandbox)
+    executor_options = _executor(executor, workers, ray_address, cpus_per_worker, gpus_per_worker)
     selected = _batch_instances(instances, filter)
     console = Console()
-    cfg, provider = _batch_backend(console, config, sets, model=model, backend=backend, script=script,
-                                   sandbox=sandbox, max_steps=max_steps)
+    cfg, provider = _batch_backend(console, config, sets, load=executor == "local", model=model, backend=backend,
+                                   script=script, sandbox=sandbox, max_steps=max_steps)
     env_options = _env_options(cfg.sandbox.kind, repo_cache, specs, env_cache, image=cfg.sandbox.image,
                                network=cfg.sandbox.network)
     counters = RunCounters(len(selected), 0)
     out = Path(output)
     try:
-        with removed_on_signal(), Live(counters, console=console, refresh_per_second=2, transient=True):
+        with removed_on_signal(), _executor_errors(), Live(counters, console=console, refresh_per_second=2,
+                                                           transient=True) as live:
             outcomes = run_batch(selected, provider, cfg, env_options, out, workers,
-                                 on_start=counters.start_run, on_done=counters.add)
+                                 on_start=counters.start_run, on_done=counters.add, executor=executor_options,
+                                 on_retry=lambda job, attempt, why: live.console.print(
+                                     f"[yellow]{job.key}[/]: {why}; running it again (attempt {attempt})",
+                                     highlight=False))
     finally:
-        provider.close()
+        if provider:
+            provider.close()
     console.print(counters)
     for outcome in outcomes:
         if outcome.error:
@@ -591,6 +652,11 @@ def refactor_cmd(
     max_steps: int = _MAX_STEPS,
     config: str = _CONFIG,
     sets: list[str] = _SETS,
+    workers: int = typer.Option(1, "--workers", min=1, help="Repositories worked on at the same time."),
+    executor: str = _EXECUTOR,
+    ray_address: str = _RAY_ADDRESS,
+    cpus_per_worker: float = _CPUS,
+    gpus_per_worker: float = _GPUS,
 ) -> None:
     """Run the agent on each repository (separate copies); save patches, optionally commit them on new branches."""
     import time
@@ -602,6 +668,7 @@ def refactor_cmd(
     from batch.refactor import PlanError, RefactorTask, load_plan, refactor_table, run_refactors
 
     _check_sandbox(sandbox)
+    executor_options = _executor(executor, workers, ray_address, cpus_per_worker, gpus_per_worker)
     if bool(plan) == bool(task):
         fail("give either --task \"...\" with one or more REPO paths, or --plan PLAN.yaml")
     if task is not None and not task.strip():
@@ -616,15 +683,16 @@ def refactor_cmd(
         t.branch, t.test_command = t.branch or branch, t.test_command or test_cmd
     commit = commit or plan_commit or bool(branch)
     console = Console()
-    cfg, provider = _batch_backend(console, config, sets, model=model, backend=backend, script=script,
-                                   sandbox=sandbox, max_steps=max_steps)
+    cfg, provider = _batch_backend(console, config, sets, load=executor == "local", model=model, backend=backend,
+                                   script=script, sandbox=sandbox, max_steps=max_steps)
     out = Path(output) if output else Path(cfg.run.output_dir).expanduser() / f"refactor-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        with console.status("refactoring...") as status:
-            outcomes = run_refactors(tasks, provider, cfg, out, commit,
+        with _executor_errors(), console.status("refactoring...") as status:
+            outcomes = run_refactors(tasks, provider, cfg, out, commit, executor=executor_options,
                                      on_done=lambda o: status.update(f"refactoring... {o.repo}: {o.status}"))
     finally:
-        provider.close()
+        if provider:
+            provider.close()
     console.print(refactor_table(outcomes))
     console.print(f"results: {out / 'refactor.json'}; each repo's patch and trajectory in {out}/<n>-<m>-<repo>/",
                   highlight=False, soft_wrap=True)
@@ -652,6 +720,7 @@ def serve(
     dtype: str = typer.Option(None, help="bfloat16, float16, float32 (default: bfloat16 on GPU, float32 on CPU)."),
     context_window: int = typer.Option(None, help="Tokens of context (default: the model's max_position_embeddings)."),
     quantize: str = typer.Option(None, help="plt: int8 | int4 weight-only, quantized while loading."),
+    compile_decode: bool = _COMPILE,
     trust_remote_code: bool = typer.Option(False, help="Allow the checkpoint's own tokenizer code to run."),
 ) -> None:
     """Serve the model over an OpenAI-compatible API: /v1/models and /v1/chat/completions."""
@@ -663,7 +732,7 @@ def serve(
 
     configure_logging()
     options = {"device": device, "dtype": dtype, "context_window": context_window, "trust_remote_code": trust_remote_code,
-               "quantize": quantize}
+               "quantize": quantize, "compile": compile_decode or None}
     try:
         run_server(Path(model), backend, host, port, model_name, sessions, Limits(max_body_bytes, read_timeout, max_queue),
                    api_key, {k: v for k, v in options.items() if v is not None})

@@ -29,7 +29,7 @@ USER_ERRORS = (ConfigError, RepoError, BackendError, PromptError, ReplayScriptEr
 
 FLAG_KEYS = {"model": "backend.model", "backend": "backend.name", "script": "backend.script",
              "sandbox": "sandbox.kind", "image": "sandbox.image", "max_steps": "agent.max_steps",
-             "in_place": "workspace.in_place"}
+             "in_place": "workspace.in_place", "compile": "backend.compile"}
 
 
 def flag_overrides(**flags) -> dict[str, str]:

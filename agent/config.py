@@ -54,6 +54,7 @@ class BackendConfig(Section):
     device: str | None = None  # null = cuda when available, else cpu; or cpu, cuda, cuda:1, ...
     dtype: str | None = None  # null = bfloat16 on GPU, float32 on CPU (bfloat16 when quantized); or bfloat16, float16, float32
     quantize: str | None = None  # plt: null = as the checkpoint is; int8 or int4 = weight-only quantized while loading
+    compile: bool = False  # plt: decode through torch.compile (CUDA graphs on a GPU); the first tokens wait for the compile
     script: str | None = None  # replay: JSON list / JSONL of raw outputs, or a trajectory file
 
 

@@ -51,6 +51,15 @@ def system_template(template: str | None, model: str | None) -> str:
     return DEFAULT_SYSTEM
 
 
+def task_template(kind: str, model: str | None) -> str:
+    """The checkpoint's own `loopcoder_task_<kind>.jinja` when the model directory ships one, else
+    the kind's template in prompts/. A small model trained on requests as users type them (nano)
+    ships one that passes the request through, instead of a wrapper it never saw."""
+    if model and (own := Path(model).expanduser() / f"loopcoder_task_{kind}.jinja").is_file():
+        return str(own)
+    return TASK_TEMPLATES.get(kind, kind)
+
+
 def system_prompt(template: str, workdir: str, chat: bool = False) -> str:
     return render(template, workdir=workdir, chat=chat)
 

@@ -59,7 +59,7 @@ def make_backend(config: Config):
         return create_backend("openai", base_url=b.base_url, model=b.model, context_window=config.context.window)
     if not b.model:
         raise ConfigError(f"the {b.name} backend needs a model: --model PATH (a checkpoint directory)")
-    extra = {"quantize": b.quantize} if b.quantize else {}
+    extra = {**({"quantize": b.quantize} if b.quantize else {}), **({"compile": True} if b.compile else {})}
     return create_backend(b.name, model_path=b.model, device=b.device, dtype=b.dtype, **extra)
 
 

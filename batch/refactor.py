@@ -28,6 +28,7 @@ import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -38,9 +39,10 @@ from rich.text import Text
 
 from agent.config import Config
 from agent.outcome import Status, TestTally, tally_from_dict, tests_words
-from agent.prompting import task_prompt
+from agent.prompting import task_prompt, task_template
 from agent.session import open_workspace, start_agent
 from batch.swebench.backends import BackendProvider
+from batch.swebench.executors import ExecutorOptions, Job, Lost, execute
 from batch.swebench.specs import patch_files
 from tools.test_report import TestStatus, parse_log_pytest
 from workspace.repo import GIT_IDENTITY, RepoError, open_repo, resolve_commit
@@ -223,7 +225,8 @@ def refactor_repo(task: RefactorTask, repo_path: str, provider: BackendProvider,
                     outcome.tests_before = run_tests(ws.env.sandbox, command)
                 fields = {"instructions": task.task, "repo": top.name, "paths": task.paths, "test_command": command}
                 agent = start_agent(backend, ws, config, out_dir / "trajectory.json", {"kind": "refactor", **fields})
-                result = agent.run(task_prompt("refactor", workdir=ws.workdir, **fields))
+                template = task_template("refactor", config.backend.model)
+                result = agent.run(task_prompt(template, workdir=ws.workdir, **fields))
                 if command:
                     outcome.tests_after = run_tests(ws.env.sandbox, command)
         finally:
@@ -244,21 +247,50 @@ def refactor_repo(task: RefactorTask, repo_path: str, provider: BackendProvider,
     return outcome
 
 
-def run_refactors(tasks: list[RefactorTask], provider: BackendProvider, config: Config, output: Path,
-                  commit: bool, on_done: Callable[[RepoOutcome], None] | None = None) -> list[RepoOutcome]:
-    """Every (task, repo) in order; a failure is that repo's outcome, never the end of the batch."""
-    outcomes = []
+class RefactorWorker:
+    """The worker side: the backend provider (a model loads once) and refactor_repo per (task, repo, branch).
+
+    Given no provider (a Ray actor), it makes its own from the config; it never raises for a repo.
+    """
+
+    def __init__(self, config: Config, commit: bool, provider: BackendProvider | None = None):
+        self.config, self.commit = config, commit
+        self.provider = provider or BackendProvider(config)
+
+    def __call__(self, item: tuple[RefactorTask, str, str], out_dir: Path) -> RepoOutcome:
+        task, repo_path, branch = item
+        try:
+            return refactor_repo(task, repo_path, self.provider, self.config, out_dir, self.commit, branch)
+        except Exception as exc:  # this repo's failure, whatever it is; the others still run
+            return RepoOutcome(repo_path, task.task, Status.ERROR, error=str(exc) or type(exc).__name__)
+
+
+def run_refactors(tasks: list[RefactorTask], provider: BackendProvider | None, config: Config, output: Path,
+                  commit: bool, on_done: Callable[[RepoOutcome], None] | None = None,
+                  executor: ExecutorOptions | None = None) -> list[RepoOutcome]:
+    """Every (task, repo), outcomes in plan order; a failure is that repo's outcome, never the end of the batch.
+
+    executor: local (default: one at a time, sharing `provider`) or Ray actors, each loading its own backend
+    (the repos must be at the same paths on the workers: a shared filesystem).
+    """
+    executor = executor or ExecutorOptions()
+    jobs = []
     for t, task in enumerate(tasks):
         branch = task.branch or default_branch(task.task)
-        for r, repo_path in enumerate(task.repos):
-            out_dir = output / f"{t + 1}-{r + 1}-{Path(repo_path).name or 'repo'}"
-            try:
-                outcome = refactor_repo(task, repo_path, provider, config, out_dir, commit, branch)
-            except Exception as exc:  # this repo's failure, whatever it is; the others still run
-                outcome = RepoOutcome(repo_path, task.task, Status.ERROR, error=str(exc) or type(exc).__name__)
-            outcomes.append(outcome)
-            if on_done:
-                on_done(outcome)
+        jobs += [Job(repo_path, (task, repo_path, branch), output / f"{t + 1}-{r + 1}-{Path(repo_path).name or 'repo'}")
+                 for r, repo_path in enumerate(task.repos)]
+    make_worker = partial(RefactorWorker, config, commit, provider if executor.kind == "local" else None)
+    results = {}
+    for job, outcome in execute(jobs, make_worker, executor):
+        if isinstance(outcome, Lost):
+            task, repo_path, _ = job.payload
+            outcome = RepoOutcome(repo_path, task.task, Status.ERROR, error=outcome.error)
+        if outcome.patch_path:  # where it is on this machine (a Ray worker wrote it in its scratch directory)
+            outcome.patch_path = str(job.dest / "patch.diff")
+        results[id(job)] = outcome
+        if on_done:
+            on_done(outcome)
+    outcomes = [results[id(job)] for job in jobs]
     output.mkdir(parents=True, exist_ok=True)
     (output / "refactor.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=2), encoding="utf-8")
     return outcomes

@@ -6,7 +6,9 @@ while loading, shard by shard), prefills a random prompt, decodes tokens with
 the one-pass (cross-loop-parallel) and the loop-after-loop decode from the
 same prefilled cache, and times a same-dtype matvec (the bandwidth ceiling of
 this machine for that weight format). int8/int4 are fed bf16's greedy tokens,
-so their top-1 agreement with bf16 is reported too.
+so their top-1 agreement with bf16 is reported too. With --compile each variant also
+decodes through the compiled one-pass step (model/compiled.py: CUDA graphs on a GPU) from a
+static copy of the cache; its warm-up is reported, not timed in.
 
     .venv/bin/python benchmarks/big.py                          # the 7B shape (needs ~16 GB free RAM for bf16)
     .venv/bin/python benchmarks/big.py --scale 8 --layers 2     # the same at 1/8 width, 2 layers: a quick check
@@ -109,29 +111,32 @@ def child(args) -> dict:
     reference = json.loads(args.reference) if args.reference else None
     with torch.inference_mode():
         plt(prompt[:, :8], past_key_values=plt.new_cache(), logits_to_keep=1)  # warm-up
-        cache = plt.new_cache()
+        cache = plt.new_cache(max_length=args.prompt + args.tokens + 8 if args.compile else None)
         prefill_s = seconds(lambda: plt(prompt, past_key_values=cache, logits_to_keep=1), device)
         first = plt(prompt[:, -1:], past_key_values=copy.deepcopy(cache), logits_to_keep=1).logits[0, -1]
         decode, tokens, hits = {}, [], 0
-        for one_pass in (True, False):
-            plt.model.cross_loop_decode = one_pass
+        paths = {"one-pass": eager_step(plt, True), "loop-after-loop": eager_step(plt, False)}
+        if args.compile:
+            paths["compiled"], warmup_s = compiled_step(plt, cache, prompt[:, -1:])
+        for path, step_fn in paths.items():
             state, logits, samples = copy.deepcopy(cache), first, []
             for step in range(args.tokens):
                 own = int(logits.argmax())
-                if one_pass:
+                if path == "one-pass":
                     tokens.append(own)
                     hits += reference is not None and own == reference[step]
                 token = reference[step] if reference else tokens[step]
                 ids = torch.tensor([[token]], device=device)
                 holder = {}
-                samples.append(seconds(lambda: holder.update(
-                    out=plt(ids, past_key_values=state, logits_to_keep=1).logits[0, -1]), device))
+                samples.append(seconds(lambda: holder.update(out=step_fn(ids, state)), device))
                 logits = holder["out"]
-            decode["one-pass" if one_pass else "loop-after-loop"] = median(samples[1:] or samples)
+            decode[path] = median(samples[1:] or samples)
         rss_peak = peak_rss_bytes()  # before the probe's own weight
         fn, probe_bytes = probe(args.child, device, args.probe_mb)
         probe_s = median([seconds(fn, device) for _ in range(9)])
     read = {"one-pass": weight_bytes_read(plt), "loop-after-loop": weight_bytes_read(plt, config.plt_num_loops)}
+    if args.compile:
+        read["compiled"] = read["one-pass"]
     bandwidth = probe_bytes / probe_s
     return {
         "variant": args.child, "load_s": load_s, "rss_after_load_gb": rss_loaded / 1e9, "peak_rss_gb": rss_peak / 1e9,
@@ -142,8 +147,29 @@ def child(args) -> dict:
         "matvec_gb_s": bandwidth / 1e9,
         "bandwidth_fraction": {k: read[k] / decode[k] / bandwidth for k in decode},
         "tokens": tokens, "agreement_with_bf16": hits / len(reference) if reference else None,
-        "kernels": kernel_report(plt),
+        "kernels": kernel_report(plt), "compile_warmup_s": warmup_s if args.compile else None,
     }
+
+
+def eager_step(plt, one_pass: bool):
+    """(ids [1, 1], cache) -> the logits [V] of the eager forward, one-pass or loop after loop."""
+    def step(ids, state):
+        plt.model.cross_loop_decode = one_pass
+        return plt(ids, past_key_values=state, logits_to_keep=1).logits[0, -1]
+    return step
+
+
+def compiled_step(plt, cache, ids):
+    """The compiled one-pass step, warmed up (compiled; on CUDA its graph captured) on a copy of the
+    static `cache`, and the warm-up's seconds."""
+    from model.compiled import CUDA_WARMUP_CALLS
+
+    compiled = plt.enable_compiled_decode()
+    spare = copy.deepcopy(cache)
+    for _ in range(CUDA_WARMUP_CALLS):
+        compiled(ids, spare)
+    del spare
+    return (lambda ids, state: compiled(ids, state)[0]), compiled.warmup_seconds
 
 
 def parent(args) -> dict:
@@ -152,7 +178,8 @@ def parent(args) -> dict:
     for variant in args.variants:
         command = [sys.executable, __file__, "--child", variant, "--dir", args.dir, "--device", args.device,
                    "--prompt", str(args.prompt), "--tokens", str(args.tokens), "--threads", str(args.threads),
-                   "--probe-mb", str(args.probe_mb)] + (["--reference", json.dumps(reference)] if reference else [])
+                   "--probe-mb", str(args.probe_mb)] + (["--reference", json.dumps(reference)] if reference else []) \
+            + (["--compile"] if args.compile else [])
         print(f"=== {variant} ===", flush=True)
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
@@ -167,6 +194,9 @@ def parent(args) -> dict:
     if "bf16" in results and "int8" in results:
         ratios["decode int8 speedup over bf16"] = (results["bf16"]["decode_ms"]["one-pass"]
                                                    / results["int8"]["decode_ms"]["one-pass"])
+    for v, r in results.items():
+        if "compiled" in r["decode_ms"]:
+            ratios[f"compiled / one-pass eager ({v})"] = r["decode_ms"]["compiled"] / r["decode_ms"]["one-pass"]
     if "int8" in results:
         ratios["int8 peak RSS GB"] = results["int8"]["peak_rss_gb"]
     targets.update({name: {"bound": bound, "kind": kind} for name, (bound, kind) in TARGETS.items() if name in ratios})
@@ -203,6 +233,10 @@ def print_tables(result: dict) -> None:
         bound = f"{'<=' if target['kind'] == 'max' else '>='} {target['bound']}" if target else ""
         ratios.add_row(name, f"{value:.3f}", bound, ("yes" if target["met"] else "NO") if target else "")
     console.print(ratios)
+    for name, r in result["variants"].items():
+        if r.get("compile_warmup_s") is not None:
+            console.print(f"{name}: compiled {r['decode_ms']['compiled']:.1f} ms/token, warm-up {r['compile_warmup_s']:.1f}s "
+                          f"(not timed in)")
 
 
 def parse_args(argv=None):
@@ -216,6 +250,7 @@ def parse_args(argv=None):
     parser.add_argument("--prompt", type=int, default=512, help="prefill tokens")
     parser.add_argument("--tokens", type=int, default=32, help="decode steps per path")
     parser.add_argument("--probe-mb", type=int, default=512, help="weight size of the bandwidth probe")
+    parser.add_argument("--compile", action="store_true", help="also decode through the compiled step (model/compiled.py)")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--reference", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -12,6 +12,11 @@ processes on a shared machine hits all of them alike; each figure is a median.
 
     .venv/bin/python benchmarks/decode.py          # CPU, float32, 2 threads: 7B proportions at 1/4 width
     python benchmarks/decode.py --preset 7b-shape --device cuda --dtype bfloat16
+    .venv/bin/python benchmarks/decode.py --compile    # adds "PLT compiled" (model/compiled.py) and its ratio to eager
+
+With --compile the PLT also decodes through its compiled step (torch.compile: CUDA graphs on a
+GPU, inductor's C++ kernels on the CPU) from a static copy of the same cache, in the same rounds;
+its warm-up (compile) runs before the rounds and is reported, not timed in.
 """
 from __future__ import annotations
 
@@ -83,11 +88,15 @@ class Decoder:
     token: torch.Tensor  # [1, 1]
     bytes_per_step: int  # weight bytes one step reads
     parallel: bool | None = None
+    compiled: object = None  # a CompiledDecode: the step runs it on `cache` (a static one)
     samples: list[float] = field(default_factory=list)
 
     def step(self) -> None:
         if self.parallel is not None:
             set_cross_loop(self.model, self.parallel)
+        if self.compiled is not None:
+            self.token = self.compiled(self.token, self.cache).argmax(-1, keepdim=True)
+            return
         logits = self.model(input_ids=self.token, past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits
         self.token = logits[:, -1].argmax(-1, keepdim=True)
 
@@ -159,6 +168,10 @@ def run(args) -> dict:
                 plt_bytes + (loops - 1) * module_bytes(plt.model.layers), parallel=False),
         *(Decoder(name, m, caches_2n[name], start, weight_bytes(m)) for name, m in llamas.items()),
     ]
+    warmup_s = None
+    if args.compile:
+        compiled, warmup_s = compiled_decoder(plt, ids, args.warmup + args.steps, start)
+        decoders.insert(1, compiled)
     probes = [Probe(f"matmul {rows} row", *matvec_probe(device, dtype, args.probe_mb, rows)) for rows in (1, 2)]
     for round_ in range(args.warmup + args.steps):
         for item in (*decoders, *probes):
@@ -167,7 +180,24 @@ def run(args) -> dict:
                 item.samples.append(elapsed)
     if args.profile:
         profile_decoders(decoders, args.profile, device)
-    return report(args, config, decoders, probes, prefill_s, kv)
+    return report(args, config, decoders, probes, prefill_s, kv, warmup_s)
+
+
+def compiled_decoder(plt, ids: torch.Tensor, steps: int, start: torch.Tensor) -> tuple[Decoder, float]:
+    """"PLT compiled": a static cache holding `ids` (the same 2N tokens), warmed up (compiled, and
+    on CUDA its graph captured) on a copy; and the warm-up's seconds."""
+    from model.compiled import CUDA_WARMUP_CALLS
+
+    compiled = plt.enable_compiled_decode()
+    set_cross_loop(plt, True)
+    cache = plt.new_cache(max_length=ids.shape[1] + steps + CUDA_WARMUP_CALLS + 1)
+    plt(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    spare = copy.deepcopy(cache)
+    for _ in range(CUDA_WARMUP_CALLS):
+        compiled(start, spare)
+    del spare
+    return Decoder("PLT compiled", plt, cache, start, weight_bytes(plt), parallel=True, compiled=compiled), \
+        compiled.warmup_seconds
 
 
 def profile_decoders(decoders: list[Decoder], steps: int, device: str) -> None:
@@ -184,7 +214,7 @@ def profile_decoders(decoders: list[Decoder], steps: int, device: str) -> None:
         print(prof.key_averages().table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=14))
 
 
-def report(args, config, decoders, probes, prefill_s, kv) -> dict:
+def report(args, config, decoders, probes, prefill_s, kv, warmup_s: float | None = None) -> dict:
     """Ratios from medians (the figures judged against the targets) and, alongside, from the fastest
     sample: on a shared machine the minimum is the uncontended cost, the median what a user sees."""
     single, double = (f"Llama-{n}" for n in (config.num_hidden_layers, 2 * config.num_hidden_layers))
@@ -200,6 +230,8 @@ def report(args, config, decoders, probes, prefill_s, kv) -> dict:
                   ("decode PLT-sequential / PLT-parallel", latency["PLT sequential"] / par),
                   ("decode PLT-parallel / matvec bandwidth", decoders[0].bytes_per_step / par / bandwidth),
                   ("matmul 2 rows / 1 row (time)", probe[1] / probe[0])]
+        if "PLT compiled" in latency:
+            ratios += [("decode PLT-compiled / PLT-parallel (eager)", latency["PLT compiled"] / par)]
         if peak:
             ratios += [("matvec bandwidth / nominal peak", bandwidth / peak),
                        ("decode PLT-parallel tokens/s / nominal-peak ceiling", decoders[0].bytes_per_step / par / peak)]
@@ -240,7 +272,7 @@ def report(args, config, decoders, probes, prefill_s, kv) -> dict:
                                                    "intermediate_size", "num_hidden_layers", "vocab_size", "plt_num_loops")},
         "prompt": args.prompt, "steps": args.steps, "warmup": args.warmup, "prefill_repeats": args.prefill_repeats,
         "matvec_bytes_per_s": bandwidth, "matvec_2row_bytes_per_s": probes[1].bandwidth, "peak_bytes_per_s": peak,
-        "load_average": list(os.getloadavg()),
+        "load_average": list(os.getloadavg()), "compile_warmup_s": warmup_s,
         "models": rows, "ratios": ratios, "ratios_from_min": dict(decode_ratios(*by["min"])), "targets": targets,
     }
 
@@ -273,6 +305,9 @@ def print_tables(result: dict) -> None:
         best = result["ratios_from_min"].get(name)
         ratios.add_row(name, f"{value:.3f}", bound, met, "" if best is None else f"{best:.3f}")
     console.print(ratios)
+    if result["compile_warmup_s"] is not None:
+        console.print(f"compiled decode warm-up (compile{', CUDA graph capture' if result['device'].startswith('cuda') else ''}): "
+                      f"{result['compile_warmup_s']:.1f}s, not timed in")
 
 
 def parse_args(argv=None):
@@ -291,6 +326,8 @@ def parse_args(argv=None):
     parser.add_argument("--peak-bandwidth", type=float, metavar="GB/S",
                         help="nominal memory bandwidth (e.g. 4800 for an H200's HBM): adds the tokens/s ceiling")
     parser.add_argument("--probe-mb", type=int, help="weight size of the bandwidth probe; default 512 CPU, 4096 CUDA")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the PLT's compiled decode step (CUDA graphs on CUDA), from a static cache")
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():

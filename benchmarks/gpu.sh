@@ -3,7 +3,10 @@
 # then the 7B shape from a checkpoint on disk in bf16, int8 and int4 (benchmarks/big.py; the random
 # 15 GB checkpoint is written to $BIG_DIR first, a few minutes). Fits in 10 minutes on one H200:
 # two decode.py runs (2K and 8K tokens of prompt) of about a minute each, then big.py.
-# GPU_SKIP_BIG=1 skips big.py.
+# Eager and compiled decode: the 2K decode.py run and big.py also decode through the compiled step
+# (--compile: torch.compile with CUDA graphs, model/compiled.py), printing compiled / eager in the
+# same process; each compile (about a minute or two per model, not yet measured on a GPU) is
+# reported and not timed in. GPU_NO_COMPILE=1 leaves the compiled rows out; GPU_SKIP_BIG=1 skips big.py.
 #
 # The GPU machine has torch but no network, and maybe not our pinned transformers stack:
 #   here, once (needs pip and the network):  benchmarks/gpu.sh fetch
@@ -51,14 +54,15 @@ export PYTHONUNBUFFERED=1
 run() {  # name, decode.py options...
     local name=$1; shift
     echo "=== decode.py --preset 7b-shape --device cuda --dtype bfloat16 --peak-bandwidth 4800 $* ==="
-    timeout 270 "$PY" benchmarks/decode.py --preset 7b-shape --device cuda --dtype bfloat16 --peak-bandwidth 4800 "$@" \
+    timeout 330 "$PY" benchmarks/decode.py --preset 7b-shape --device cuda --dtype bfloat16 --peak-bandwidth 4800 "$@" \
         2>&1 | tee "$OUT/$name.log" || echo "=== $name failed (exit ${PIPESTATUS[0]}) ==="
 }
-run decode-7b-2k --prompt 2048 --steps 64 "$@"
+COMPILE=(); [[ -z "${GPU_NO_COMPILE:-}" ]] && COMPILE=(--compile)
+run decode-7b-2k --prompt 2048 --steps 64 "${COMPILE[@]}" "$@"
 run decode-7b-8k --prompt 8192 --steps 32 --profile 3 "$@"
 grep -h '^{"benchmark"' "$OUT"/decode-7b-*.log > "$OUT/decode-7b.jsonl" || true
 if [[ -z "${GPU_SKIP_BIG:-}" ]]; then
-    echo "=== big.py --device cuda: bf16, int8, int4 (eager) ==="
-    timeout 330 "$PY" benchmarks/big.py --device cuda --prompt 2048 --tokens 64 --probe-mb 4096 \
+    echo "=== big.py --device cuda: bf16, int8, int4 (eager${COMPILE:+ and compiled}) ==="
+    timeout 420 "$PY" benchmarks/big.py --device cuda --prompt 2048 --tokens 64 --probe-mb 4096 "${COMPILE[@]}" \
         --dir "${BIG_DIR:-/tmp/loopcoder-big-7b}" 2>&1 | tee "$OUT/big-7b.log" || echo "=== big.py failed ==="
 fi

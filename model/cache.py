@@ -18,6 +18,11 @@ API used by the chat layer (multi-turn sessions):
     cache.get_seq_length()                    # tokens held
     cache.can_crop(n) -> bool                 # can it roll back to n tokens exactly?
     cache.crop(n)                             # roll back; ValueError when it cannot (re-prefill then)
+
+The compiled decode step (model/compiled.py) uses the same cache, static or
+not: `allocate` makes every buffer, loop 0's with room for a bucket of columns,
+and the `*_at` methods read and write at a position given as a tensor, so one
+traced graph serves every token of the bucket (no Python int of the length in it).
 """
 from __future__ import annotations
 
@@ -49,6 +54,7 @@ class PLTCache:
         self.slack = slack
         self.ring_size = self.window + 1 + slack
         layers = config.num_hidden_layers
+        self._dims = (config.num_key_value_heads, config.head_dim, config.hidden_size)
         self._length = 0
         self._local_start = 0  # oldest position whose ring entries and carries are held
         self._k0: list[torch.Tensor | None] = [None] * layers  # [B, Hkv, capacity, Dh]
@@ -137,7 +143,8 @@ class PLTCache:
                              f"hold {end}; make it with a larger max_length (model.new_cache(max_length=...))")
         if self._k0[layer] is None and self.max_length is not None:
             batch, heads, _, dim = k.shape
-            self._k0[layer], self._v0[layer] = (k.new_empty((batch, heads, self.max_length, dim)) for _ in "kv")
+            # zeros, not garbage: the compiled step attends over unwritten columns (masked, but 0 * NaN is NaN)
+            self._k0[layer], self._v0[layer] = (k.new_zeros((batch, heads, self.max_length, dim)) for _ in "kv")
         elif self._k0[layer] is None or self._k0[layer].shape[2] < end:
             self._k0[layer], self._v0[layer] = _grown(self._k0[layer], k, end), _grown(self._v0[layer], v, end)
         self._k0[layer][:, :, self._length:end] = k
@@ -194,6 +201,56 @@ class PLTCache:
         self._length += n
         self._local_start = max(self._local_start, self._length - self.ring_size)
 
+    # --- the compiled decode step (static cache, position as a tensor) ------
+
+    def allocate(self, dtype: torch.dtype, device: torch.device, columns: int) -> list[torch.Tensor]:
+        """Make every buffer now, loop 0's with room for at least `columns` tokens (a static cache's:
+        max_length), unwritten columns zero; return them all."""
+        if self.max_length is not None and columns > self.max_length:
+            raise ValueError(f"the PLT cache was preallocated for {self.max_length} tokens, not {columns}")
+        kv_heads, head_dim, hidden = self._dims
+        like = torch.empty((self.batch_size, kv_heads, 1, head_dim), dtype=dtype, device=device)
+        for layer in range(len(self._k0)):
+            if self._k0[layer] is None and self.max_length is not None:
+                self._k0[layer], self._v0[layer] = (like.new_zeros((*like.shape[:2], self.max_length, head_dim))
+                                                    for _ in "kv")
+            elif self._k0[layer] is None or self._k0[layer].shape[2] < columns:
+                self._k0[layer], self._v0[layer] = (_grown(buffer, like, columns) for buffer in (self._k0[layer],
+                                                                                                 self._v0[layer]))
+            self.ring(layer, like)
+        if self._carry is None:
+            self._carry = like.new_zeros((self.num_loops - 1, self.batch_size, self.ring_size, hidden))
+        return [*self._k0, *self._v0, *self._ring_k, *self._ring_v, self._carry]
+
+    def write_global_at(self, layer: int, position: torch.Tensor, span: int, k: torch.Tensor,
+                        v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store loop 0's k, v [B, Hkv, 1, Dh] at column `position` [1]; return columns 0..span-1 [B, Hkv, span, Dh]."""
+        self._k0[layer].index_copy_(2, position, k)
+        self._v0[layer].index_copy_(2, position, v)
+        return self._k0[layer][:, :, :span], self._v0[layer][:, :, :span]
+
+    def write_ring_at(self, layer: int, position: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store loops 1..R-1's k, v [B, Hkv, R-1, Dh] (row r-1 = loop r) for `position` [1] in their rings."""
+        slot = position % self.ring_size
+        self._ring_k[layer].index_copy_(3, slot, k.permute(2, 0, 1, 3)[:, :, :, None])  # [R-1, B, Hkv, 1, Dh]
+        self._ring_v[layer].index_copy_(3, slot, v.permute(2, 0, 1, 3)[:, :, :, None])
+
+    def carry_at(self, loop: int, position: torch.Tensor) -> torch.Tensor:
+        """Loop `loop`'s output at `position` - 1, [B, 1, d]; zeros at position 0."""
+        held = self._carry[loop].index_select(1, (position - 1) % self.ring_size)
+        return held * (position > 0).to(held.dtype)
+
+    def write_carry_at(self, position: torch.Tensor, hidden: torch.Tensor) -> None:
+        """Store loops 0..R-2's outputs [R-1, B, 1, d] at `position` [1]."""
+        self._carry.index_copy_(2, position % self.ring_size, hidden)
+
+    def ring_visible_at(self, position: torch.Tensor) -> torch.Tensor:
+        """[S] which ring slots the token at `position` [1] sees once its own keys are in: the positions
+        position-window..position (what `ring_positions` and the window give the eager step)."""
+        slot = torch.arange(self.ring_size, device=position.device)
+        held = position - (position - slot) % self.ring_size  # the position each slot holds
+        return (held >= 0) & (held >= position - self.window)
+
     def _slots(self, n: int, device) -> tuple[torch.Tensor, int]:
         keep = min(n, self.ring_size)
         positions = torch.arange(self._length + n - keep, self._length + n, device=device)
@@ -201,11 +258,13 @@ class PLTCache:
 
 
 def _grown(buffer: torch.Tensor | None, like: torch.Tensor, needed: int) -> torch.Tensor:
-    """A copy of `buffer` [B, Hkv, cap, Dh] with room for `needed` columns (+25%, multiple of 256)."""
+    """A copy of `buffer` [B, Hkv, cap, Dh] with room for `needed` columns (+25%, multiple of 256); the
+    new columns are zeros (the compiled step attends over unwritten columns: masked, but 0 * NaN is NaN)."""
     old = 0 if buffer is None else buffer.shape[2]
     capacity = -(-max(needed, old + old // 4) // 256) * 256
     batch, heads, _, dim = like.shape
     grown = like.new_empty((batch, heads, capacity, dim))
+    grown[:, :, old:].zero_()
     if buffer is not None:
         grown[:, :, :old] = buffer
     return grown

@@ -68,14 +68,19 @@ class RotaryTable:
 
     def __call__(self, position_ids: torch.Tensor, dtype: torch.dtype, limit: int):
         """position_ids [B, n], all < limit -> cos, sin [B, 1, n, Dh]."""
-        key = (position_ids.device, dtype)
+        cos, sin = self.table(position_ids.device, dtype, limit)
+        return cos[position_ids][:, None], sin[position_ids][:, None]
+
+    def table(self, device: torch.device, dtype: torch.dtype, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [size, Dh] for positions 0..size-1, size >= limit."""
+        key = (device, dtype)
         table = self._tables.get(key)
         if table is None or table[0].shape[0] < limit:
             size = max(256, 1 << (limit - 1).bit_length())
-            positions = torch.arange(size, device=position_ids.device)[None]
+            positions = torch.arange(size, device=device)[None]
             cos, sin = rotary_cos_sin(positions, self.head_dim, self.theta, dtype)  # [1, 1, size, Dh]
             table = self._tables[key] = (cos[0, 0], sin[0, 0])
-        return table[0][position_ids][:, None], table[1][position_ids][:, None]
+        return table
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -105,6 +110,8 @@ class LoopStep:
     sin: torch.Tensor
     global_mask: torch.Tensor | None  # [B|1, 1, n|1, L+n] over loop 0's keys; None = all visible
     local_mask: torch.Tensor  # prefill [B|1, 1, n, S+n] over ring then new keys; decode [B|1, 1, 1, S] over ring
+    position: torch.Tensor | None = None  # [1] the token's column: the compiled (static-cache) decode step
+    span: int = 0  # with `position`: loop 0's columns attended (a static bound >= position + 1)
 
 
 class PLTGate(nn.Module):
@@ -178,13 +185,18 @@ class PLTAttention(nn.Module):
         """Row r = loop r at token t. Row 0's k, v enter loop 0's cache before anyone attends, so
         every row's global branch sees them; rows r >= 1 also attend to their ring, which their own
         key enters first (the slot it takes held position t - S, outside the window): no copy of the ring."""
-        cache, loops = step.cache, q.shape[2]
-        k0, v0 = cache.append_global(self.layer_idx, k[:, :, :1], v[:, :, :1])  # [B, Hkv, L+1, Dh]
+        cache, loops, static = step.cache, q.shape[2], step.position is not None
+        if static:  # [B, Hkv, span, Dh], the columns past position masked
+            k0, v0 = cache.write_global_at(self.layer_idx, step.position, step.span, k[:, :, :1], v[:, :, :1])
+        else:
+            k0, v0 = cache.append_global(self.layer_idx, k[:, :, :1], v[:, :, :1])  # [B, Hkv, L+1, Dh]
         glob = attend(q, k0, v0, step.global_mask)  # [B, H, R, Dh]: all rows share keys and position
         if loops == 1:
             return glob
         batch, heads, _, dim = q.shape
-        for loop in range(1, loops):
+        if static:
+            cache.write_ring_at(self.layer_idx, step.position, k[:, :, 1:], v[:, :, 1:])
+        for loop in range(1, 1 if static else loops):
             cache.write_ring(self.layer_idx, loop, k[:, :, loop:loop + 1], v[:, :, loop:loop + 1])
         ring_k, ring_v = cache.ring(self.layer_idx, k)  # [R-1, B, Hkv, S, Dh], token t included
         q_local = q[:, :, 1:].permute(2, 0, 1, 3)[:, :, :, None].flatten(0, 1)  # [(R-1)*B, H, 1, Dh]
@@ -240,8 +252,16 @@ class IQuestPLTCoderPreTrainedModel(PreTrainedModel):
 
         `quantize="int8"|"int4"` (or a checkpoint written by `loopcoder model quantize`) loads
         through model/quantized_loading.py instead: weight-only quantized, shard by shard.
+        `compile_decode=True` (the causal LM only) compiles its one-token decode step (see
+        `enable_compiled_decode`); sessions on the model then use it.
         """
         quantize = kwargs.pop("quantize", None)
+        if kwargs.pop("compile_decode", False):
+            if cls is not IQuestPLTCoderForCausalLM:
+                raise ValueError("compile_decode=True needs IQuestPLTCoderForCausalLM (the model with lm_head)")
+            loaded = cls.from_pretrained(pretrained_model_name_or_path, *args, quantize=quantize, **kwargs)
+            (loaded[0] if isinstance(loaded, tuple) else loaded).enable_compiled_decode()
+            return loaded
         if cls is IQuestPLTCoderForCausalLM and wants_quantized_loader(pretrained_model_name_or_path, quantize,
                                                                         kwargs.get("config")):
             return load_quantized(cls, pretrained_model_name_or_path, quantize, kwargs.get("config"),
@@ -350,25 +370,45 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
     def _decode_step(self, embeds, rotary, key_valid, cache: PLTCache) -> torch.Tensor:
         """One token [B, 1, d], all loops in one pass (docs/plt.md §4): row r runs loop r, so every
         weight is read once per token. Row r >= 1 needs only loop r-1's output at t-1 (the carry)."""
-        config, loops = self.config, self.config.plt_num_loops
-        held = cache.get_seq_length()
+        loops, held = self.config.plt_num_loops, cache.get_seq_length()
         cos, sin = rotary  # [B|1, 1, 1, Dh]
         global_mask, local_mask = _decode_masks(cache, key_valid, embeds.device)
         if local_mask.shape[0] > 1:
             local_mask = local_mask.repeat(loops - 1, 1, 1, 1)  # one row of masks per (loop, sequence)
-        rows = [embeds] + [
-            self._clp_input(embeds, cache.carry(loop, embeds).to(embeds.device), key_valid, held)
-            for loop in range(loops - 1)
-        ]
-        h = torch.cat(rows, dim=1)  # [B, R, d]
+        previous = [cache.carry(loop, embeds).to(embeds.device) for loop in range(loops - 1)]
         step = LoopStep(None, cache, cos, sin, global_mask, local_mask)
-        for layer in self.layers:
-            h = layer(h, step)
-        carries = self.norm(h[:, :-1]) if config.plt_normalize_per_loop else h[:, :-1]  # [B, R-1, d]
+        h, carries = self._all_loops(embeds, previous, key_valid, held, step)
         for loop in range(loops - 1):
             cache.write_carry(loop, carries[:, loop:loop + 1])
         cache.advance(1)
-        return self.norm(h[:, -1:])
+        return h
+
+    def decode_static(self, input_ids: torch.LongTensor, position: torch.Tensor, cache: PLTCache,
+                      span: int) -> torch.Tensor:
+        """`_decode_step` for one unpadded token [B, 1] at column `position` [1] < `span` of a cache whose
+        buffers exist with `span` columns (`cache.allocate`): no Python int of the length, no tensor made per token, so
+        `torch.compile(fullgraph=True)` takes it whole. Attends to loop 0's first `span` columns; the
+        caller commits the token (`cache.advance(1)`). Returns the last loop's normed output [B, 1, d]."""
+        embeds = self.embed_tokens(input_ids)  # [B, 1, d]
+        cos, sin = self.rotary(position[None], embeds.dtype, span)  # [1, 1, 1, Dh]
+        global_mask = (torch.arange(span, device=position.device) <= position)[None, None, None]  # [1, 1, 1, span]
+        local_mask = cache.ring_visible_at(position)[None, None, None]  # [1, 1, 1, S]
+        previous = [cache.carry_at(loop, position) for loop in range(self.config.plt_num_loops - 1)]
+        step = LoopStep(None, cache, cos, sin, global_mask, local_mask, position, span)
+        h, carries = self._all_loops(embeds, previous, None, 0, step)
+        if carries.shape[1]:
+            cache.write_carry_at(position, carries.transpose(0, 1)[:, :, None])  # [R-1, B, 1, d]
+        return h
+
+    def _all_loops(self, embeds, previous: list[torch.Tensor], key_valid, held: int, step: LoopStep):
+        """Row 0 = E_t, row r = the CLP input from loop r-1's output at t-1 (`previous[r-1]` [B, 1, d]),
+        through every layer at once -> (the last loop's normed output [B, 1, d], the carries [B, R-1, d])."""
+        rows = [embeds] + [self._clp_input(embeds, p, key_valid, held) for p in previous]
+        h = torch.cat(rows, dim=1)  # [B, R, d]
+        for layer in self.layers:
+            h = layer(h, step)
+        carries = self.norm(h[:, :-1]) if self.config.plt_normalize_per_loop else h[:, :-1]  # [B, R-1, d]
+        return self.norm(h[:, -1:]), carries
 
     def _clp_input(self, embeds, previous, key_valid, held: int) -> torch.Tensor:
         """a*E_t + b*H_{t-1} [B, n, d]; H_{t-1} counts as 0 where column t-1 is padding."""
@@ -402,6 +442,24 @@ class IQuestPLTCoderForCausalLM(IQuestPLTCoderPreTrainedModel, GenerationMixin):
     def new_cache(self, batch_size: int = 1, slack: int = DEFAULT_SLACK, max_length: int | None = None) -> PLTCache:
         """An empty cache; `crop` can later drop up to `slack` tokens exactly; `max_length` preallocates it."""
         return PLTCache(self.config, batch_size, slack, max_length)
+
+    compiled_decode = None  # a CompiledDecode once enable_compiled_decode() ran; Session uses it
+
+    def enable_compiled_decode(self, mode: str | None = None):
+        """Compile the one-token step (model/compiled.py): CUDA graphs on CUDA, inductor on the CPU
+        (`mode` overrides). Compiling happens at the first step, reported on stderr. Returns it."""
+        from .compiled import CompiledDecode
+
+        if self.compiled_decode is None or (mode is not None and mode != self.compiled_decode.mode):
+            self.compiled_decode = CompiledDecode(self, mode)
+        return self.compiled_decode
+
+    def decode_one_token(self, input_ids: torch.LongTensor, position: torch.Tensor, cache: PLTCache,
+                         span: int) -> torch.Tensor:
+        """gpt-fast's decode_one_token: the logits [B, V] after one unpadded token [B, 1] at column
+        `position` [1] of a static cache (see `IQuestPLTCoderModel.decode_static`); what
+        model/compiled.py compiles. The caller commits it: `cache.advance(1)`."""
+        return self.lm_head(self.model.decode_static(input_ids, position, cache, span)[:, -1])
 
     def forward(
         self,

@@ -73,7 +73,8 @@ PRESETS: dict[str, dict] = {
 SHARD_BYTES = 2 * 1024**3
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja",
-                   "loopcoder_system.jinja")  # the last: a checkpoint's own agent system prompt (loopcoder-nano)
+                   "loopcoder_system.jinja", "loopcoder_task_refactor.jinja")  # the last two: a checkpoint's own
+# agent prompts (loopcoder-nano: its system prompt, and the bare request for refactor tasks)
 
 
 def preset_config(name: str, **overrides) -> IQuestPLTCoderConfig:

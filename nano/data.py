@@ -24,6 +24,7 @@ from runtime.tokenizer import default_chat_template, render_chat
 
 END = "<|im_end|>"
 SYSTEM_PROMPT = PROMPTS_DIR / "system_nano.jinja"  # shipped in the checkpoint as loopcoder_system.jinja
+REFACTOR_PROMPT = PROMPTS_DIR / "task_refactor_nano.jinja"  # shipped as loopcoder_task_refactor.jinja: the bare request
 _HEADER = ("{#- loopcoder-nano's chat template: the agent's (prompts/chat_template.jinja) with the tool schemas\n"
            "    written as one line of tool names; nano learned the arguments from its training transcripts. -#}")
 _TOOLS_BLOCK = ('{{- "# Tools', '{%- else %}')  # the default template's tool schemas: from the first to the second
@@ -59,9 +60,10 @@ def nano_system_message() -> dict:
 
 
 def save_prompt_files(out: Path) -> None:
-    """Put nano's system prompt next to its tokenizer files, so `model train` ships it in the checkpoint."""
+    """Put nano's prompts next to its tokenizer files, so `model train` ships them in the checkpoint."""
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(SYSTEM_PROMPT, out / MODEL_SYSTEM)
+    shutil.copyfile(REFACTOR_PROMPT, out / "loopcoder_task_refactor.jinja")
 
 
 def render_transcript(tokenizer, messages: list[dict], tools: list[dict]) -> tuple[str, list[list[int]]]:

@@ -8,6 +8,10 @@ model's cache can crop that far (`cache.can_crop(n)`: a PLT keeps its loop-1
 keys in a ring with a little slack), else by a fresh prefill. At temperature
 0 the tokens are the same as with a fresh prefill every call.
 
+With `compile_decode` (PLT only) one-token steps run the compiled step of
+model/compiled.py; prefill and draft verification stay eager on the same
+cache: the same tokens.
+
 Works with any transformers causal LM whose forward takes
 `cache=cache, use_cache=True` (`past_key_values` before transformers 5.24)
 and whose cache has `crop(-k)` (our PLTCache, transformers' DynamicCache).
@@ -42,17 +46,26 @@ class Generation:
     drafted_tokens: int = 0  # prompt-lookup drafts verified
     accepted_tokens: int = 0  # of those, the ones the model agreed with
     verifications: int = 0  # forwards that verified a draft
+    compile_seconds: float = 0.0  # of decode_seconds, the compiled step's warm-up (compiling, capturing graphs)
 
 
 class Session:
     """One sequence's KV cache and the ids it holds."""
 
     def __init__(self, model, context_window: int, new_cache: Callable[[], Any],
-                 prefill_chunk: int = DEFAULT_PREFILL_CHUNK):
+                 prefill_chunk: int = DEFAULT_PREFILL_CHUNK, compile_decode: bool | None = None):
+        """`compile_decode`: True compiles the one-token step (a PLT's `enable_compiled_decode`), False
+        keeps it eager, None does what the model was loaded with (`from_pretrained(compile_decode=...)`)."""
         if prefill_chunk < 1:
             raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
         self.model = model
         self.context_window = context_window
+        self.decoder = None if compile_decode is False else getattr(model, "compiled_decode", None)
+        if compile_decode and self.decoder is None:
+            if not hasattr(model, "enable_compiled_decode"):
+                raise ValueError(f"compiled decode needs a LoopCoder-V2 PLT (the plt backend), not "
+                                 f"{type(model).__name__}: run without --compile")
+            self.decoder = model.enable_compiled_decode()
         self.new_cache = new_cache
         self.prefill_chunk = prefill_chunk
         self.device = next(model.parameters()).device
@@ -83,6 +96,7 @@ class Session:
         if len(prompt) >= self.context_window:  # not even one new token would fit
             return Generation([], "context", len(prompt), 0, 0, 0.0, 0.0)
         generator = make_generator(params.seed)
+        warmed = self.decoder.warmup_seconds if self.decoder is not None else 0.0
         try:
             start = time.perf_counter()
             reused = self._rewind(prompt)
@@ -130,8 +144,9 @@ class Session:
         except BaseException:  # a half-written cache cannot be trusted
             self.reset()
             raise
+        compiling = self.decoder.warmup_seconds - warmed if self.decoder is not None else 0.0
         return Generation(out, finish, len(prompt), len(prompt) - reused, reused, prefill_seconds, self._elapsed(start),
-                          drafted, accepted, verifications)
+                          drafted, accepted, verifications, compiling)
 
     def _finished(self, position: int, token: int, stop_ids) -> str | None:
         """Why `token` at `position` ends the reply instead of joining it (None: it joins)."""
@@ -179,6 +194,10 @@ class Session:
         """Append `ids` to the cache; the logits [keep, V] after each of the last `keep` (default: all)."""
         keep = keep or len(ids)
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)  # [1, n]
+        if self.decoder is not None and self.decoder.accepts(self.cache, len(ids)):
+            logits = self.decoder(input_ids, self.cache)  # [1, V]
+            self.tokens.extend(ids)
+            return logits
         extra = {"logits_to_keep": keep} if self._keep_logits else {}
         out = self.model(input_ids=input_ids, use_cache=True, **{CACHE_KWARG: self.cache}, **extra)
         self.cache = getattr(out, CACHE_KWARG)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create a virtual environment (once) and install the project with the pinned constraints.
+# Create a virtual environment (once) and install the project, its test and ray extras, with the pinned constraints.
 #   scripts/venv.sh                      # .venv with constraints.txt
 #   scripts/venv.sh DIR OVERRIDES        # DIR with constraints.txt, OVERRIDES' pins replacing its lines
 # Re-running is cheap: pip only installs what is missing or changed.
@@ -20,7 +20,7 @@ fi
 stamp=$venv/.installed-$(cat pyproject.toml "$constraints" | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q -c "$constraints" -e ".[test]"
+  "$venv/bin/python" -m pip install -q -c "$constraints" -e ".[test,ray]"  # ray: the executor's tests
   rm -f "$venv"/.installed-*
   touch "$stamp"
 fi

@@ -40,16 +40,26 @@ class _TaskView:
             self._backend.close()  # a spawned conversation's cache, never the shared weights
 
 
+def check_backend(config: Config) -> None:
+    """What can be told before loading anything (a batch on Ray loads on the workers)."""
+    if config.backend.name == "replay" and not config.backend.script:
+        raise ReplayScriptError("the replay backend needs --script: a file for every task, or a directory "
+                                "of <instance_id>.json scripts")
+
+
+def model_name(config: Config) -> str:
+    """model_name_or_path for predictions: the model, or replay-<script name>, or the backend's name."""
+    b = config.backend
+    return b.model or (f"replay-{Path(b.script).name}" if b.name == "replay" else b.name)
+
+
 class BackendProvider:
     def __init__(self, config: Config):
         self.config = config
-        b = config.backend
-        self._shared = None if b.name == "replay" else make_backend(config)  # may load a model: once
+        check_backend(config)
+        self._shared = None if config.backend.name == "replay" else make_backend(config)  # may load a model: once
         self._lock = threading.Lock()
-        if b.name == "replay" and not b.script:
-            raise ReplayScriptError("the replay backend needs --script: a file for every task, or a directory "
-                                    "of <instance_id>.json scripts")
-        self.model_name = b.model or (f"replay-{Path(b.script).name}" if b.name == "replay" else b.name)
+        self.model_name = model_name(config)
 
     def for_task(self, key: str) -> Backend:
         """The backend for one task; close() it when the task ends."""

@@ -28,12 +28,13 @@ import re
 import shlex
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 from batch.swebench.environments import EnvOptions, InstanceEnv, open_instance
+from batch.swebench.executors import ExecutorOptions, Job, Lost, execute
 from batch.swebench.grading import (APPLY_PATCH_FAIL, APPLY_PATCH_PASS, END_TEST_OUTPUT, START_TEST_OUTPUT,
                                     TEST_EXIT_CODE, TESTS_TIMEOUT, classify_text, instance_report, logs_eval,
                                     merge_summaries, run_summary)
@@ -44,6 +45,7 @@ from workspace.patching import apply_patch
 
 # pytest's words for tests that never ran: with a missing module these point at the environment.
 _COLLECTION_ERROR = re.compile(r"^ERROR collecting |errors? during collection|^ImportError while ", re.M)
+STALE = ("report.json", "control_output.txt")  # an earlier evaluation's under the same run id, if this one has none
 
 
 class EvalError(Exception):
@@ -70,8 +72,8 @@ class Outcome:
     report: dict | None = None  # report.json's content; None when not evaluated or the evaluation failed
 
     def extras(self) -> dict:
-        """eval.json: everything but the report, which has its own file."""
-        return {k: v for k, v in asdict(self).items() if k != "report"}
+        """eval.json: everything but the report, which has its own file, and the directory it is in."""
+        return {k: v for k, v in asdict(self).items() if k not in ("report", "log_dir")}
 
 
 def model_dirname(model: str) -> str:
@@ -188,8 +190,7 @@ def evaluate_instance(instance: Instance, prediction: dict, options: EvalOptions
     """Grade one non-empty prediction and write its files under log_dir; never raises."""
     start = time.monotonic()
     log_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("report.json", "control_output.txt"):  # from an earlier evaluation under the same run id
-        (log_dir / stale).unlink(missing_ok=True)
+    _clear_stale(log_dir)
     patch = prediction["model_patch"]
     (log_dir / "patch.diff").write_text(patch, encoding="utf-8")
     log: list[str] = []
@@ -202,12 +203,31 @@ def evaluate_instance(instance: Instance, prediction: dict, options: EvalOptions
                           error=f"{type(exc).__name__}: {exc}")
         log.append(traceback.format_exc())
     outcome.seconds = round(time.monotonic() - start, 3)
+    _write_results(outcome, log, log_dir)
+    return outcome
+
+
+def _clear_stale(log_dir: Path) -> None:
+    for stale in STALE:
+        (log_dir / stale).unlink(missing_ok=True)
+
+
+def _write_results(outcome: Outcome, log: list[str], log_dir: Path) -> None:
     outcome.log_dir = str(log_dir)
     (log_dir / "test_output.txt").write_text("\n".join(log) + "\n", encoding="utf-8")
     if outcome.report is not None:
         (log_dir / "report.json").write_text(json.dumps(outcome.report, indent=4), encoding="utf-8")
     (log_dir / "eval.json").write_text(json.dumps(outcome.extras(), indent=2), encoding="utf-8")
-    return outcome
+
+
+class EvalWorker:
+    """The worker side of an evaluation: evaluate_instance for each (instance, prediction)."""
+
+    def __init__(self, options: EvalOptions):
+        self.options = options
+
+    def __call__(self, item: tuple[Instance, dict], log_dir: Path) -> Outcome:
+        return evaluate_instance(item[0], item[1], self.options, log_dir)
 
 
 def evaluate(
@@ -218,9 +238,11 @@ def evaluate(
     run_id: str,
     workers: int = 1,
     on_done: Callable[[Outcome], None] | None = None,
+    executor: ExecutorOptions | None = None,
 ) -> tuple[dict, list[Outcome], Path]:
     """Evaluate every selected instance that has a prediction; returns (summary, outcomes, summary path).
 
+    executor: local threads (default, `workers` of them) or Ray actors; the files land under OUTPUT here.
     A summary already written for this run id and model (an earlier --filter) is merged, not overwritten.
     """
     todo, outcomes = [], []
@@ -236,16 +258,19 @@ def evaluate(
         else:
             todo.append((inst, pred))
 
-    def one(item: tuple[Instance, dict]) -> Outcome:
-        inst, pred = item
-        log_dir = output / run_id / model_dirname(pred["model_name_or_path"]) / inst.instance_id
-        outcome = evaluate_instance(inst, pred, options, log_dir)
+    jobs = [Job(inst.instance_id, (inst, pred), output / run_id / model_dirname(pred["model_name_or_path"]) /
+                inst.instance_id) for inst, pred in todo]
+    for job in jobs:  # a Ray worker's files land over whatever is there
+        _clear_stale(job.dest)
+    for job, outcome in execute(jobs, partial(EvalWorker, options), executor or ExecutorOptions(workers=workers)):
+        if isinstance(outcome, Lost):
+            outcome = Outcome(job.key, "error", job.payload[1]["model_name_or_path"], error=outcome.error)
+            job.dest.mkdir(parents=True, exist_ok=True)
+            _write_results(outcome, [outcome.error], job.dest)
+        outcome.log_dir = str(job.dest)
+        outcomes.append(outcome)
         if on_done:
             on_done(outcome)
-        return outcome
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        outcomes.extend(pool.map(one, todo))
     evaluated = [o for o in outcomes if o.status != "empty_patch"]
     logs = {o.instance_id: (Path(o.log_dir) / "test_output.txt").read_text(encoding="utf-8") for o in evaluated}
     ids = [i.instance_id for i in instances]

@@ -19,8 +19,8 @@ import json
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -29,8 +29,9 @@ from agent.environment import Environment
 from agent.loop import Status
 from agent.prompting import task_prompt
 from agent.session import start_agent
-from batch.swebench.backends import BackendProvider
+from batch.swebench.backends import BackendProvider, model_name
 from batch.swebench.environments import EnvOptions, open_instance
+from batch.swebench.executors import ExecutorOptions, Job, Lost, execute, where_am_i
 from batch.swebench.instances import Instance
 from batch.swebench.predictions import PredictionsWriter
 from tools import default_tools
@@ -43,6 +44,8 @@ class RunOutcome:
     patch: str = ""
     error: str | None = None
     seconds: float = 0.0
+    worker: str = ""  # host:pid that ran it
+    trace: str = ""  # the traceback of an exception that ended it
 
 
 @dataclass
@@ -82,6 +85,7 @@ def run_instance(instance: Instance, provider: BackendProvider, config: Config, 
                  output: Path) -> RunOutcome:
     start = time.monotonic()
     trajectory = output / "trajectories" / f"{instance.instance_id}.traj.json"
+    trajectory.parent.mkdir(parents=True, exist_ok=True)
     task = task_of(instance)
     backend = provider.for_task(instance.instance_id)
     try:
@@ -96,17 +100,46 @@ def run_instance(instance: Instance, provider: BackendProvider, config: Config, 
     return RunOutcome(instance.instance_id, result.status, result.patch, error, time.monotonic() - start)
 
 
+class InstanceRunner:
+    """The worker side of a batch run: the backend provider (a model loads once) and run_instance per instance.
+
+    Given no provider (a Ray actor), it makes its own from the config; it never raises for an instance.
+    """
+
+    def __init__(self, config: Config, env_options: EnvOptions, provider: BackendProvider | None = None):
+        self.config, self.env_options = config, env_options
+        self.provider = provider or BackendProvider(config)
+
+    def __call__(self, instance: Instance, output: Path) -> RunOutcome:
+        try:
+            outcome = run_instance(instance, self.provider, self.config, self.env_options, output)
+        except Exception as exc:  # one instance's failure is recorded, never the batch's end
+            outcome = RunOutcome(instance.instance_id, "error", error=f"{type(exc).__name__}: {exc}",
+                                 trace=traceback.format_exc())
+        outcome.worker = where_am_i()
+        return outcome
+
+
 def run_batch(
     instances: list[Instance],
-    provider: BackendProvider,
+    provider: BackendProvider | None,
     config: Config,
     env_options: EnvOptions,
     output: Path,
     workers: int = 1,
     on_start: Callable[[int, int], None] | None = None,
     on_done: Callable[[RunOutcome], None] | None = None,
+    executor: ExecutorOptions | None = None,
+    on_dispatch: Callable[[Job, int, str], None] | None = None,
+    on_retry: Callable[[Job, int, str], None] | None = None,
 ) -> list[RunOutcome]:
-    """Run every instance not yet in OUTPUT/preds.jsonl; returns this run's outcomes."""
+    """Run every instance not yet in OUTPUT/preds.jsonl; returns this run's outcomes in the instances' order.
+
+    executor: local threads (default, `workers` of them, sharing `provider`) or Ray actors, each loading
+    its own backend from `config` (then `provider` may be None). Only this process writes OUTPUT.
+    on_dispatch(job, attempt, worker) and on_retry(job, attempt, why) as in executors.execute.
+    """
+    executor = executor or ExecutorOptions(workers=workers)
     (output / "trajectories").mkdir(parents=True, exist_ok=True)
     preds = PredictionsWriter(output / "preds.jsonl")
     errors = _ErrorLog(output / "errors.jsonl")
@@ -114,22 +147,21 @@ def run_batch(
     todo = [i for i in instances if i.instance_id not in done]
     if on_start:
         on_start(len(todo), len(instances) - len(todo))
-
-    def one(instance: Instance) -> RunOutcome:
-        try:
-            outcome = run_instance(instance, provider, config, env_options, output)
-        except Exception as exc:  # one instance's failure is recorded, never the batch's end
-            outcome = RunOutcome(instance.instance_id, "error", error=f"{type(exc).__name__}: {exc}")
-            errors.add(instance.instance_id, outcome.error, traceback.format_exc())
-        else:
-            if outcome.error is None:
-                preds.append({"instance_id": instance.instance_id, "model_name_or_path": provider.model_name,
-                              "model_patch": outcome.patch})
-            else:
-                errors.add(instance.instance_id, outcome.error, "")
+    name = model_name(config)
+    # local threads share the model loaded here; each Ray actor loads its own
+    make_worker = partial(InstanceRunner, config, env_options, provider if executor.kind == "local" else None)
+    outcomes = {}
+    jobs = (Job(i.instance_id, i, output) for i in todo)
+    for job, outcome in execute(jobs, make_worker, executor, on_dispatch, on_retry):
+        if isinstance(outcome, Lost):
+            outcome = RunOutcome(job.key, "error", error=outcome.error)
+        if outcome.error is not None:
+            errors.add(outcome.instance_id, outcome.error, outcome.trace)
+        elif outcome.instance_id not in done:  # a job is yielded once; the guard keeps it so
+            preds.append({"instance_id": outcome.instance_id, "model_name_or_path": name,
+                          "model_patch": outcome.patch})
+            done.add(outcome.instance_id)
+        outcomes[outcome.instance_id] = outcome
         if on_done:
             on_done(outcome)
-        return outcome
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(one, todo))
+    return [outcomes[i.instance_id] for i in todo if i.instance_id in outcomes]

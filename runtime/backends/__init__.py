@@ -6,7 +6,8 @@ for, so e.g. the replay backend never loads torch.
 - plt / hf: model_path (required), device ("cuda" when available, else "cpu"),
   dtype ("bfloat16" on GPU, "float32" on CPU by default), trust_remote_code,
   context_window (default: the config's max_position_embeddings),
-  prefill_chunk (512); plt only: quantize (None, "int8", "int4").
+  prefill_chunk (512); plt only: quantize (None, "int8", "int4"), compile (False:
+  True runs one-token decode steps through torch.compile, model/compiled.py).
 - openai: base_url, model, api_key, context_window, timeout, max_retries
   (see OpenAIBackend).
 """

@@ -53,6 +53,7 @@ class Completion:
     reused_tokens: int = 0  # prompt tokens served from a kept KV cache
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+    compile_seconds: float = 0.0  # of decode_seconds, compiled decode's warm-up (plt --compile)
     tool_calls: list[dict] | None = None  # set by backends whose server already parsed calls
 
 

@@ -34,7 +34,8 @@ class InProcessBackend:
     """One model, one tokenizer, one conversation cache."""
 
     def __init__(self, name: str, model, tokenizer, stop_ids: list[int], context_window: int,
-                 prefill_chunk: int = DEFAULT_PREFILL_CHUNK, grammars: Grammars | None = None):
+                 prefill_chunk: int = DEFAULT_PREFILL_CHUNK, grammars: Grammars | None = None,
+                 compile_decode: bool = False):
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
@@ -42,7 +43,8 @@ class InProcessBackend:
         self.context_window = context_window
         self.prefill_chunk = prefill_chunk
         new_cache = getattr(model, "new_cache", None) or _dynamic_cache
-        self.session = Session(model, context_window, new_cache, prefill_chunk)
+        self.compile_decode = compile_decode
+        self.session = Session(model, context_window, new_cache, prefill_chunk, compile_decode)
         self._known: list[tuple[str, list[int]]] = []  # texts and the ids the model saw for them, longest last
         self._prompt: tuple[str, list[int]] | None = None  # the last prompt counted, so `complete` needs no second pass
         self._grammars = grammars
@@ -50,7 +52,7 @@ class InProcessBackend:
     def spawn(self) -> "InProcessBackend":
         """Another conversation on the same weights (its own cache)."""
         return InProcessBackend(self.name, self.model, self.tokenizer, sorted(self.stop_ids),
-                                self.context_window, self.prefill_chunk, self._grammars)
+                                self.context_window, self.prefill_chunk, self._grammars, self.compile_decode)
 
     @property
     def grammars(self) -> Grammars:
@@ -111,6 +113,7 @@ class InProcessBackend:
             reused_tokens=gen.reused_tokens,
             prefill_seconds=gen.prefill_seconds,
             decode_seconds=gen.decode_seconds,
+            compile_seconds=gen.compile_seconds,
         )
 
     def count_tokens(self, messages: list[Message], tools: list[ToolSchema] | None = None) -> int:
@@ -198,9 +201,11 @@ def _model_type(path: Path) -> str:
 
 def _load(name: str, path: Path, device: str | None = None, dtype: str | None = None,
           trust_remote_code: bool = False, context_window: int | None = None,
-          prefill_chunk: int = DEFAULT_PREFILL_CHUNK, quantize: str | None = None) -> InProcessBackend:
+          prefill_chunk: int = DEFAULT_PREFILL_CHUNK, quantize: str | None = None,
+          compile: bool = False) -> InProcessBackend:
     """bfloat16 on a GPU; float32 on the CPU unless `dtype` says otherwise (bfloat16 when quantized:
-    the CPU's weight-only kernels are fast with bfloat16 activations only)."""
+    the CPU's weight-only kernels are fast with bfloat16 activations only). `compile`: the plt
+    backend's one-token step through torch.compile (model/compiled.py)."""
     from transformers import AutoModelForCausalLM
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -208,6 +213,8 @@ def _load(name: str, path: Path, device: str | None = None, dtype: str | None = 
         raise BackendError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
     if quantize is not None and name != "plt":
         raise BackendError("--quantize works with the plt backend only; load a pre-quantized model with hf instead.")
+    if compile and name != "plt":
+        raise BackendError("--compile works with the plt backend only; run the hf backend without it.")
     on_cpu = device.startswith("cpu")
     quantized = quantize or json.loads((path / "config.json").read_text(encoding="utf-8")).get("plt_quantization")
     torch_dtype = DTYPES[dtype] if dtype else (torch.float32 if on_cpu and not quantized else torch.bfloat16)
@@ -225,4 +232,5 @@ def _load(name: str, path: Path, device: str | None = None, dtype: str | None = 
         # ~10x slower whenever another process is busy (loopcoder-nano: 3 tok/s on 2 threads, 40 on one).
         torch.set_num_threads(1)
     window = context_window or getattr(model.config, "max_position_embeddings", None) or 4096
-    return InProcessBackend(name, model, tokenizer, stop_token_ids(tokenizer, path), window, prefill_chunk)
+    return InProcessBackend(name, model, tokenizer, stop_token_ids(tokenizer, path), window, prefill_chunk,
+                            compile_decode=compile)

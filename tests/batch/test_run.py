@@ -69,21 +69,11 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-@pytest.mark.timeout(240)
-def test_killed_batch_resumes_without_losing_or_repeating(tmp_path, env_cache):
-    cache = tmp_path / "cache"
-    records = standard_instances(cache) + [shout_instance(cache, f"acme/word{n}", n) for n in range(4, 7)]
-    instances_file = _write(tmp_path / "instances.jsonl", records)
-    ids = [r["instance_id"] for r in records]
-    scripts = _scripts(tmp_path / "scripts", ids, pause=1.0)
-    out = tmp_path / "out"
-    argv = [sys.executable, "-m", "cli", "swebench", "run", "--instances", str(instances_file), "--workers", "2",
-            "--repo-cache", str(cache), "--script", str(scripts), "--output", str(out), "--env-cache", str(env_cache)]
-    env = {**os.environ, "LOOPCODER_WORKTREES": str(tmp_path / "work"), "LOOPCODER_CONFIG": str(tmp_path / "none.yaml")}
-
+def kill_midway_then_rerun(argv: list[str], env: dict, out: Path, ids: list[str], wait: float = 120) -> None:
+    """SIGKILL the batch command once it has a prediction, tear a line, rerun it: nothing lost, nothing twice."""
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + wait
     while not _lines(out / "preds.jsonl") and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
@@ -101,6 +91,21 @@ def test_killed_batch_resumes_without_losing_or_repeating(tmp_path, env_cache):
     assert sorted(after) == sorted(ids) and after[: len(before)] == before  # nothing lost, nothing twice
     assert f"submitted {len(ids) - len(before)}" in done.stdout  # the summary in the outcome words of `run`
     assert all((out / "trajectories" / f"{iid}.traj.json").stat().st_mtime_ns == stamps[iid] for iid in before)
+
+
+@pytest.mark.timeout(240)
+def test_killed_batch_resumes_without_losing_or_repeating(tmp_path, env_cache):
+    cache = tmp_path / "cache"
+    records = standard_instances(cache) + [shout_instance(cache, f"acme/word{n}", n) for n in range(4, 7)]
+    instances_file = _write(tmp_path / "instances.jsonl", records)
+    ids = [r["instance_id"] for r in records]
+    scripts = _scripts(tmp_path / "scripts", ids, pause=1.0)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "cli", "swebench", "run", "--instances", str(instances_file), "--workers", "2",
+            "--repo-cache", str(cache), "--script", str(scripts), "--output", str(out), "--env-cache", str(env_cache)]
+    env = {**os.environ, "LOOPCODER_WORKTREES": str(tmp_path / "work"), "LOOPCODER_CONFIG": str(tmp_path / "none.yaml")}
+
+    kill_midway_then_rerun(argv, env, out, ids)
     assert all(p["model_patch"].startswith("diff --git") for p in read_jsonl(out / "preds.jsonl"))
 
 

@@ -21,6 +21,11 @@ def tiny_model(seed: int = 0, dtype=torch.float32, **overrides) -> IQuestPLTCode
     """Random weights of unit-scale activations (the default 0.02 init makes every logit ~0)."""
     torch.manual_seed(seed)
     model = IQuestPLTCoderForCausalLM(tiny_config(**overrides))
+    return unit_scale(model).to(dtype).eval()
+
+
+def unit_scale(model: IQuestPLTCoderForCausalLM) -> IQuestPLTCoderForCausalLM:
+    """Weights redrawn (from torch's global generator) so activations are unit-scale: logits far apart."""
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("norm.weight"):
@@ -29,7 +34,7 @@ def tiny_model(seed: int = 0, dtype=torch.float32, **overrides) -> IQuestPLTCode
                 param.normal_()
             elif param.dim() == 2:
                 param.normal_(0, 1 / param.shape[1] ** 0.5 if "embed" not in name else 1.0)
-    return model.to(dtype).eval()
+    return model
 
 
 @pytest.fixture

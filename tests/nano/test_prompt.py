@@ -4,10 +4,10 @@ from __future__ import annotations
 from transformers import AutoTokenizer
 
 from agent.config import load_config
-from agent.prompting import MODEL_SYSTEM, system_template
+from agent.prompting import MODEL_SYSTEM, system_template, task_prompt, task_template
 from model.presets import copy_tokenizer, preset_config
 from nano.build import first_turns, with_nano_system
-from nano.data import SYSTEM_PROMPT, build_tokenizer, compact_chat_template, nano_renderer, render_transcript
+from nano.data import REFACTOR_PROMPT, SYSTEM_PROMPT, build_tokenizer, compact_chat_template, nano_renderer, render_transcript
 from nano.tiny_tokenizer import build_test_tokenizer
 from runtime.tokenizer import render_chat
 
@@ -50,6 +50,7 @@ def test_saved_tokenizer_carries_the_template_and_the_system_prompt(tmp_path):
     build_tokenizer([render_chat(nano_renderer(), CONVERSATION, TOOLS, False)] * 4, 400, tmp_path)
     assert AutoTokenizer.from_pretrained(str(tmp_path)).chat_template == compact_chat_template()
     assert (tmp_path / MODEL_SYSTEM).read_text() == SYSTEM_PROMPT.read_text()
+    assert (tmp_path / "loopcoder_task_refactor.jinja").read_text() == REFACTOR_PROMPT.read_text()
 
 
 def test_agent_uses_the_checkpoints_system_prompt_unless_one_is_set(tmp_path):
@@ -59,6 +60,14 @@ def test_agent_uses_the_checkpoints_system_prompt_unless_one_is_set(tmp_path):
     assert system_template(None, str(tmp_path)) == str(tmp_path / MODEL_SYSTEM)
     assert system_template("mine.jinja", str(tmp_path)) == "mine.jinja"
     assert load_config(user_file=False).prompts.system is None
+
+
+def test_a_checkpoint_that_ships_a_task_template_gets_the_bare_request(tmp_path):
+    assert task_template("refactor", None) == task_template("refactor", str(tmp_path)) == "task_refactor.jinja"
+    (tmp_path / "loopcoder_task_refactor.jinja").write_text(REFACTOR_PROMPT.read_text())
+    fields = {"workdir": "/repo", "instructions": "Rename `f` to `g`.\n", "repo": "r", "paths": [], "test_command": None}
+    assert task_prompt(task_template("refactor", str(tmp_path)), **fields) == "Rename `f` to `g`.\n"
+    assert "Rename `f` to `g`." in task_prompt(task_template("refactor", None), **fields) != "Rename `f` to `g`.\n"
 
 
 def test_the_system_prompt_travels_with_the_tokenizer_files_into_a_checkpoint(tmp_path):
