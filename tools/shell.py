@@ -20,6 +20,7 @@ import secrets
 from dataclasses import dataclass
 from itertools import count
 
+from tools.base import Observation
 from tools.output import OUTPUT_LIMIT, at_lines, elide, printable, truncate
 from tools.state import PerSandbox
 from workspace.sandbox import Sandbox
@@ -158,3 +159,12 @@ def run_captured(sandbox: Sandbox, command: str, timeout: float, kind: str = "ba
     if result.killed:
         text = f"{text.rstrip(chr(10))}\n[{result.killed}]"
     return Captured(text, result.exit_code, result.timed_out, saved_to, lingering and not result.timed_out)
+
+
+def observation(captured: Captured, parts: list[str], streak: int, **extra) -> Observation:
+    """What bash and run_tests return: their text parts, an error on a timeout, and in `extra` the timeout
+    streak and where the full output was saved (besides the tool's own `extra`)."""
+    extra = {"timed_out": captured.timed_out, "timeouts_in_a_row": streak, **extra}
+    if captured.saved_to:
+        extra["saved_to"] = captured.saved_to
+    return Observation("\n".join(parts), is_error=captured.timed_out, exit_code=captured.exit_code, extra=extra)
