@@ -51,9 +51,9 @@ class TimeoutStreak:
 
     def record(self, sandbox: Sandbox, timed_out: bool) -> int:
         """Count one finished command; the streak so far (0 after one that did not time out)."""
-        count_ = self._counts.get(sandbox)
-        count_[0] = count_[0] + 1 if timed_out else 0
-        return count_[0]
+        streak = self._counts.get(sandbox)
+        streak[0] = streak[0] + 1 if timed_out else 0
+        return streak[0]
 
     def note(self, seconds: float, streak: int) -> str:
         """What the model reads after a timeout; at the run's limit, that the run is stuck."""
