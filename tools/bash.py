@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from tools.base import Observation, Tool, define
 from tools.interactive import refusal
-from tools.shell import DEFAULT_TIMEOUT, MAX_TIMEOUT, TimeoutStreak, check_timeout, effective_timeout, run_captured
+from tools.shell import (DEFAULT_TIMEOUT, MAX_TIMEOUT, TimeoutStreak, check_timeout, effective_timeout, observation,
+                         run_captured)
 from workspace.sandbox import Sandbox
 
 NAME = "bash"
@@ -50,10 +51,7 @@ def _run(arguments: dict, sandbox: Sandbox, timeouts: TimeoutStreak) -> Observat
         parts.append(NO_OUTPUT)
     if captured.lingering:
         parts.append(LINGERING)
-    extra = {"timeouts_in_a_row": streak, "timed_out": captured.timed_out}
-    if captured.saved_to:
-        extra["saved_to"] = captured.saved_to
-    return Observation("\n".join(parts), is_error=captured.timed_out, exit_code=captured.exit_code, extra=extra)
+    return observation(captured, parts, streak)
 
 
 def make(timeouts: TimeoutStreak | None = None) -> Tool:

@@ -13,7 +13,7 @@ import shlex
 
 from tools.base import Observation, Tool, define
 from tools.interactive import refusal
-from tools.shell import OUTPUT_DIR, TimeoutStreak, check_timeout, effective_timeout, run_captured
+from tools.shell import OUTPUT_DIR, TimeoutStreak, check_timeout, effective_timeout, observation, run_captured
 from tools.test_report import TestReport, from_junit, from_summary
 from workspace.sandbox import Sandbox
 
@@ -95,13 +95,9 @@ def _run(args: dict, sandbox: Sandbox, timeouts: TimeoutStreak) -> Observation:
         parts.append(timeouts.note(seconds, streak))
     else:
         parts.append(f"[exit code: {captured.exit_code}]")
-    extra: dict = {"timed_out": captured.timed_out, "timeouts_in_a_row": streak}
-    if report:
-        extra.update(passed=report.passed, failed=report.failed, errors=report.errors, skipped=report.skipped,
-                     failing=report.failing)
-    if captured.saved_to:
-        extra["saved_to"] = captured.saved_to
-    return Observation("\n".join(parts), is_error=captured.timed_out, exit_code=captured.exit_code, extra=extra)
+    counts = {} if report is None else dict(passed=report.passed, failed=report.failed, errors=report.errors,
+                                            skipped=report.skipped, failing=report.failing)
+    return observation(captured, parts, streak, **counts)
 
 
 def make(timeouts: TimeoutStreak | None = None) -> Tool:

@@ -20,6 +20,7 @@ import secrets
 from dataclasses import dataclass
 from itertools import count
 
+from tools.base import Observation
 from tools.output import OUTPUT_LIMIT, at_lines, elide, printable, truncate
 from tools.state import PerSandbox
 from workspace.sandbox import Sandbox
@@ -50,9 +51,9 @@ class TimeoutStreak:
 
     def record(self, sandbox: Sandbox, timed_out: bool) -> int:
         """Count one finished command; the streak so far (0 after one that did not time out)."""
-        count_ = self._counts.get(sandbox)
-        count_[0] = count_[0] + 1 if timed_out else 0
-        return count_[0]
+        streak = self._counts.get(sandbox)
+        streak[0] = streak[0] + 1 if timed_out else 0
+        return streak[0]
 
     def note(self, seconds: float, streak: int) -> str:
         """What the model reads after a timeout; at the run's limit, that the run is stuck."""
@@ -158,3 +159,12 @@ def run_captured(sandbox: Sandbox, command: str, timeout: float, kind: str = "ba
     if result.killed:
         text = f"{text.rstrip(chr(10))}\n[{result.killed}]"
     return Captured(text, result.exit_code, result.timed_out, saved_to, lingering and not result.timed_out)
+
+
+def observation(captured: Captured, parts: list[str], streak: int, **extra) -> Observation:
+    """What bash and run_tests return: their text parts, an error on a timeout, and in `extra` the timeout
+    streak and where the full output was saved (besides the tool's own `extra`)."""
+    extra = {"timed_out": captured.timed_out, "timeouts_in_a_row": streak, **extra}
+    if captured.saved_to:
+        extra["saved_to"] = captured.saved_to
+    return Observation("\n".join(parts), is_error=captured.timed_out, exit_code=captured.exit_code, extra=extra)
