@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from agent.commands import configure
 from batch.refactor import RefactorTask, run_refactors
 from batch.swebench.environments import EnvOptions
 from batch.swebench.eval import EvalOptions, evaluate
-from batch.swebench.executors import ExecutorOptions
+from batch.swebench.executors import JOB_PREFIX, ExecutorOptions
 from batch.swebench.instances import load_instances
 from batch.swebench.predictions import load_predictions, read_jsonl
 from batch.swebench.run import run_batch
@@ -115,6 +116,7 @@ def test_worker_killed_mid_instance_is_retried_elsewhere_once(cluster, tmp_path,
     lines = [json.loads(line)["instance_id"] for line in _lines(out / "preds.jsonl")]
     assert sorted(lines) == sorted(ids)  # every instance, none twice
     assert not (out / "errors.jsonl").exists()
+    assert not list(Path(tempfile.gettempdir()).glob(f"{JOB_PREFIX}*.pid{killed[0]}"))  # its scratch dir, reaped
 
 
 @pytest.mark.slow
