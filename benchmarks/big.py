@@ -32,6 +32,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median, seconds, sync  # noqa: E402
+from model.compat import CACHE_KWARG  # noqa: E402 - the KV cache keyword of the installed transformers
 
 VARIANTS = ("bf16", "int8", "int4")
 SCALES = (1, 2, 4, 8)  # divides the 8 KV heads: the 7B's proportions hold
@@ -110,10 +111,10 @@ def child(args) -> dict:
     prompt = torch.randint(0, config.vocab_size, (1, args.prompt), generator=torch.Generator().manual_seed(0)).to(device)
     reference = json.loads(args.reference) if args.reference else None
     with torch.inference_mode():
-        plt(prompt[:, :8], past_key_values=plt.new_cache(), logits_to_keep=1)  # warm-up
+        plt(prompt[:, :8], **{CACHE_KWARG: plt.new_cache()}, logits_to_keep=1)  # warm-up
         cache = plt.new_cache(max_length=args.prompt + args.tokens + 8 if args.compile else None)
-        prefill_s = seconds(lambda: plt(prompt, past_key_values=cache, logits_to_keep=1), device)
-        first = plt(prompt[:, -1:], past_key_values=copy.deepcopy(cache), logits_to_keep=1).logits[0, -1]
+        prefill_s = seconds(lambda: plt(prompt, **{CACHE_KWARG: cache}, logits_to_keep=1), device)
+        first = plt(prompt[:, -1:], **{CACHE_KWARG: copy.deepcopy(cache)}, logits_to_keep=1).logits[0, -1]
         decode, tokens, hits = {}, [], 0
         paths = {"one-pass": eager_step(plt, True), "loop-after-loop": eager_step(plt, False)}
         if args.compile:
@@ -155,7 +156,7 @@ def eager_step(plt, one_pass: bool):
     """(ids [1, 1], cache) -> the logits [V] of the eager forward, one-pass or loop after loop."""
     def step(ids, state):
         plt.model.cross_loop_decode = one_pass
-        return plt(ids, past_key_values=state, logits_to_keep=1).logits[0, -1]
+        return plt(ids, **{CACHE_KWARG: state}, logits_to_keep=1).logits[0, -1]
     return step
 
 

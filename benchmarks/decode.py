@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import cache_bytes, matvec_probe, median, module_bytes, seconds, weight_bytes  # noqa: E402
+from model.compat import CACHE_KWARG  # noqa: E402 - the KV cache keyword of the installed transformers
 
 # 7B proportions (head dim 128, 5 query heads per KV head, FFN/width 5.4, vocab/width 15) at 1/4 width.
 SCALED = dict(hidden_size=1280, num_attention_heads=10, num_key_value_heads=2, head_dim=128,
@@ -97,7 +98,7 @@ class Decoder:
         if self.compiled is not None:
             self.token = self.compiled(self.token, self.cache).argmax(-1, keepdim=True)
             return
-        logits = self.model(input_ids=self.token, past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits
+        logits = self.model(input_ids=self.token, **{CACHE_KWARG: self.cache}, use_cache=True, logits_to_keep=1).logits
         self.token = logits[:, -1].argmax(-1, keepdim=True)
 
 
@@ -121,7 +122,7 @@ class Probe:
 def prefill(model, ids: torch.Tensor, new_cache, device: str) -> tuple[float, object]:
     """Seconds to run `ids` [1, n] into a fresh cache, and the cache."""
     cache = new_cache()
-    return seconds(lambda: model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1), device), cache
+    return seconds(lambda: model(input_ids=ids, **{CACHE_KWARG: cache}, use_cache=True, logits_to_keep=1), device), cache
 
 
 def run(args) -> dict:
@@ -191,7 +192,7 @@ def compiled_decoder(plt, ids: torch.Tensor, steps: int, start: torch.Tensor) ->
     compiled = plt.enable_compiled_decode()
     set_cross_loop(plt, True)
     cache = plt.new_cache(max_length=ids.shape[1] + steps + CUDA_WARMUP_CALLS + 1)
-    plt(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    plt(input_ids=ids, **{CACHE_KWARG: cache}, use_cache=True, logits_to_keep=1)
     spare = copy.deepcopy(cache)
     for _ in range(CUDA_WARMUP_CALLS):
         compiled(start, spare)

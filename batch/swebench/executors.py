@@ -32,6 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator
 
+from workspace.leftovers import owner_suffix, reap_dirs
+
+JOB_PREFIX = "loopcoder-ray-job-"  # an actor's scratch directory for one job, under the node's temp dir
 _REVIVALS = 3  # hellos to an actor that died before it counts as gone
 INSTALL_HINT = "pip install 'loopcoder[ray]' (on this machine and every node of the cluster)"
 
@@ -137,7 +140,8 @@ class _RayWorker:
     def run(self, payload) -> _Reply:
         if self._broken:
             return _Reply(where_am_i(), broken=self._broken)
-        scratch = Path(tempfile.mkdtemp(prefix="loopcoder-ray-job-"))
+        reap_dirs(tempfile.gettempdir(), JOB_PREFIX)  # those of actors killed mid-job
+        scratch = Path(tempfile.mkdtemp(prefix=JOB_PREFIX, suffix=owner_suffix()))
         try:
             result = self._worker(payload, scratch)
             files = {p.relative_to(scratch).as_posix(): p.read_bytes() for p in scratch.rglob("*") if p.is_file()}

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from agent.commands import configure
 from batch.refactor import RefactorTask, run_refactors
 from batch.swebench.environments import EnvOptions
 from batch.swebench.eval import EvalOptions, evaluate
-from batch.swebench.executors import ExecutorOptions
+from batch.swebench.executors import JOB_PREFIX, ExecutorError, ExecutorOptions
 from batch.swebench.instances import load_instances
 from batch.swebench.predictions import load_predictions, read_jsonl
 from batch.swebench.run import run_batch
@@ -115,6 +116,7 @@ def test_worker_killed_mid_instance_is_retried_elsewhere_once(cluster, tmp_path,
     lines = [json.loads(line)["instance_id"] for line in _lines(out / "preds.jsonl")]
     assert sorted(lines) == sorted(ids)  # every instance, none twice
     assert not (out / "errors.jsonl").exists()
+    assert not list(Path(tempfile.gettempdir()).glob(f"{JOB_PREFIX}*.pid{killed[0]}"))  # its scratch dir, reaped
 
 
 @pytest.mark.slow
@@ -180,3 +182,15 @@ def test_executor_ray_without_ray_says_how_to_install(tmp_path, monkeypatch):
                                       "--executor", "ray"], env={"COLUMNS": "250"})
     assert result.exit_code == 2 and "pip install 'loopcoder[ray]'" in result.output, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_workers_that_cannot_start_stop_the_batch_with_the_reason(cluster, tmp_path):
+    instances = load_instances(_write(tmp_path / "instances.jsonl", standard_instances(tmp_path / "cache")))
+    env = EnvOptions(repo_cache=tmp_path / "cache", work_root=tmp_path / "work")
+    replay = configure(None, [], backend="replay", script=str(tmp_path / "scripts"))
+    with pytest.raises(ExecutorError, match=r"has 0 GPUs in all.*lower --gpus-per-worker"):  # never placeable
+        run_batch(instances, None, replay, env, tmp_path / "a", executor=ExecutorOptions("ray", gpus_per_worker=1))
+    missing = configure(None, ["backend.device=cpu"], backend="plt", model=str(tmp_path / "no-such-checkpoint"))
+    with pytest.raises(ExecutorError, match=r"Ray worker on .* could not start: .*no-such-checkpoint"):
+        run_batch(instances, None, missing, env, tmp_path / "b", executor=ExecutorOptions("ray"))
+    assert not (tmp_path / "b" / "preds.jsonl").read_text() and not (tmp_path / "b" / "errors.jsonl").exists()
