@@ -68,7 +68,15 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-# --- model commands (issue: PLT model) -------------------------------------
+# Options several commands share (one OptionInfo may serve several commands).
+_MODEL = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai).")
+_BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay (default: the config's backend.name, "
+                        "plt; replay with --script).")
+_CONFIG = typer.Option(None, "--config", help="A YAML config file (`loopcoder config` prints every key).")
+_SETS = typer.Option([], "--set", help="Override a config key, e.g. --set agent.max_steps=30 (repeatable).")
+
+
+# --- model: inspect, create, quantize and train checkpoints (model/; training is nano/'s) --------
 
 
 @model_app.command("info")
@@ -126,7 +134,7 @@ def model_quantize(
 def model_train(
     data: str = typer.Option(..., help="Training directory: train.jsonl + tokenizer/ (see `python -m nano data`)."),
     out: str = typer.Option(..., help="Checkpoint directory to write; out/checkpoint/ is what --resume continues."),
-    preset: str = typer.Option("nano", help="Model size: nano, or a preset of `model init-random` (tiny, small)."),
+    preset: str = typer.Option("nano", help="Model size: a preset of `model init-random` (nano, tiny, small)."),
     steps: int = typer.Option(2000, help="Optimizer steps in total (a resumed run counts the steps already done)."),
     batch_tokens: int = typer.Option(8192, help="Padded tokens per step (rows x longest row)."),
     lr: float = typer.Option(3e-3, help="Peak learning rate (linear warmup, cosine decay to a tenth)."),
@@ -138,9 +146,19 @@ def model_train(
     init: str = typer.Option(None, "--init", help="Start from a finished run's weights (a previous phase)."),
 ) -> None:
     """Train a PLT from scratch on chat transcripts, loss on the assistant turns only (loopcoder-nano)."""
+    import sys
     from pathlib import Path
 
-    from nano.train import TrainConfig, TrainError, train_with_progress
+    checkout = Path(__file__).resolve().parent  # nano/ ships with the repository, not with the package
+    if (checkout / "nano" / "__init__.py").is_file() and str(checkout) not in sys.path:
+        sys.path.append(str(checkout))
+    try:
+        from nano.train import TrainConfig, TrainError, train_with_progress
+    except ModuleNotFoundError as error:
+        if error.name != "nano":
+            raise
+        fail("`model train` needs the training recipe in nano/, which is not installed with the package; "
+             "run it from a LoopCoder repository checkout installed with `pip install -e .`.")
 
     cfg = TrainConfig(data=Path(data), out=Path(out), preset=preset, steps=steps, batch_tokens=batch_tokens, lr=lr,
                       warmup=warmup, save_every=save_every, threads=threads, seed=seed, resume=resume,
@@ -154,7 +172,7 @@ def model_train(
                f"({summary['tokens_per_s']:,} tok/s), {summary['parameters']:,} parameters -> {out}")
 
 
-# --- generate (issue: chat layer) ------------------------------------------
+# --- generate: one streamed completion from a loaded model (runtime/) ------------------------
 
 _COMPILE = typer.Option(False, "--compile", help="plt: decode through torch.compile (CUDA graphs on a GPU, C++ "
                         "kernels on the CPU); the first token waits for the compile (reported on stderr).")
@@ -184,15 +202,15 @@ def generate(
     """Stream a completion of PROMPT; prefill and decode speed (and --compile's warm-up) go to stderr."""
     import sys
 
-    from runtime.backends import BackendError, create_backend
+    from runtime.backends import IN_PROCESS, BackendError, create_backend
     from runtime.backends.base import GenerationParams
 
     def on_text(piece: str) -> None:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
-    if backend not in ("plt", "hf"):
-        fail(f"--backend must be plt or hf for generate, not {backend!r}.")
+    if backend not in IN_PROCESS:
+        fail(f"--backend must be {' or '.join(IN_PROCESS)} for generate, not {backend!r}.")
     params = GenerationParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                               max_new_tokens=max_new_tokens, stop=list(stop), speculative=speculative,
                               speculative_tokens=speculative_tokens)
@@ -215,7 +233,7 @@ def generate(
                f"decode: {rate(done.completion_tokens, done.decode_seconds)}{warmup}; finish: {done.finish_reason}", err=True)
 
 
-# --- run / chat / replay / inspect (issue: agent) ---------------------------
+# --- run / chat / replay / inspect: the agent on one repository (agent/) ----------------------
 
 
 def _agent_call(fn, *args) -> None:
@@ -230,18 +248,12 @@ def _agent_call(fn, *args) -> None:
 
 
 # Options `run` and `chat` share.
-_SET_HELP = "Override a config key, e.g. --set agent.max_steps=30 (repeatable)."
 _REPO = typer.Option(".", "--repo", help="The git repository to work on.")
-_MODEL = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai).")
-_BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay (default: the config's backend.name, "
-                        "plt; replay with --script).")
 _SCRIPT = typer.Option(None, "--script", help="Replay: a JSON list / JSONL of raw outputs or a trajectory.")
 _SANDBOX = typer.Option(None, "--sandbox", help="local (bubblewrap) | docker | none (no isolation: the model's "
                         "commands run on this machine as you).")
 _IMAGE = typer.Option(None, "--image", help="Docker image for --sandbox docker.")
 _IN_PLACE = typer.Option(False, "--in-place", help="Edit the repository directly, not a separate copy.")
-_CONFIG = typer.Option(None, "--config", help="A YAML config file (`loopcoder config` prints every key).")
-_SETS = typer.Option([], "--set", help=_SET_HELP)
 _TRAJECTORY = typer.Option(None, "--trajectory", help="Where to write the trajectory JSON.")
 
 
@@ -367,17 +379,12 @@ def config_cmd(config: str = _CONFIG, sets: list[str] = _SETS) -> None:
     _agent_call(body)
 
 
-# --- swebench / refactor (issue: batch) --------------------------------------
+# --- swebench / refactor: the agent on many repositories (batch/) ----------------------------
 
 SANDBOX_HELP = "local (bubblewrap over a clone from --repo-cache) or docker (the instance image when present)."
 REPO_CACHE_HELP = "Directory of owner__repo git clones or bare mirrors (owner__repo.git)."
-# Options the batch commands share (one OptionInfo may serve several commands).
-_BACKEND = typer.Option(None, "--backend", help="plt | hf | openai | replay (default: the config's backend.name, "
-                        "plt; replay with --script).")
-_MODEL = typer.Option(None, "--model", help="Checkpoint directory (plt, hf) or model name (openai).")
+# Options the batch commands share.
 _MAX_STEPS = typer.Option(None, "--max-steps", help="Stop each run after this many model turns.")
-_CONFIG = typer.Option(None, "--config", help="A YAML config file (`loopcoder config` prints every key).")
-_SETS = typer.Option([], "--set", help="Override a config key, e.g. --set agent.max_steps=30 (repeatable).")
 _EXECUTOR = typer.Option("local", "--executor", help="local (threads in this process) or ray (one Ray actor per "
                          "worker across a cluster; pip install 'loopcoder[ray]').")
 _RAY_ADDRESS = typer.Option("auto", "--ray-address", help="ray: the cluster, auto (RAY_ADDRESS or the one this "
@@ -693,7 +700,7 @@ def refactor_cmd(
         raise typer.Exit(1)
 
 
-# --- serve (issue: serve) ----------------------------------------------------
+# --- serve: the OpenAI-compatible HTTP API (server/) -----------------------------------------
 
 
 @app.command()

@@ -48,7 +48,7 @@ class Section(BaseModel):
 
 
 class BackendConfig(Section):
-    name: Literal["plt", "hf", "openai", "replay"] = "plt"  # plt (in process), hf (any causal LM), openai (a server), replay (scripted outputs)
+    name: Literal["plt", "hf", "openai", "replay"] = "plt"  # runtime.backends.BACKENDS: plt (in process), hf (any causal LM), openai (a server), replay (scripted outputs)
     model: str | None = None  # checkpoint directory (plt, hf); model name (openai)
     base_url: str | None = None  # openai: the server, e.g. http://localhost:8000/v1 (or $OPENAI_BASE_URL)
     device: str | None = None  # null = cuda when available, else cpu; or cpu, cuda, cuda:1, ...

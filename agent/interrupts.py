@@ -19,11 +19,23 @@ def _is_main_thread() -> bool:
 
 
 @contextlib.contextmanager
-def deferred_interrupts(message: str = "cleaning up, please wait..."):
-    """Hold off SIGINT/SIGTERM for the duration (main thread only; elsewhere a no-op)."""
+def signals_to(handler, after=None):
+    """SIGINT and SIGTERM go to `handler` for the duration (main thread only; elsewhere a no-op). On exit
+    each gets its previous handler back, or what `after(previous)` returns."""
     if not _is_main_thread():
         yield
         return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, after(old) if after else old)
+
+
+@contextlib.contextmanager
+def deferred_interrupts(message: str = "cleaning up, please wait..."):
+    """Hold off SIGINT/SIGTERM for the duration (main thread only; elsewhere a no-op)."""
     told = False
 
     def hold(signum, frame):
@@ -32,12 +44,8 @@ def deferred_interrupts(message: str = "cleaning up, please wait..."):
             told = True
             print(f"\n{message}", file=sys.stderr, flush=True)
 
-    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with signals_to(hold):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 class _Once:
@@ -66,13 +74,7 @@ def interrupt_once():
     so not even the interpreter's exit handlers (finalizers removing
     temporary state) can be cut short. Main thread only; elsewhere a no-op.
     """
-    if not _is_main_thread():
-        yield _Once()
-        return
     handler = _Once()
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    # SIG_IGN, unlike a Python handler, lasts through interpreter exit
+    with signals_to(handler, after=lambda old: signal.SIG_IGN if handler.fired else old):
         yield handler
-    finally:
-        for sig, old in previous.items():  # SIG_IGN, unlike a Python handler, lasts through interpreter exit
-            signal.signal(sig, signal.SIG_IGN if handler.fired else old)

@@ -22,9 +22,9 @@ from agent.config import Config
 from agent.environment import Environment
 from agent.interrupts import deferred_interrupts
 from agent.outcome import EXIT_CODES, Status, TestTally, submit_status, tests_words
-from runtime.toolcalls import EXPECTED_FORMAT, ParseResult, ToolCall, parse_tool_calls
 from agent.trajectory import Trajectory
 from runtime.backends.base import Backend, Completion, GenerationParams
+from runtime.toolcalls import EXPECTED_FORMAT, ParseResult, ToolCall, parse_tool_calls
 from tools.base import Observation
 from tools.test_report import from_summary
 

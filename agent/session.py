@@ -15,14 +15,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
-
-import git
 
 from agent.config import Config, ConfigError
 from agent.environment import Environment
@@ -30,6 +26,7 @@ from agent.interrupts import deferred_interrupts
 from agent.loop import Agent, Listener, RunResult
 from agent.prompting import system_prompt, system_template, task_prompt
 from agent.trajectory import Trajectory
+from runtime.backends import IN_PROCESS
 from workspace.repo import RepoError, WorkingCopy
 
 
@@ -64,30 +61,6 @@ def make_backend(config: Config):
         raise ConfigError(f"the {b.name} backend needs a model: --model PATH (a checkpoint directory)")
     extra = {**({"quantize": b.quantize} if b.quantize else {}), **({"compile": True} if b.compile else {})}
     return create_backend(b.name, model_path=b.model, device=b.device, dtype=b.dtype, **extra)
-
-
-_IDENTITY = {"GIT_AUTHOR_NAME": "loopcoder", "GIT_AUTHOR_EMAIL": "loopcoder@localhost",
-             "GIT_COMMITTER_NAME": "loopcoder", "GIT_COMMITTER_EMAIL": "loopcoder@localhost"}
-
-
-def snapshot(copy: WorkingCopy) -> str:
-    """A commit object of the copy's working tree (uncommitted and untracked work included), or HEAD if clean.
-
-    Built through a temporary index: the copy's index, refs and files stay untouched.
-    """
-    g = git.Git(str(copy.path))
-    if not g.execute(["git", "status", "--porcelain", "--untracked-files=all"], env={"GIT_OPTIONAL_LOCKS": "0"}).strip():
-        return copy.base_commit
-    with tempfile.TemporaryDirectory(prefix="loopcoder-index-") as tmp:
-        real = Path(copy.path, g.execute(["git", "rev-parse", "--git-path", "index"]).strip())
-        index = Path(tmp, "index")
-        if real.is_file():
-            shutil.copyfile(real, index)
-        env = {"GIT_INDEX_FILE": str(index), **_IDENTITY}
-        g.execute(["git", "add", "-A", "--", "."], env=env)
-        tree = g.execute(["git", "write-tree"], env=env).strip()
-        return g.execute(["git", "commit-tree", tree, "-p", copy.base_commit, "-m",
-                          "loopcoder: the working tree the run started from"], env=env).strip()
 
 
 def make_sandbox(config: Config, path: Path):
@@ -136,25 +109,16 @@ def open_workspace(repo: str | Path, config: Config, commit: str | None = None,
             result = copy.apply_patch(carried_patch)
             if not result.applied:
                 raise RepoError(f"the recorded uncommitted changes do not apply to {head[:12]}: {result.summary()}")
-        copy.base_commit = snapshot(copy)
-        carried = "" if copy.base_commit == head else _diff_between(copy, head)
+        copy.base_commit = copy.snapshot()
+        carried = "" if copy.base_commit == head else copy.diff(against=head)
         sandbox = make_sandbox(config, copy.path)
         stack.callback(sandbox.close)
         base = copy.base_commit
         # from here on the copy's .git is the model's: the diff is computed inside the sandbox
-        yield Workspace(copy, Environment(sandbox, default_tools(), lambda: sandbox.diff(base)), head, carried)
+        yield Workspace(copy, Environment(sandbox, default_tools(config.agent.max_consecutive_timeouts), lambda: sandbox.diff(base)), head, carried)
     finally:
         with deferred_interrupts("removing the sandbox and the working copy, please wait..."):
             stack.close()
-
-
-def _diff_between(copy: WorkingCopy, head: str) -> str:
-    start = copy.base_commit
-    try:
-        copy.base_commit = head
-        return copy.diff()
-    finally:
-        copy.base_commit = start
 
 
 def default_trajectory_path(config: Config, repo: str | Path) -> Path:
@@ -169,7 +133,7 @@ def start_agent(backend, ws: Workspace, config: Config, trajectory_path: Path | 
     env = ws.env
     trajectory = Trajectory(trajectory_path, config.to_dict(), task, ws.record(),
                             {"name": backend.name, "context_window": backend.context_window}, env.schemas())
-    model_dir = config.backend.model if config.backend.name in ("plt", "hf") else None
+    model_dir = config.backend.model if config.backend.name in IN_PROCESS else None
     template = system_template(config.prompts.system, model_dir)
     system = system_prompt(template, ws.workdir, chat=chat)
     return Agent(backend, env, config, trajectory, system, listener, chat=chat)

@@ -1,8 +1,13 @@
-"""The trajectory: one JSON file per run, rewritten atomically after every step.
+"""The trajectory: one JSON file per run, with a journal appended to while the run goes.
 
-A crash, a kill or a Ctrl-C at any moment leaves a complete, valid JSON file
-(tmp + os.replace), so what happened up to that point can always be inspected
-and replayed. Schema (format "loopcoder-trajectory", version 1):
+Each step is appended to a journal next to the file (PATH with the suffix
+.jsonl: the record so far on its first line, then one line per user input and
+per step, with only the messages that changed), so a step costs what it adds,
+not the whole conversation. When the run ends (finish, also on Ctrl-C and on
+errors) the whole record is written to PATH atomically (tmp + os.replace) and
+the journal removed. A kill at any moment leaves the journal, and `load` reads
+it, given either path: what happened up to that point can always be inspected
+and replayed. Schema of the record (format "loopcoder-trajectory", version 1):
 
     config      effective configuration (Config.to_dict())
     versions    loopcoder, python, torch, transformers, git commit of loopcoder
@@ -68,12 +73,18 @@ def _git_commit(path: Path) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def journal_path(path: str | Path) -> Path:
+    """Where the journal of the trajectory at `path` is appended to while its run goes."""
+    return Path(path).with_suffix(".jsonl")
+
+
 class Trajectory:
-    """The record of one run; `save()` after every change that matters."""
+    """The record of one run: add_input / add_step append to the journal, finish writes the whole file."""
 
     def __init__(self, path: str | Path | None, config: dict, task: dict, repo: dict, backend: dict, tools: list[dict]):
         self.path = Path(path) if path else None
         self.started = time.time()
+        self._written: list[dict] | None = None  # the messages as the journal holds them; None: no journal open
         self.data = {
             "format": FORMAT,
             "version": VERSION,
@@ -98,7 +109,9 @@ class Trajectory:
         return self.data["steps"]
 
     def add_input(self, text: str) -> None:
-        self.data["inputs"].append({"step": len(self.steps), "text": text})
+        item = {"step": len(self.steps), "text": text}
+        self.data["inputs"].append(item)
+        self._append({"event": "input", **item})
 
     def add_step(self, step: dict, messages: list[dict]) -> None:
         self.steps.append(step)
@@ -106,8 +119,9 @@ class Trajectory:
         totals["steps"] = len(self.steps)
         for key in ("prompt_tokens", "completion_tokens", "prefilled_tokens", "reused_tokens"):
             totals[key] += step["tokens"].get(key.removesuffix("_tokens"), 0)
+        totals["seconds"] = round(time.time() - self.started, 3)
         self.data["messages"] = messages
-        self.save()
+        self._append({"event": "step", "step": step, "totals": totals, "messages": self._changes(messages)})
 
     def finish(self, status: str, reason: str, patch: str | None, messages: list[dict],
                error_traceback: str | None = None, tests: dict | None = None, malformed: int = 0) -> None:
@@ -116,12 +130,38 @@ class Trajectory:
             self.data["exit"]["traceback"] = error_traceback
         self.data["patch"] = patch
         self.data["messages"] = messages
-        self.save()
-
-    def save(self) -> None:
         self.data["totals"]["seconds"] = round(time.time() - self.started, 3)
         if self.path is not None:
             write_json_atomic(self.path, self.data)
+            journal_path(self.path).unlink(missing_ok=True)
+        self._written = None  # a chat's next turn starts a new journal
+
+    def _append(self, event: dict) -> None:
+        """One line on the journal; the first line of a new journal is the whole record instead."""
+        if self.path is None:
+            return
+        if self._written is None:
+            line, mode = {"event": "start", "data": self.data}, "w"
+        else:
+            line, mode = event, "a"
+        self._written = [dict(m) for m in self.data["messages"]] if self._written is None else self._written
+        journal = journal_path(self.path)
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        with open(journal, mode, encoding="utf-8") as fh:
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+    def _changes(self, messages: list[dict]) -> dict:
+        """The messages against what the journal holds: kept count, replaced ones (elisions), added ones."""
+        old = self._written
+        if old is None:
+            return {}  # the start line holds them all
+        keep = min(len(old), len(messages))
+        changed = {i: messages[i] for i in range(keep) if messages[i] != old[i]}
+        for i, message in changed.items():
+            old[i] = dict(message)
+        del old[keep:]
+        old += [dict(m) for m in messages[keep:]]
+        return {"keep": keep, "set": {str(i): m for i, m in changed.items()}, "add": messages[keep:]}
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -139,7 +179,12 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def load(path: str | Path) -> dict:
-    """A trajectory dict, or TrajectoryError saying why not."""
+    """A trajectory dict, or TrajectoryError saying why not: a run's journal when it has one (it did not
+    finish, or is still going), else its file."""
+    journal = Path(path) if Path(path).suffix == ".jsonl" else journal_path(path)
+    data = _from_journal(journal) if journal.is_file() else None
+    if data is not None:
+        return data
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -148,3 +193,34 @@ def load(path: str | Path) -> dict:
         raise TrajectoryError(f"{path} is not a LoopCoder trajectory (no \"format\": \"{FORMAT}\")")
     return data
 
+
+def _from_journal(path: Path) -> dict | None:
+    """The record a journal holds, None when the file is not a trajectory journal. A last line cut
+    short by a kill is dropped: the lines before it stand."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        start = json.loads(lines[0]) if lines else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    data = start.get("data") if isinstance(start, dict) and start.get("event") == "start" else None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return None
+    for line in lines[1:]:
+        try:
+            _apply(data, json.loads(line))
+        except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError, IndexError):
+            break
+    return data
+
+
+def _apply(data: dict, event: dict) -> None:
+    if event.get("event") == "input":
+        data["inputs"].append({"step": event["step"], "text": event["text"]})
+    elif event.get("event") == "step":
+        changes, messages = event["messages"], list(data["messages"])
+        del messages[changes["keep"]:]
+        for i, message in changes["set"].items():
+            messages[int(i)] = message
+        data["messages"] = messages + changes["add"]
+        data["steps"].append(event["step"])
+        data["totals"] = event["totals"]

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from agent.loop import Listener, RunResult
 from agent.outcome import Status, tally_from_dict, tests_words
+from runtime.holdback import held_back
 from runtime.toolcalls import CLOSE, OPEN, ToolCall
 from tools.base import Observation
 
@@ -43,7 +44,7 @@ class CallHider:
                 self.buf = self.buf[i + len(tag):]
                 self.inside = not self.inside
                 continue
-            keep = _partial_tag(self.buf, tag)
+            keep = held_back(self.buf, (tag,))
             if not self.inside:
                 out.append(self.buf[:len(self.buf) - keep])
             self.buf = self.buf[len(self.buf) - keep:]
@@ -53,14 +54,6 @@ class CallHider:
         rest = "" if self.inside else self.buf
         self.buf, self.inside = "", False
         return rest
-
-
-def _partial_tag(text: str, tag: str) -> int:
-    """Length of the longest end of `text` that could be the start of `tag`."""
-    for n in range(min(len(tag) - 1, len(text)), 0, -1):
-        if tag.startswith(text[-n:]):
-            return n
-    return 0
 
 
 def relative(text: str, workdir: str | None) -> str:

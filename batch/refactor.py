@@ -43,15 +43,13 @@ from agent.prompting import task_prompt, task_template
 from agent.session import open_workspace, start_agent
 from batch.swebench.backends import BackendProvider
 from batch.swebench.executors import ExecutorOptions, Job, Lost, execute
-from batch.swebench.log_parsers import TestStatus, parse_log_pytest
 from batch.swebench.specs import patch_files
-from workspace.repo import RepoError, open_repo, resolve_commit
+from tools.test_report import TestStatus, parse_log_pytest
+from workspace.repo import GIT_IDENTITY, RepoError, open_repo, resolve_commit
 from workspace.sandbox import Sandbox
 
 PYTEST = "python -m pytest -rA --tb=no -p no:cacheprovider"
 TEST_TIMEOUT = 1800.0
-_IDENTITY = {"GIT_AUTHOR_NAME": "loopcoder", "GIT_AUTHOR_EMAIL": "loopcoder@localhost",
-             "GIT_COMMITTER_NAME": "loopcoder", "GIT_COMMITTER_EMAIL": "loopcoder@localhost"}
 
 
 class PlanError(ValueError):
@@ -195,7 +193,7 @@ def commit_on_branch(repo: git.Repo, base: str, patch: str, branch: str, message
         try:
             repo.git.var("GIT_COMMITTER_IDENT")
         except git.GitCommandError:  # no user.name/email configured: sign as loopcoder
-            env.update(_IDENTITY)
+            env.update(GIT_IDENTITY)
         g = repo.git
         try:
             g.execute(["git", "read-tree", base], env=env)

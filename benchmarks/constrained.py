@@ -68,10 +68,10 @@ def compare(name: str, backend, prompts: list[list[int]], params, grammar, repea
 
 
 def nano_workload(replies: int):
-    from nano.evaluate import eval_config
-    from nano.tasks import generate_task
     from agent.prompting import system_prompt, system_template, task_prompt
     from agent.session import make_backend
+    from nano.evaluate import eval_config
+    from nano.tasks import generate_task
     from tools import default_tools
 
     config = eval_config(ROOT / "checkpoints" / "loopcoder-nano")
@@ -89,9 +89,9 @@ def nano_workload(replies: int):
 
 def scaled_workload(replies: int):
     from benchmarks.decode import build, plt_config
-    from runtime.backends.inprocess import InProcessBackend
     from model.modeling_plt import IQuestPLTCoderForCausalLM
     from nano.tiny_tokenizer import build_test_tokenizer
+    from runtime.backends.inprocess import InProcessBackend
     from tools import default_tools
 
     config = plt_config("scaled", torch.float32)

@@ -1,7 +1,7 @@
 """Decode latency, prefill throughput and KV bytes: our PLT against Llama of the same width.
 
 The PLT runs its 14 shared layers twice. Decoding a token with both loops as two
-rows of one pass (spec §4, cross-loop-parallel) reads every weight once, so a
+rows of one pass (docs/plt.md §4, cross-loop-parallel) reads every weight once, so a
 step should cost about what a 14-layer Llama's does (the single-loop floor) and
 well under a 28-layer one's (what running the loops one after the other costs).
 

@@ -151,9 +151,9 @@ def copy_fraction(context: list[int], reply: list[int]) -> float:
 
 def record(tasks: int, seed: int) -> tuple[object, list[list[Turn]]]:
     """nano's agent runs on held-out tasks: the prompts of every call, per conversation."""
+    from agent.session import make_backend
     from nano.evaluate import eval_config, evaluate
     from nano.tasks import generate_task
-    from agent.session import make_backend
 
     config = eval_config(NANO, ("sampling.speculative=off",))
     backend = make_backend(config)
@@ -179,8 +179,8 @@ def editing_conversations(backend, count: int, seed: int) -> list[list[Turn]]:
     import random
     import re
 
-    from runtime.toolcalls import render_tool_call
     from runtime.tokenizer import encode
+    from runtime.toolcalls import render_tool_call
     from tools import get_tool
     from workspace.local import LocalSandbox
 

@@ -1,4 +1,4 @@
-"""The LoopCoder-V2 Parallel Loop Transformer and its backends.
+"""The LoopCoder-V2 Parallel Loop Transformer alone (docs/plt.md); it imports nothing else of LoopCoder.
 
 Importing this package registers `model_type="iquestpltcoder"` with transformers'
 Auto classes, so `AutoModelForCausalLM.from_pretrained(dir)` loads a LoopCoder-V2

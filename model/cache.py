@@ -1,6 +1,6 @@
 """`PLTCache`: the incremental-decoding state of a Parallel Loop Transformer.
 
-What a PLT needs to continue a sequence (spec §4), per layer:
+What a PLT needs to continue a sequence (docs/plt.md §3), per layer:
 - loop 0's keys/values for every position (the global branch of every loop
   reads them): this is the only part that grows, as in a 1-loop model;
 - for each loop r >= 1, its own keys/values for the last `window + 1 + slack`

@@ -1,6 +1,6 @@
 """`IQuestPLTCoderConfig`: the LoopCoder-V2 config (`model_type="iquestpltcoder"`).
 
-Field names and defaults follow the vendor's `IQuestPLTCoderConfig` (spec §5), so
+Field names and defaults follow the vendor's `IQuestPLTCoderConfig` (docs/plt.md §1), so
 the released `config.json` loads as is; the values the model cannot run with are
 rejected here, once, with a message that names the field.
 """

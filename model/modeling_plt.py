@@ -1,6 +1,6 @@
 """LoopCoder-V2 (`IQuestPLTCoderForCausalLM`): a Parallel Loop Transformer in plain PyTorch.
 
-The math is docs/plt-spec.md §1-§3; the names mirror transformers' Llama so the
+The math is docs/plt.md §1-§2; the names mirror transformers' Llama so the
 released checkpoint loads with `from_pretrained`. In one sentence: the same
 layers run `R = plt_num_loops` times; loop 0 is a causal decoder over the
 embeddings E; loop r >= 1 starts from `a*E_t + b*H^{r-1}_{t-1}` (the previous
@@ -11,7 +11,7 @@ in a window of plt_window+1)`. Only the last loop reaches lm_head.
 Every forward goes through a `PLTCache` (a throwaway one when use_cache=False),
 so a full forward and a chunked prefill are one code path: loop after loop over
 the chunk. A single-token step instead runs all loops in one pass, one row per
-loop (cross-loop-parallel decode, spec §4); the logits are the same. Batches
+loop (cross-loop-parallel decode, docs/plt.md §4); the logits are the same. Batches
 may be left-padded (attention_mask). Shapes: B batch, n tokens in this call, L
 tokens already cached, d hidden, H query heads, Hkv key/value heads, Dh head
 dim, S ring size, R loops.
@@ -101,7 +101,7 @@ class LoopStep:
     """What every layer needs for one pass over the current rows.
 
     loop = r: the n rows are n tokens, all in loop r (prefill). loop = None: the
-    rows are one token in loops 0..R-1 (cross-loop-parallel decode, spec §4).
+    rows are one token in loops 0..R-1 (cross-loop-parallel decode, docs/plt.md §4).
     """
 
     loop: int | None
@@ -348,7 +348,7 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
         return BaseModelOutputWithPast(last_hidden_state=torch.cat(hidden, dim=1), **{CACHE_KWARG: cache if use_cache else None})
 
     def _prefill_chunk(self, embeds, rotary, key_valid, cache: PLTCache) -> torch.Tensor:
-        """Loop after loop over one chunk [B, n, d] (spec §4 prefill); returns the last loop's normed output."""
+        """Loop after loop over one chunk [B, n, d] (docs/plt.md §4, prefill); returns the last loop's normed output."""
         config = self.config
         held, n = cache.get_seq_length(), embeds.shape[1]
         cos, sin = rotary
@@ -368,7 +368,7 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
         return out
 
     def _decode_step(self, embeds, rotary, key_valid, cache: PLTCache) -> torch.Tensor:
-        """One token [B, 1, d], all loops in one pass (spec §4): row r runs loop r, so every
+        """One token [B, 1, d], all loops in one pass (docs/plt.md §4): row r runs loop r, so every
         weight is read once per token. Row r >= 1 needs only loop r-1's output at t-1 (the carry)."""
         loops, held = self.config.plt_num_loops, cache.get_seq_length()
         cos, sin = rotary  # [B|1, 1, 1, Dh]

@@ -20,7 +20,7 @@ from transformers import GenerationConfig
 from .configuration_plt import IQuestPLTCoderConfig
 from .loading import INDEX_FILE, SINGLE_FILE, expected_shapes
 
-# The released LoopCoder-V2 config.json (spec §5); presets change only the sizes.
+# The released LoopCoder-V2 config.json (docs/plt.md §1); presets change only the sizes.
 RELEASED = dict(
     architectures=["IQuestPLTCoderForCausalLM"],
     vocab_size=76800,
@@ -59,6 +59,15 @@ PRESETS: dict[str, dict] = {
                   num_key_value_heads=2, head_dim=32, vocab_size=4096, max_position_embeddings=8192,
                   dtype="float32"),
     "7b-shape": dict(dtype="bfloat16"),
+    # loopcoder-nano (nano/train.py). Small on purpose: what it must learn (the plans, copying names and
+    # lines) needs steps more than width, and at 256 wide the loss fell no faster per step while each step
+    # cost 2.3x. The context holds the longest transcript plus a whole reply budget. Loop 1's window spans a
+    # whole transcript: loop 1 sees the previous token's state (the CLP), so its window attention is where a
+    # copy head forms first, and with 64 tokens it copied from no further back than that (measured); a 1024
+    # window costs ~1.7x per phase-1 step.
+    "nano": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4, head_dim=32,
+                 num_key_value_heads=2, vocab_size=64, plt_window_size=[1024, 0], rope_theta=10000.0,
+                 max_position_embeddings=8192, dtype="float32"),
 }
 
 SHARD_BYTES = 2 * 1024**3

@@ -1,1 +1,4 @@
-"""loopcoder-nano: generated tasks, gold trajectories, training data and evaluation for the small PLT."""
+"""loopcoder-nano: generated tasks, gold trajectories, training data and evaluation for the small PLT.
+
+Research code, imported from the repository root and not installed with the package.
+"""

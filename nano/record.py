@@ -31,13 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import Config, load_config
-from nano.tasks import CheckResult, Task, check, write_files
 from agent.session import run_task
-from runtime.toolcalls import render_tool_call
+from nano.tasks import CheckResult, Task, check, write_files
 from runtime.backends.replay import ReplayBackend
-
-GIT_IDENTITY = {"GIT_AUTHOR_NAME": "nano", "GIT_AUTHOR_EMAIL": "nano@localhost",
-                "GIT_COMMITTER_NAME": "nano", "GIT_COMMITTER_EMAIL": "nano@localhost"}
+from runtime.toolcalls import render_tool_call
+from workspace.repo import GIT_IDENTITY
 
 
 @dataclass

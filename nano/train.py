@@ -33,18 +33,10 @@ from transformers import AutoTokenizer, GenerationConfig
 
 from model.configuration_plt import IQuestPLTCoderConfig
 from model.modeling_plt import IQuestPLTCoderForCausalLM
-from model.presets import PRESETS, RELEASED, copy_tokenizer
+from model.presets import PRESETS, copy_tokenizer, preset_config
 
 IGNORE = -100
 # loopcoder-nano: two loops, ~1.3M parameters (5 MB in fp32); the vocabulary grows to the tokenizer's.
-# Small on purpose: what it must learn (the plans, copying names and lines) needs steps more than width,
-# and at 256 wide the loss fell no faster per step while each step cost 2.3x. The context holds the
-# longest transcript plus a whole reply budget. Loop 1's window spans a whole transcript: loop 1 sees the
-# previous token's state (the CLP), so its window attention is where a copy head forms first, and with 64
-# tokens it copied from no further back than that (measured); a 1024 window costs ~1.7x per phase-1 step.
-NANO = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4, head_dim=32,
-            num_key_value_heads=2, vocab_size=64, plt_window_size=[1024, 0], rope_theta=10000.0,
-            max_position_embeddings=8192, dtype="float32")
 CHECKPOINT = "checkpoint"
 
 
@@ -79,11 +71,10 @@ class TrainError(ValueError):
 
 
 def model_config(preset: str, **overrides) -> IQuestPLTCoderConfig:
-    """The released config with a preset's sizes ("nano" or one of model/presets.py)."""
-    sizes = NANO if preset == "nano" else PRESETS.get(preset)
-    if sizes is None:
-        raise TrainError(f"unknown preset {preset!r}; choose nano or one of {', '.join(PRESETS)}")
-    return IQuestPLTCoderConfig(**{**RELEASED, **sizes, **overrides})
+    """The released config with a preset's sizes (model/presets.py)."""
+    if preset not in PRESETS:
+        raise TrainError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return preset_config(preset, **overrides)
 
 
 # --- data ---------------------------------------------------------------------

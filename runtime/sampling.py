@@ -1,11 +1,14 @@
 """Choosing the next token, and turning generated ids into streamed text.
 
 Sampling runs on the CPU in float32 with a seeded `torch.Generator`, so a seed
-gives the same tokens on any device. Streaming decodes the whole generated id
-list each step and emits the new suffix: a token may end in the middle of a
-UTF-8 character, which decodes to U+FFFD until the next token completes it, so
-a trailing U+FFFD is held back. Text that could be the start of a stop string
-is held back too, so a stop string never reaches the stream.
+gives the same tokens on any device. Streaming decodes incrementally, as vLLM
+and TGI do: each token decodes a short window (the ids not yet turned into
+text, after the ids of the piece before them, so a tokenizer that treats the
+start of a decode specially sees the same context), so a step costs the same
+at token 10 and at token 10,000. A token may end in the middle of a UTF-8
+character, which decodes to U+FFFD until the next token completes it, so such
+a window waits. Text that could be the start of a stop string is held back
+too, so a stop string never reaches the stream.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Callable
 import torch
 
 from runtime.backends.base import GenerationParams
+from runtime.holdback import held_back
 
 REPLACEMENT = "\ufffd"
 SPECULATIVE = ("prompt_lookup", "off")
@@ -71,7 +75,10 @@ def probabilities(logits: torch.Tensor, params: GenerationParams) -> torch.Tenso
 
 
 class TextStream:
-    """Generated ids -> text, streamed to `on_text` in pieces that concatenate to `text`."""
+    """Generated ids -> text, streamed to `on_text` in pieces that concatenate to `text`.
+
+    `text` is the decoded text of `ids` so far, less a character still incomplete at the end.
+    """
 
     def __init__(self, tokenizer, stop: list[str] | None = None, on_text: Callable[[str], None] | None = None):
         self.tokenizer = tokenizer
@@ -81,34 +88,39 @@ class TextStream:
         self.text = ""
         self.emitted = 0  # characters of `text` already sent to on_text
         self.stopped = False  # a stop string was found; `text` ends just before it
+        self._context = 0  # ids[_context:_decoded]: the last piece, decoded again as the next window's context
+        self._decoded = 0  # ids whose text is in `text`
+        self._context_text = ""  # their text, decoded on their own
 
     def push(self, token_id: int) -> bool:
         """Add one generated id; True when the text now holds a stop string."""
         self.ids.append(token_id)
-        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        window = self._decode(self.ids[self._context:])
+        if len(window) <= len(self._context_text) or window.endswith(REPLACEMENT):
+            return False  # no new character yet, or one still incomplete
+        self.text += window[len(self._context_text):]
+        self._context, self._decoded = self._decoded, len(self.ids)
+        self._context_text = self._decode(self.ids[self._context : self._decoded])
         cut = min((i for i in (self.text.find(s, self.emitted) for s in self.stop) if i >= 0), default=-1)
         if cut >= 0:
             self.text, self.stopped = self.text[:cut], True
             self._emit(cut)
             return True
-        safe = len(self.text.rstrip(REPLACEMENT))
-        self._emit(safe - self._stop_prefix_len(self.text[:safe]))
+        self._emit(len(self.text) - held_back(self.text, self.stop))
         return False
 
     def finish(self) -> str:
-        """Flush what was held back; the final text."""
+        """Flush what was held back (and a character the ids never completed); the final text."""
+        window = self._decode(self.ids[self._context:])
+        if not self.stopped and len(window) > len(self._context_text):
+            self.text += window[len(self._context_text):]
+            self._context, self._decoded = self._decoded, len(self.ids)
+            self._context_text = self._decode(self.ids[self._context : self._decoded])
         self._emit(len(self.text))
         return self.text
 
-    def _stop_prefix_len(self, text: str) -> int:
-        """Length of the longest end of `text` that is the start of a stop string."""
-        best = 0
-        for s in self.stop:
-            for n in range(min(len(s) - 1, len(text)), best, -1):
-                if text.endswith(s[:n]):
-                    best = n
-                    break
-        return best
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def _emit(self, upto: int) -> None:
         if upto > self.emitted:

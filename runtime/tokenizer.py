@@ -3,7 +3,7 @@
 The LoopCoder-V2 tokenizer is a custom SentencePiece class shipped as Python
 code in the checkpoint, so running it is an explicit opt-in
 (`trust_remote_code`). The checkpoint's own chat template is the ground truth
-(plt-spec §6); ours (prompts/chat_template.jinja) is used only when it has none.
+(docs/plt.md §7); ours (prompts/chat_template.jinja) is used only when it has none.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import transformers
 
-DEFAULT_STOP_IDS = (2, 75864, 75869)  # </s>, <|im_end|>, and the sibling's third stop id (plt-spec §6)
+DEFAULT_STOP_IDS = (2, 75864, 75869)  # </s>, <|im_end|>, and the sibling's third stop id (docs/plt.md §7)
 STOP_TOKENS = ("</s>", "<|im_end|>")
 
 

@@ -46,8 +46,11 @@ class ParseResult:
     warnings: list[str] = field(default_factory=list)  # calls that ran but were malformed (an unclosed block)
 
 
-def render_tool_call(name: str, arguments: dict) -> str:
-    """One call exactly as the chat template writes it (and as the model was trained to)."""
+def render_tool_call(name: str, arguments: dict | str) -> str:
+    """One call exactly as the chat template writes it (and as the model was trained to).
+
+    Arguments that are not an object (a string a server sent) are written as a JSON string, which
+    `parse_tool_calls` then reports to the model."""
     name_json = json.dumps(name, ensure_ascii=False)
     return f'{OPEN}\n{{"name": {name_json}, "arguments": {json.dumps(arguments, ensure_ascii=False)}}}\n{CLOSE}'
 

@@ -1,7 +1,7 @@
 """`loopcoder serve`: the model behind an OpenAI-compatible HTTP API (FastAPI on uvicorn).
 
-It sits on the agent side because replies are split into content and
-`tool_calls` with the agent's tool-call parser.
+Replies are split into content and `tool_calls` with the same tool-call
+format the agent reads (runtime/toolcalls.py).
 """
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Callable
 
 import uvicorn
 
+from runtime.backends.base import Backend
+from runtime.backends.hosts import is_loopback
 from server.app import DEFAULT_MAX_BODY_BYTES, Limits, create_app
 from server.engine import Engine
 from server.protocol import OpenAIH11Protocol
 from server.worker import ModelWorker
-from runtime.backends.base import Backend
-from runtime.backends.hosts import is_loopback
 
 __all__ = ["ChatServer", "DEFAULT_MAX_BODY_BYTES", "Engine", "Limits", "ServeError", "is_loopback", "make_server"]
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import re
 
-from server.responses import new_id
+from runtime.holdback import held_back
 from runtime.toolcalls import OPEN, parse_tool_calls
+from server.responses import new_id
 
 MARKERS = (OPEN, "<function=", "```")
 _MARKER = re.compile("|".join(re.escape(m) for m in MARKERS))
@@ -71,7 +72,7 @@ class ContentStream:
         if m is not None:
             self.held = True
             return self._send_to(len(self.text[: m.start()].rstrip()))
-        end = len(self.text) - _partial_marker(self.text)
+        end = len(self.text) - held_back(self.text, MARKERS)
         end = len(self.text[:end].rstrip())
         return self._send_to(max(end, self.sent))
 
@@ -88,12 +89,3 @@ class ContentStream:
         out = self.text[self.sent : end]
         self.sent = max(self.sent, end)
         return out
-
-
-def _partial_marker(text: str) -> int:
-    """Length of the longest suffix of text that is a proper prefix of a marker."""
-    for n in range(max(map(len, MARKERS)) - 1, 0, -1):
-        tail = text[-n:]
-        if len(tail) == n and any(m.startswith(tail) for m in MARKERS):
-            return n
-    return 0

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from server import Limits, ServeError, make_server
-from runtime.backends import create_backend
+from runtime.backends import IN_PROCESS, create_backend
 from runtime.backends.base import Backend
 from runtime.backends.hosts import is_loopback
+from server import Limits, ServeError, make_server
 
 log = logging.getLogger("loopcoder.serve")
 
@@ -40,8 +40,8 @@ def serve(
     """Blocks until Ctrl-C or SIGTERM; `backend_options` (device, dtype, ...) go to `create_backend`."""
     from runtime.backends.base import BackendError
 
-    if backend not in ("plt", "hf"):
-        raise ServeError(f"--backend must be plt or hf, not {backend!r}.")
+    if backend not in IN_PROCESS:
+        raise ServeError(f"--backend must be {' or '.join(IN_PROCESS)}, not {backend!r}.")
     limits = limits or Limits()
     for flag, value in (("--sessions", sessions), ("--max-body-bytes", limits.max_body_bytes),
                         ("--read-timeout", limits.read_timeout), ("--max-queue", limits.max_queue)):

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from tools.base import Observation, Tool, define
 from tools.interactive import refusal
-from tools.shell import DEFAULT_TIMEOUT, MAX_TIMEOUT, effective_timeout, run_captured, timeout_note
+from tools.shell import (DEFAULT_TIMEOUT, MAX_TIMEOUT, TimeoutStreak, check_timeout, effective_timeout, observation,
+                         run_captured)
 from workspace.sandbox import Sandbox
 
 NAME = "bash"
@@ -27,15 +28,7 @@ LINGERING = ("[A background process started by this command was stopped when the
              "outlive a command in this sandbox. Run servers or watchers in the foreground under `timeout N CMD`.]")
 
 
-def check_timeout(value: float | None, default: float) -> tuple[float, str | None]:
-    """(seconds, error) for a model-given `timeout`; shared with run_tests."""
-    seconds = default if value is None else float(value)
-    if not 0 < seconds <= MAX_TIMEOUT:
-        return seconds, f"Parameter `timeout` must be between 0 and {MAX_TIMEOUT:g} seconds; got {value}."
-    return seconds, None
-
-
-def _run(arguments: dict, sandbox: Sandbox) -> Observation:
+def _run(arguments: dict, sandbox: Sandbox, timeouts: TimeoutStreak) -> Observation:
     command = arguments["command"]
     if not command.strip():
         return Observation("Parameter `command` is empty; give the shell command to run.", is_error=True)
@@ -47,21 +40,21 @@ def _run(arguments: dict, sandbox: Sandbox) -> Observation:
     if reason:
         return Observation(f"Command not run: {reason}", is_error=True)
     captured = run_captured(sandbox, command, seconds)
+    streak = timeouts.record(sandbox, captured.timed_out)
     text = captured.text.rstrip("\n")
     parts = [text] if text else []
     if captured.timed_out:
-        parts.append(timeout_note(seconds, captured.timeouts_in_a_row))
+        parts.append(timeouts.note(seconds, streak))
     elif captured.exit_code != 0:
         parts.append(f"[exit code: {captured.exit_code}]")
     elif not parts:
         parts.append(NO_OUTPUT)
     if captured.lingering:
         parts.append(LINGERING)
-    extra = {"timeouts_in_a_row": captured.timeouts_in_a_row, "timed_out": captured.timed_out}
-    if captured.saved_to:
-        extra["saved_to"] = captured.saved_to
-    return Observation("\n".join(parts), is_error=captured.timed_out, exit_code=captured.exit_code, extra=extra)
+    return observation(captured, parts, streak)
 
 
-def make() -> Tool:
-    return define(NAME, DESCRIPTION, PARAMETERS, _run)
+def make(timeouts: TimeoutStreak | None = None) -> Tool:
+    """The bash tool; `timeouts` is the streak it shares with run_tests (a fresh default one when None)."""
+    streak = timeouts or TimeoutStreak()
+    return define(NAME, DESCRIPTION, PARAMETERS, lambda arguments, sandbox: _run(arguments, sandbox, streak))

@@ -12,9 +12,8 @@ import secrets
 import shlex
 
 from tools.base import Observation, Tool, define
-from tools.bash import check_timeout
 from tools.interactive import refusal
-from tools.shell import OUTPUT_DIR, effective_timeout, run_captured, timeout_note
+from tools.shell import OUTPUT_DIR, TimeoutStreak, check_timeout, effective_timeout, observation, run_captured
 from tools.test_report import TestReport, from_junit, from_summary
 from workspace.sandbox import Sandbox
 
@@ -66,7 +65,7 @@ def _describe(report: TestReport) -> list[str]:
     return parts
 
 
-def _run(args: dict, sandbox: Sandbox) -> Observation:
+def _run(args: dict, sandbox: Sandbox, timeouts: TimeoutStreak) -> Observation:
     seconds, error = check_timeout(args.get("timeout"), DEFAULT_TIMEOUT)
     if error:
         return Observation(error, is_error=True)
@@ -79,6 +78,7 @@ def _run(args: dict, sandbox: Sandbox) -> Observation:
     junit = f'"{OUTPUT_DIR}/junit-{secrets.token_hex(4)}.xml"'
     shown, command = _commands(args, junit)
     captured = run_captured(sandbox, command, seconds, kind="tests")
+    streak = timeouts.record(sandbox, captured.timed_out)
     report = None
     if command != shown and not captured.timed_out:
         xml = sandbox.run(f"f={junit}; cat \"$f\" 2>/dev/null; rm -f \"$f\"", timeout=30)
@@ -92,17 +92,15 @@ def _run(args: dict, sandbox: Sandbox) -> Observation:
     elif captured.saved_to:
         parts.append(f"[The full output is saved in {captured.saved_to}.]")
     if captured.timed_out:
-        parts.append(timeout_note(seconds, captured.timeouts_in_a_row))
+        parts.append(timeouts.note(seconds, streak))
     else:
         parts.append(f"[exit code: {captured.exit_code}]")
-    extra: dict = {"timed_out": captured.timed_out, "timeouts_in_a_row": captured.timeouts_in_a_row}
-    if report:
-        extra.update(passed=report.passed, failed=report.failed, errors=report.errors, skipped=report.skipped,
-                     failing=report.failing)
-    if captured.saved_to:
-        extra["saved_to"] = captured.saved_to
-    return Observation("\n".join(parts), is_error=captured.timed_out, exit_code=captured.exit_code, extra=extra)
+    counts = {} if report is None else dict(passed=report.passed, failed=report.failed, errors=report.errors,
+                                            skipped=report.skipped, failing=report.failing)
+    return observation(captured, parts, streak, **counts)
 
 
-def make() -> Tool:
-    return define(NAME, DESCRIPTION, PARAMETERS, _run)
+def make(timeouts: TimeoutStreak | None = None) -> Tool:
+    """The run_tests tool; `timeouts` is the streak it shares with bash (a fresh default one when None)."""
+    streak = timeouts or TimeoutStreak()
+    return define(NAME, DESCRIPTION, PARAMETERS, lambda args, sandbox: _run(args, sandbox, streak))

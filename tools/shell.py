@@ -20,6 +20,7 @@ import secrets
 from dataclasses import dataclass
 from itertools import count
 
+from tools.base import Observation
 from tools.output import OUTPUT_LIMIT, at_lines, elide, printable, truncate
 from tools.state import PerSandbox
 from workspace.sandbox import Sandbox
@@ -28,14 +29,50 @@ OUTPUT_DIR = "${TMPDIR:-/tmp}/loopcoder-outputs"  # expanded by the sandbox shel
 SAVE_CAP_KIB = 8192  # output kept (`ulimit -f` blocks: KiB in bash, half that in POSIX sh); writers get SIGPIPE past it
 DEFAULT_TIMEOUT = 120.0
 MAX_TIMEOUT = 3600.0
-TIMEOUTS_TO_STOP = 3  # this many timeouts in a row: the observation says so and the agent ends the run
+TIMEOUTS_TO_STOP = 3  # the default of agent.max_consecutive_timeouts: the observation says so and the agent ends the run
 _HALF = OUTPUT_LIMIT // 2
 _LINGER_POLLS = 20  # x 0.05 s the wrapper waits for background processes to release the output
 _READ_TIMEOUT = 30.0
 _SETUP_FAILED = 97
 
-_streaks: PerSandbox[list[int]] = PerSandbox(lambda: [0])
 _numbers = count(1)
+
+
+class TimeoutStreak:
+    """Commands in a row that hit their timeout, per sandbox, and the note the model reads after one.
+
+    One per tool set (bash and run_tests count together), told the run's limit
+    (agent.max_consecutive_timeouts) so the note says when the run will stop.
+    """
+
+    def __init__(self, stop_after: int = TIMEOUTS_TO_STOP):
+        self.stop_after = stop_after
+        self._counts: PerSandbox[list[int]] = PerSandbox(lambda: [0])
+
+    def record(self, sandbox: Sandbox, timed_out: bool) -> int:
+        """Count one finished command; the streak so far (0 after one that did not time out)."""
+        streak = self._counts.get(sandbox)
+        streak[0] = streak[0] + 1 if timed_out else 0
+        return streak[0]
+
+    def note(self, seconds: float, streak: int) -> str:
+        """What the model reads after a timeout; at the run's limit, that the run is stuck."""
+        note = (
+            f"[The command timed out after {seconds:g} seconds and was killed; the output above is what it printed "
+            "until then. If it needs longer, pass a larger `timeout`; otherwise make it finish sooner (a smaller test "
+            "selection, fewer iterations) or run it in the background with its output in a file.]"
+        )
+        if streak >= self.stop_after:
+            note += f"\n[{streak} commands in a row have timed out: the run looks stuck and will be stopped.]"
+        return note
+
+
+def check_timeout(value: float | None, default: float) -> tuple[float, str | None]:
+    """(seconds, error) for a model-given `timeout` (bash, run_tests)."""
+    seconds = default if value is None else float(value)
+    if not 0 < seconds <= MAX_TIMEOUT:
+        return seconds, f"Parameter `timeout` must be between 0 and {MAX_TIMEOUT:g} seconds; got {value}."
+    return seconds, None
 
 
 def effective_timeout(sandbox: Sandbox, value: float | None, default: float) -> float:
@@ -52,7 +89,6 @@ class Captured:
     timed_out: bool
     saved_to: str | None = None  # the full output, when `text` had to be cut
     lingering: bool = False  # a background process still held the output when the command ended
-    timeouts_in_a_row: int = 0
 
 
 def _show(token: str) -> str:
@@ -110,30 +146,25 @@ def run_captured(sandbox: Sandbox, command: str, timeout: float, kind: str = "ba
     token = f"@@loopcoder-{secrets.token_hex(6)}"
     name = f"{kind}-{next(_numbers)}-{secrets.token_hex(3)}.txt"
     result = sandbox.run(_wrapped(command, name, token), timeout=timeout)
-    streak = _streaks.get(sandbox)
-    streak[0] = streak[0] + 1 if result.timed_out else 0
     if result.exit_code == _SETUP_FAILED and f"{token}-setup" in result.output:
         result = sandbox.run(command, timeout=timeout)  # no writable /tmp: show what the sandbox caught
-        return Captured(truncate(printable(result.output)), result.exit_code, result.timed_out, timeouts_in_a_row=streak[0])
+        return Captured(truncate(printable(result.output)), result.exit_code, result.timed_out)
     output = result.output
     if result.timed_out:
         output = sandbox.run(f"{{ {_locate(name)}\n{_show(token)}\n}}", timeout=_READ_TIMEOUT).output
     parsed = _parse(output, token)
     if parsed is None:  # the shell rejected the wrapper (a syntax error in the command): show what it said
-        return Captured(truncate(printable(result.output)), result.exit_code, result.timed_out, timeouts_in_a_row=streak[0])
+        return Captured(truncate(printable(result.output)), result.exit_code, result.timed_out)
     text, saved_to, lingering = parsed
     if result.killed:
         text = f"{text.rstrip(chr(10))}\n[{result.killed}]"
-    return Captured(text, result.exit_code, result.timed_out, saved_to, lingering and not result.timed_out, streak[0])
+    return Captured(text, result.exit_code, result.timed_out, saved_to, lingering and not result.timed_out)
 
 
-def timeout_note(seconds: float, streak: int) -> str:
-    """What the model reads after a timeout; from TIMEOUTS_TO_STOP in a row on, that the run is stuck."""
-    note = (
-        f"[The command timed out after {seconds:g} seconds and was killed; the output above is what it printed until then. "
-        "If it needs longer, pass a larger `timeout`; otherwise make it finish sooner (a smaller test selection, "
-        "fewer iterations) or run it in the background with its output in a file.]"
-    )
-    if streak >= TIMEOUTS_TO_STOP:
-        note += f"\n[{streak} commands in a row have timed out: the run looks stuck and will be stopped.]"
-    return note
+def observation(captured: Captured, parts: list[str], streak: int, **extra) -> Observation:
+    """What bash and run_tests return: their text parts, an error on a timeout, and in `extra` the timeout
+    streak and where the full output was saved (besides the tool's own `extra`)."""
+    extra = {"timed_out": captured.timed_out, "timeouts_in_a_row": streak, **extra}
+    if captured.saved_to:
+        extra["saved_to"] = captured.saved_to
+    return Observation("\n".join(parts), is_error=captured.timed_out, exit_code=captured.exit_code, extra=extra)

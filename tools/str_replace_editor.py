@@ -1,7 +1,7 @@
 """str_replace_editor: view, create and edit files, with the messages models were trained on (SWE-agent).
 
-Every message a model may have seen in training keeps its exact wording (see
-docs agent-notes.md); what is new here (binary files, huge files, encodings)
+Every message a model may have seen in training keeps SWE-agent's exact
+wording; what is new here (binary files, huge files, encodings)
 says plainly what happened and what to do instead.
 """
 from __future__ import annotations

@@ -3,12 +3,16 @@
 JUnit XML (pytest --junitxml, family xunit1 for the `file` attribute) is
 exact; the text summary is the fallback for commands that write no XML. Both
 inputs come from the sandbox and are parsed defensively: None when unusable.
+`parse_log_pytest` is the one reader of pytest's per-test lines: the summary
+fallback takes the failing ids from it, and so do SWE-bench grading and the
+refactor runs (batch/).
 """
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from enum import Enum
 
 from tools.output import truncate
 
@@ -66,9 +70,44 @@ def from_junit(xml_text: str) -> TestReport | None:
     return report
 
 
+class TestStatus(str, Enum):
+    """A test's status in a log, named as the SWE-bench harness names them."""
+
+    __test__ = False  # not a pytest test class
+
+    FAILED = "FAILED"
+    PASSED = "PASSED"
+    SKIPPED = "SKIPPED"
+    ERROR = "ERROR"
+    XFAIL = "XFAIL"
+
+
+_STATUS = "|".join(s.value for s in TestStatus)
+_STATUS_FIRST = re.compile(rf"^({_STATUS})\s+(\S+)")  # -rA/-rfE summary: "FAILED path::test - msg"
+_TEST_FIRST = re.compile(rf"^(\S+)\s+({_STATUS})(?:\s|$)")  # -v progress: "path::test PASSED [ 50%]"
+_SKIP_COUNT = re.compile(r"\[\d+\]")  # "SKIPPED [2] path:3: reason" names no test
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def parse_log_pytest(log: str) -> dict[str, str]:
+    """{test id: status} from pytest's -rA / -rfE summary lines or -v progress lines; colour codes ignored."""
+    statuses: dict[str, str] = {}
+    for line in ANSI.sub("", log).splitlines():
+        line = line.strip("\r")
+        if m := _STATUS_FIRST.match(line):
+            status, name = m.groups()
+            if status == TestStatus.SKIPPED and _SKIP_COUNT.fullmatch(name):
+                continue
+        elif m := _TEST_FIRST.match(line):
+            name, status = m.groups()
+        else:
+            continue
+        statuses[name] = status
+    return statuses
+
+
 _SUMMARY_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed)\b")
 _SUMMARY_LINE = re.compile(r"^=*\s*(?:\d+ \w+,? ?)+.* in [\d.]+s", re.MULTILINE)
-_FAILING = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
 _SECTION = re.compile(r"^=+ (FAILURES|ERRORS) =+$", re.MULTILINE)
 _BLOCK_END = re.compile(r"^(?:_{3,} .* _{3,}|={3,}.*)$", re.MULTILINE)
 
@@ -88,7 +127,8 @@ def from_summary(output: str) -> TestReport | None:
             report.errors += int(number)
         else:
             report.skipped += int(number)
-    report.failing = list(dict.fromkeys(_FAILING.findall(output)))
+    report.failing = [name for name, status in parse_log_pytest(output).items()
+                      if status in (TestStatus.FAILED, TestStatus.ERROR)]
     section = _SECTION.search(output)
     if section:
         body = output[section.end() :].lstrip("\n")

@@ -33,6 +33,10 @@ from workspace.patching import ApplyResult, apply_patch, diff_command, finish_pa
 
 DEFAULT_ROOT = Path(os.environ.get("LOOPCODER_WORKTREES", "~/.cache/loopcoder/worktrees")).expanduser()
 _READ_ONLY_ENV = {"GIT_OPTIONAL_LOCKS": "0"}  # `git status`/`diff` must not refresh the user's index
+# Who signs the commits LoopCoder writes itself: start snapshots, task repositories, and refactor
+# branches in a repository with no user.name/user.email.
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "loopcoder", "GIT_AUTHOR_EMAIL": "loopcoder@localhost",
+                "GIT_COMMITTER_NAME": "loopcoder", "GIT_COMMITTER_EMAIL": "loopcoder@localhost"}
 
 
 class RepoError(Exception):
@@ -137,12 +141,33 @@ class WorkingCopy:
             raise
         return cls(dest, base, top)
 
-    def diff(self) -> str:
-        """The patch against base_commit, SWE-bench style (binary-safe, new files, no junk, final newline).
+    def diff(self, against: str | None = None) -> str:
+        """The patch against base_commit (or `against`), SWE-bench style (binary-safe, new files, no junk,
+        final newline).
 
         Host git: only for a copy no sandbox has touched yet (see the module's docstring).
         """
-        return finish_patch(_run(self.path, diff_command(self.base_commit)))
+        return finish_patch(_run(self.path, diff_command(against or self.base_commit)))
+
+    def snapshot(self) -> str:
+        """A commit object of the working tree (uncommitted and untracked work included), or base_commit if clean.
+
+        Built through a temporary index: the copy's index, refs and files stay untouched. Host git,
+        like diff().
+        """
+        g = git.Git(str(self.path))
+        if not g.execute(["git", "status", "--porcelain", "--untracked-files=all"], env=_READ_ONLY_ENV).strip():
+            return self.base_commit
+        with tempfile.TemporaryDirectory(prefix="loopcoder-index-") as tmp:
+            real = Path(self.path, g.execute(["git", "rev-parse", "--git-path", "index"]).strip())
+            index = Path(tmp, "index")
+            if real.is_file():
+                shutil.copyfile(real, index)
+            env = {"GIT_INDEX_FILE": str(index), **GIT_IDENTITY}
+            g.execute(["git", "add", "-A", "--", "."], env=env)
+            tree = g.execute(["git", "write-tree"], env=env).strip()
+            return g.execute(["git", "commit-tree", tree, "-p", self.base_commit, "-m",
+                              "loopcoder: the working tree the run started from"], env=env).strip()
 
     def apply_patch(self, patch: str) -> ApplyResult:
         from workspace.local import LocalSandbox  # our own trusted commands: no isolation needed

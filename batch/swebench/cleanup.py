@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from agent.interrupts import signals_to
+
 _tracked: set[str] = set()
 _lock = threading.Lock()
 _stopping = threading.Event()
@@ -69,12 +71,5 @@ def _on_signal(signum, frame) -> None:
 @contextmanager
 def removed_on_signal() -> Iterator[None]:
     """For the duration (main thread only), SIGTERM/SIGINT clean up and exit instead of unwinding threads."""
-    if threading.current_thread() is not threading.main_thread():
+    with signals_to(_on_signal):
         yield
-        return
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -90,7 +90,7 @@ def run_instance(instance: Instance, provider: BackendProvider, config: Config, 
     backend = provider.for_task(instance.instance_id)
     try:
         with open_instance(instance, env_options) as ienv:
-            ws = _InstanceWorkspace(Environment(ienv.sandbox, default_tools(), ienv.diff), instance, ienv.where)
+            ws = _InstanceWorkspace(Environment(ienv.sandbox, default_tools(config.agent.max_consecutive_timeouts), ienv.diff), instance, ienv.where)
             agent = start_agent(backend, ws, config, trajectory, task)
             fields = {k: v for k, v in task.items() if k != "kind"}
             result = agent.run(task_prompt("swebench", workdir=ws.workdir, **fields))

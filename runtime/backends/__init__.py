@@ -23,6 +23,7 @@ BACKENDS = {
     "openai": "runtime.backends.openai_backend:OpenAIBackend",
     "replay": "runtime.backends.replay:ReplayBackend",
 }
+IN_PROCESS = ("plt", "hf")  # the backends that load a checkpoint into this process (what generate and serve need)
 
 
 def create_backend(name: str, **options) -> Backend:

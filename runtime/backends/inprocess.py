@@ -24,7 +24,7 @@ from runtime.backends.base import BackendError, Completion, GenerationParams, Me
 from runtime.constrained import Grammars
 from runtime.sampling import TextStream
 from runtime.session import DEFAULT_PREFILL_CHUNK, Session
-from runtime.tokenizer import encode, encode_chat, load_tokenizer, render_chat, stop_token_ids
+from runtime.tokenizer import encode, load_tokenizer, render_chat, stop_token_ids
 
 PLT_MODEL_TYPE = "iquestpltcoder"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -46,6 +46,7 @@ class InProcessBackend:
         self.compile_decode = compile_decode
         self.session = Session(model, context_window, new_cache, prefill_chunk, compile_decode)
         self._known: list[tuple[str, list[int]]] = []  # texts and the ids the model saw for them, longest last
+        self._prompt: tuple[str, list[int]] | None = None  # the last prompt counted, so `complete` needs no second pass
         self._grammars = grammars
 
     def spawn(self) -> "InProcessBackend":
@@ -74,8 +75,13 @@ class InProcessBackend:
         return None
 
     def prompt_ids(self, messages: list[Message], tools: list[ToolSchema] | None = None) -> list[int]:
-        """The ids the next `complete` with these messages will run (the reply's own ids where reused)."""
-        return self._encode(render_chat(self.tokenizer, messages, tools))
+        """The ids the next `complete` with these messages will run (the reply's own ids where reused).
+
+        Only the text past the longest known prefix is tokenized, and the result is kept: an agent step
+        counts its prompt, then completes it, and tokenizes its new messages once."""
+        prompt = render_chat(self.tokenizer, messages, tools)
+        self._prompt = (prompt, self._encode(prompt))
+        return self._prompt[1]
 
     def complete(
         self,
@@ -111,7 +117,7 @@ class InProcessBackend:
         )
 
     def count_tokens(self, messages: list[Message], tools: list[ToolSchema] | None = None) -> int:
-        return len(encode_chat(self.tokenizer, messages, tools))
+        return len(self.prompt_ids(messages, tools))
 
     @functools.cached_property
     def max_token_chars(self) -> int:
@@ -122,9 +128,11 @@ class InProcessBackend:
 
     def close(self) -> None:
         self.session.reset()
-        self._known = []
+        self._known, self._prompt = [], None
 
     def _encode(self, text: str) -> list[int]:
+        if self._prompt is not None and self._prompt[0] == text:
+            return self._prompt[1]
         for known_text, known_ids in reversed(self._known):
             if text.startswith(known_text):
                 return known_ids + encode(self.tokenizer, text[len(known_text):])

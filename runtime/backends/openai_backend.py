@@ -23,6 +23,7 @@ import openai
 
 from runtime.backends.base import BackendError, Completion, GenerationParams, Message, ToolSchema
 from runtime.backends.hosts import is_loopback
+from runtime.toolcalls import render_tool_call
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 DEFAULT_CONTEXT_WINDOW = 32768  # when the server does not report max_model_len
@@ -295,16 +296,13 @@ def _openai_calls(value) -> list[dict]:
 
 
 def hermes_call(call: dict) -> str:
-    """An OpenAI tool call as the Hermes block the model writes (runtime/toolcalls.py renders the same).
-
-    Arguments that are not a JSON object stay a string, so the agent's parser reports them."""
+    """An OpenAI tool call as the Hermes block the model writes; arguments that are not JSON stay a string."""
     fn = call["function"]
     try:
         arguments = json.loads(fn["arguments"]) if fn["arguments"].strip() else {}
     except (ValueError, RecursionError):
         arguments = fn["arguments"]
-    name = json.dumps(fn["name"], ensure_ascii=False)
-    return f'<tool_call>\n{{"name": {name}, "arguments": {json.dumps(arguments, ensure_ascii=False)}}}\n</tool_call>'
+    return render_tool_call(fn["name"], arguments)
 
 
 def wire_messages(messages: list[Message]) -> list[dict]:

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from runtime.backends.base import Completion, GenerationParams, Message, ToolSchema
+from runtime.toolcalls import render_tool_call
 
-SUBMIT_CALL = '<tool_call>\n{"name": "submit", "arguments": {}}\n</tool_call>'
+SUBMIT_CALL = render_tool_call("submit", {})
 _PIECES = re.compile(r"\s*\S+|\s+")
 
 
@@ -29,8 +30,10 @@ class ReplayScriptError(ValueError):
 
 
 def load_script(path: str | Path) -> list[str]:
-    """Raw outputs from a JSON list, a JSONL file or a trajectory file."""
+    """Raw outputs from a JSON list, a JSONL file, a trajectory file or its journal (a run that did not finish)."""
     path = Path(path)
+    if not path.exists() and path.with_suffix(".jsonl").is_file():
+        path = path.with_suffix(".jsonl")  # the trajectory of a killed run is its journal
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -39,6 +42,9 @@ def load_script(path: str | Path) -> list[str]:
         data = json.loads(text)
     except json.JSONDecodeError:
         data = _jsonl(path, text)
+    if isinstance(data, list) and data and isinstance(data[0], dict) and data[0].get("event") == "start":
+        data = {"steps": [*(data[0].get("data") or {}).get("steps", []),
+                          *(item.get("step") for item in data[1:] if isinstance(item, dict) and item.get("event") == "step")]}
     if isinstance(data, dict) and isinstance(data.get("steps"), list):
         data = [step.get("raw_output") if isinstance(step, dict) else None for step in data["steps"]]
     if not isinstance(data, list):

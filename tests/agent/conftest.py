@@ -20,10 +20,8 @@ def call(name: str, **arguments) -> str:
     return render_tool_call(name, arguments)
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    """A repository whose test_add fails until calc.add is fixed."""
-    path = tmp_path / "proj"
+def make_calc_repo(path: Path) -> Path:
+    """A repository at `path` whose test_add fails until calc.add is fixed."""
     path.mkdir()
     git(path, "init", "-q", "-b", "main")
     (path / "calc.py").write_text(CALC)
@@ -31,6 +29,11 @@ def repo(tmp_path: Path) -> Path:
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "calc")
     return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_calc_repo(tmp_path / "proj")
 
 
 @pytest.fixture(autouse=True)

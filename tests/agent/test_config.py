@@ -3,13 +3,19 @@ from typing import get_args
 
 import pytest
 
-from agent.config import ConfigError, from_dict, load_config
+from agent.config import BackendConfig, ConfigError, from_dict, load_config
+from runtime.backends import BACKENDS, IN_PROCESS
 
 
 def test_defaults_load_and_round_trip():
     cfg = load_config(user_file=False)
     assert cfg.agent.max_steps > 0 and cfg.sandbox.kind == "local"
     assert from_dict(cfg.to_dict()) == cfg
+
+
+def test_the_backend_names_are_the_runtimes():
+    """backend.name accepts exactly the backends runtime.backends can create."""
+    assert set(get_args(BackendConfig.model_fields["name"].annotation)) == set(BACKENDS) >= set(IN_PROCESS)
 
 
 def test_sources_merge_in_order(tmp_path, monkeypatch):

@@ -8,8 +8,9 @@ import pytest
 
 from agent.loop import Listener, Status
 from agent.session import make_backend, open_workspace, run_task, start_agent
-from runtime.toolcalls import EXPECTED_FORMAT
+from agent.trajectory import load
 from runtime.backends.replay import ReplayBackend
+from runtime.toolcalls import EXPECTED_FORMAT
 from tests.agent.conftest import FIX, call
 from tests.conftest import git
 
@@ -104,10 +105,17 @@ def test_a_stuck_loop_is_warned_then_stopped(repo, script, make_config):
     assert "Warning" in [m for m in traj["messages"] if m["role"] == "tool"][2]["content"]
 
 
-def test_commands_timing_out_in_a_row_stop_the_run(repo, script, make_config):
+@pytest.mark.parametrize("limit", [None, 2])
+def test_commands_timing_out_in_a_row_stop_the_run(repo, script, make_config, limit):
+    """The run stops at agent.max_consecutive_timeouts, and the last timeout's note says so, with that number."""
     outputs = [call("bash", command=f"sleep {5 + i}", timeout=0.3) for i in range(5)]
-    result, _ = run(repo, make_config(script(outputs)))
-    assert result.status == Status.STUCK and "timeout" in result.reason and result.steps == 3
+    sets = [f"agent.max_consecutive_timeouts={limit}"] if limit else []
+    result, traj = run(repo, make_config(script(outputs), *sets))
+    expected = limit or 3
+    assert result.status == Status.STUCK and "timeout" in result.reason and result.steps == expected
+    notes = [m["content"] for m in traj["messages"] if m["role"] == "tool"]
+    assert f"{expected} commands in a row have timed out" in notes[-1]
+    assert all("in a row" not in note for note in notes[:-1])
 
 
 @pytest.mark.parametrize("override, status", [
@@ -130,8 +138,8 @@ def test_trajectory_is_valid_json_after_every_step(repo, script, make_config, tm
 
     class Check(Listener):
         def on_step(self, index):
-            if index:  # written after every step, so step `index` sees all before it
-                data = json.loads(path.read_text())
+            if index:  # appended after every step, so step `index` sees all before it (a kill here keeps them)
+                data = load(path)
                 seen.append((index, len(data["steps"]), data["exit"]["status"]))
 
     outputs = [call("bash", command=f"echo {i}") for i in range(4)] + [call("submit")]

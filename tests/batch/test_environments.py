@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from batch.swebench.environments import EnvOptions, build_environment, open_instance
 from batch.swebench.envbuild import EnvBuildError
+from batch.swebench.environments import EnvOptions, build_environment, open_instance
 from batch.swebench.eval import EvalOptions, evaluate
 from batch.swebench.instances import parse_instance
 from batch.swebench.specs import load_specs

@@ -1,4 +1,4 @@
-"""A naive LoopCoder-V2 forward written straight from docs/plt-spec.md §1-§2, for the tests.
+"""A naive LoopCoder-V2 forward written straight from docs/plt.md §1-§2, for the tests.
 
 Independent of model/: full sequence only, float64, a Python loop over tokens
 and heads, nothing cached. It reads the weights by their checkpoint names.

@@ -33,7 +33,7 @@ def test_7b_shape_meta_reports_7_616_b_without_weights(tmp_path):
     info = run("model", "info", str(tmp_path / "7b"))
     assert info.returncode == 0, info.stderr
     assert "parameters:   7.616 B" in info.stdout and "none (config only)" in info.stdout
-    assert "56 KiB per token" in info.stdout  # spec §4: 14*2*8*128*2 bytes
+    assert "56 KiB per token" in info.stdout  # docs/plt.md §3: 14*2*8*128*2 bytes
 
 
 def test_init_random_with_tokenizer_writes_a_loadable_chat_checkpoint(tmp_path):

@@ -10,7 +10,7 @@ from model import IQuestPLTCoderConfig
 from model.compat import TRANSFORMERS_MAJOR
 from model.presets import preset_config
 
-# LoopCoder-V2's config.json as released (spec §5: written by transformers 4.57.1)
+# LoopCoder-V2's config.json as released (docs/plt.md §1: written by transformers 4.57.1)
 RELEASED_CONFIG = {
     "architectures": ["IQuestPLTCoderForCausalLM"], "model_type": "iquestpltcoder",
     "auto_map": {"AutoConfig": "configuration_iquestpltcoder.IQuestPLTCoderConfig"},

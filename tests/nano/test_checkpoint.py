@@ -7,9 +7,9 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import model  # noqa: F401 - registers the PLT with the Auto classes
+from agent.session import make_backend
 from nano.evaluate import eval_config, evaluate
 from nano.tasks import generate_task
-from agent.session import make_backend
 
 NANO = Path(__file__).resolve().parents[2] / "checkpoints" / "loopcoder-nano"
 # Outside the benchmark's default seeds 0-49: two tasks of each kind (this checkpoint solves all of seeds

@@ -112,3 +112,17 @@ def test_batches_are_sized_by_what_runs_after_the_groups_shared_opening():
     assert max(len(batch) for batch in plan if examples[batch[0]].group == 0) == 10
     with pytest.raises(TrainError, match="raise --batch-tokens"):
         BatchStream(examples, batch_tokens=64, seed=0)
+
+
+def test_model_train_without_the_repository_says_where_the_recipe_is(tmp_path):
+    """An installed package has no nano/: `model train` says so in one line (a real process, cli.py alone)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shutil.copy(Path(__file__).resolve().parents[2] / "cli.py", tmp_path / "cli.py")
+    done = subprocess.run([sys.executable, "-c", "import cli; cli.app()", "model", "train", "--data", "d", "--out", "o"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "needs the training recipe in nano/" in done.stderr and "checkout" in done.stderr

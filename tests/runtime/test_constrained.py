@@ -7,11 +7,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from runtime.toolcalls import parse_tool_calls, render_tool_call
 from runtime.backends import create_backend
 from runtime.backends.base import GenerationParams
 from runtime.constrained import GrammarError
 from runtime.tokenizer import encode
+from runtime.toolcalls import parse_tool_calls, render_tool_call
 
 BASH = {"type": "function", "function": {"name": "bash", "parameters": {
     "type": "object", "properties": {"command": {"type": "string"}, "timeout": {"type": "integer"}},

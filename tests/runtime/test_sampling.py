@@ -97,3 +97,29 @@ def test_the_first_completed_stop_string_wins(tok):
     ids = [tid for ch in "0101" for tid in encode(tok, ch)]
     final, pieces, s = stream(tok, ids, ["010", "1"])
     assert s.stopped and final == "0" == "".join(pieces)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_incremental_decoding_gives_the_whole_decode(tok, data):
+    """Any id sequence (broken UTF-8 included): the streamed text is what decoding all ids at once gives."""
+    ids = data.draw(st.lists(st.integers(0, len(tok) - 1), max_size=40))
+    final, pieces, _ = stream(tok, ids)
+    assert final == tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    assert "".join(pieces) == final
+
+
+def test_each_token_decodes_a_short_window(tok):
+    """The cost of a streamed token does not grow with the reply: every decode is a few ids long."""
+    sizes: list[int] = []
+
+    class Counted:  # the real tokenizer, its decode calls measured
+        def decode(self, ids, **options):
+            sizes.append(len(ids))
+            return tok.decode(ids, **options)
+
+    text = "def f(x):\n    return x + 1  # ünïcode 🙂\n" * 30
+    s = TextStream(Counted(), ["never"], None)
+    for token in encode(tok, text):
+        s.push(token)
+    assert s.finish() == text and len(sizes) > 300 and max(sizes) <= 12

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.toolcalls import render_tool_call
-from runtime.backends import BackendError, create_backend
+from runtime.backends import BackendError, create_backend, inprocess
 from runtime.backends.base import GenerationParams
+from runtime.tokenizer import render_chat
+from runtime.toolcalls import render_tool_call
 
 TOOLS = [{"type": "function", "function": {"name": "bash", "description": "Run a shell command.",
           "parameters": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}}]
@@ -51,6 +52,22 @@ def test_ten_turn_tool_conversation_prefills_each_token_about_once(backend):
             assert done.reused_tokens > 0
     final = done.prompt_tokens + done.completion_tokens
     assert prefilled <= 1.05 * final
+
+
+def test_a_step_tokenizes_only_its_new_text_once(backend, monkeypatch):
+    """count_tokens then complete, as an agent step does: one tokenizer call, over the new messages only."""
+    backend.close()
+    messages = [{"role": "system", "content": "You fix bugs."}, {"role": "user", "content": "Make the tests pass."}]
+    done = backend.complete(messages, TOOLS, GREEDY)
+    messages += [{"role": "assistant", "content": done.text}, {"role": "tool", "content": "file.py\nok"}]
+    seen = []
+    real = inprocess.encode
+    monkeypatch.setattr(inprocess, "encode", lambda tokenizer, text: seen.append(text) or real(tokenizer, text))
+    counted = backend.count_tokens(messages, TOOLS)
+    done = backend.complete(messages, TOOLS, GREEDY)
+    prompt = render_chat(backend.tokenizer, messages, TOOLS)
+    assert done.prompt_tokens == counted and len(seen) == 1
+    assert prompt.endswith(seen[0]) and len(seen[0]) < len(prompt) // 4
 
 
 def test_early_edit_falls_back_to_an_exact_prefill(backend):

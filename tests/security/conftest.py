@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.conftest import CALC, TEST_CALC, call
-from tests.conftest import git
+from tests.agent.conftest import call, make_calc_repo
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_VARS = ("OPENAI_API_KEY", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY")
@@ -36,14 +35,7 @@ def sandbox_kind(request) -> str:
 
 @pytest.fixture
 def user_repo(tmp_path: Path) -> Path:
-    path = tmp_path / "user-repo"
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    (path / "calc.py").write_text(CALC)
-    (path / "test_calc.py").write_text(TEST_CALC)
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "calc")
-    return path
+    return make_calc_repo(tmp_path / "user-repo")
 
 
 def snapshot_bytes(repo: Path) -> dict[str, bytes]:

@@ -7,8 +7,8 @@ from typing import Callable
 
 import pytest
 
-from server import make_server
 from runtime.backends.base import Completion, GenerationParams
+from server import make_server
 
 
 class ScriptedBackend:
@@ -117,8 +117,8 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture
 def plt_server(serve, tiny_checkpoint):
     """`loopcoder serve`'s server in a thread around the tiny PLT, two kept conversations."""
-    from server.run import shared_weights_factory
     from runtime.backends import create_backend
+    from server.run import shared_weights_factory
 
     factory = shared_weights_factory(lambda: create_backend("plt", model_path=tiny_checkpoint, device="cpu"))
     return serve(factory, sessions=2)

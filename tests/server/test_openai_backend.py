@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from runtime.toolcalls import parse_tool_calls
 from runtime.backends.base import GenerationParams
 from runtime.backends.openai_backend import OpenAIBackend, OpenAIBackendError
+from runtime.toolcalls import parse_tool_calls
 from tests.server.conftest import ScriptedBackend
 
 REPLY = {

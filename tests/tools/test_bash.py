@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
+from tools import default_tools, get_tool
 from tools.bash import NO_OUTPUT
 from tools.interactive import refusal
 from tools.shell import TIMEOUTS_TO_STOP
@@ -31,6 +32,17 @@ def test_consecutive_timeouts_are_called_out_and_reset(call):
     assert "in a row" not in texts[0]
     assert f"{TIMEOUTS_TO_STOP} commands in a row have timed out" in texts[-1]
     assert bash(call, "true").extra["timeouts_in_a_row"] == 0
+
+
+def test_the_streak_is_the_tool_sets_own_with_the_runs_limit(sandbox):
+    """bash and run_tests of one set count one streak up to its limit; another set starts from zero."""
+    tools = default_tools(timeouts_to_stop=2)
+    first = get_tool("bash", tools).run({"command": "sleep 1000", "timeout": 0.3}, sandbox)
+    second = get_tool("run_tests", tools).run({"command": "sleep 1000", "timeout": 0.3}, sandbox)
+    assert first.extra["timeouts_in_a_row"] == 1 and "in a row" not in first.text
+    assert second.extra["timeouts_in_a_row"] == 2 and "2 commands in a row have timed out" in second.text
+    other = get_tool("bash", default_tools()).run({"command": "sleep 1000", "timeout": 0.3}, sandbox)
+    assert other.extra["timeouts_in_a_row"] == 1
 
 
 def test_background_process_does_not_block(call):

@@ -1,7 +1,6 @@
 """str_replace_editor on a real repository in a real sandbox; messages checked word for word.
 
-The quoted messages are the ones docs/agent-notes.md fixes (the SWE-agent
-editor wording models were trained on).
+The quoted messages are SWE-agent's editor wording, which models were trained on.
 """
 from __future__ import annotations
 
