@@ -1,9 +1,11 @@
 """Grammar-constrained tool calls on tiny random checkpoints: sampled calls always parse and validate."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
@@ -137,6 +139,8 @@ def tool_lists(draw) -> list[dict]:
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
+@example(tools=[{"type": "function", "function": {"name": "a", "parameters": {  # "<tool_call>" inside a cut string
+    "type": "object", "properties": {"d": {"type": "string"}}, "required": []}}}], seed=460, top_k=0, top_p=1.0)
 @given(tools=tool_lists(), seed=st.integers(0, 2**31), top_k=st.sampled_from([0, 50]),
        top_p=st.sampled_from([1.0, 0.9]))
 def test_every_sampled_call_parses_and_validates_against_its_tool(plt, tools, seed, top_k, top_p):
@@ -146,9 +150,26 @@ def test_every_sampled_call_parses_and_validates_against_its_tool(plt, tools, se
     done = plt.complete(ASK, tools, params)
     if done.finish_reason == "stop":
         assert check_calls(done.text, tools) >= 1
-    else:  # cut by the token limit: the calls before the last one are complete
-        cut = done.text.rfind("<tool_call>")
-        check_calls(done.text[:cut], tools)
+    else:  # cut by the token limit: the calls before the cut one are complete and valid
+        check_calls(before_the_cut_call(done.text), tools)
+
+
+def before_the_cut_call(text: str) -> str:
+    """`text` up to the call the token limit cut. JSON-aware: a string value may hold "<tool_call>"
+    as text (random weights write anything inside strings), which does not start a call."""
+    decoder, pos = json.JSONDecoder(), 0
+    while (start := text.find("<tool_call>", pos)) >= 0:
+        body = start + len("<tool_call>")
+        body += len(text[body:]) - len(text[body:].lstrip())
+        try:
+            _, end = decoder.raw_decode(text, body)
+        except json.JSONDecodeError:
+            return text[:start]
+        close = text.find("</tool_call>", end)
+        if close < 0 or text[end:close].strip():
+            return text[:start]
+        pos = close + len("</tool_call>")
+    return text
 
 
 def test_named_tool_choice_makes_the_reply_exactly_one_call_of_that_tool(hf):
