@@ -32,18 +32,22 @@ from workspace.repo import RepoError, WorkingCopy
 
 @dataclass
 class Workspace:
-    copy: WorkingCopy
+    """Where a run acts: its environment (sandbox, tools, diff) and what the trajectory records of its start.
+
+    `open_workspace` makes one over a copy of the user's repository (`copy` is that copy); a SWE-bench
+    instance's is made over the instance's environment (batch/swebench/run.py).
+    """
+
     env: Environment
-    head: str  # the user's HEAD: what the trajectory calls the base commit
-    carried_patch: str  # the uncommitted work the copy started with ("" when clean)
+    start: dict  # the trajectory's "repo" record, less the workdir
+    copy: WorkingCopy | None = None
 
     @property
     def workdir(self) -> str:
         return self.env.sandbox.workdir
 
     def record(self) -> dict:
-        return {"path": str(self.copy.source), "base_commit": self.head, "carried_patch": self.carried_patch,
-                "in_place": self.copy.in_place, "workdir": self.workdir}
+        return {**self.start, "workdir": self.workdir}
 
 
 def make_backend(config: Config):
@@ -115,7 +119,11 @@ def open_workspace(repo: str | Path, config: Config, commit: str | None = None,
         stack.callback(sandbox.close)
         base = copy.base_commit
         # from here on the copy's .git is the model's: the diff is computed inside the sandbox
-        yield Workspace(copy, Environment(sandbox, default_tools(config.agent.max_consecutive_timeouts), lambda: sandbox.diff(base)), head, carried)
+        env = Environment(sandbox, default_tools(config.agent.max_consecutive_timeouts), lambda: sandbox.diff(base))
+        # head: the user's HEAD, what the trajectory calls the base commit; carried: the uncommitted work the copy
+        # started with ("" when clean)
+        yield Workspace(env, {"path": str(copy.source), "base_commit": head, "carried_patch": carried,
+                              "in_place": copy.in_place}, copy)
     finally:
         with deferred_interrupts("removing the sandbox and the working copy, please wait..."):
             stack.close()

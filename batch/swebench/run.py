@@ -28,7 +28,7 @@ from agent.config import Config
 from agent.environment import Environment
 from agent.loop import Status
 from agent.prompting import task_prompt
-from agent.session import start_agent
+from agent.session import Workspace, start_agent
 from batch.swebench.backends import BackendProvider, model_name
 from batch.swebench.environments import EnvOptions, open_instance
 from batch.swebench.executors import ExecutorOptions, Job, Lost, execute, where_am_i
@@ -46,23 +46,6 @@ class RunOutcome:
     seconds: float = 0.0
     worker: str = ""  # host:pid that ran it
     trace: str = ""  # the traceback of an exception that ended it
-
-
-@dataclass
-class _InstanceWorkspace:
-    """What start_agent needs of a workspace, for an instance environment."""
-
-    env: Environment
-    instance: Instance
-    where: str
-
-    @property
-    def workdir(self) -> str:
-        return self.env.sandbox.workdir
-
-    def record(self) -> dict:
-        return {"instance_id": self.instance.instance_id, "repo": self.instance.repo,
-                "base_commit": self.instance.base_commit, "where": self.where, "workdir": self.workdir}
 
 
 def task_of(instance: Instance) -> dict:
@@ -90,7 +73,10 @@ def run_instance(instance: Instance, provider: BackendProvider, config: Config, 
     backend = provider.for_task(instance.instance_id)
     try:
         with open_instance(instance, env_options) as ienv:
-            ws = _InstanceWorkspace(Environment(ienv.sandbox, default_tools(config.agent.max_consecutive_timeouts), ienv.diff), instance, ienv.where)
+            tools = default_tools(config.agent.max_consecutive_timeouts)
+            ws = Workspace(Environment(ienv.sandbox, tools, ienv.diff),
+                           {"instance_id": instance.instance_id, "repo": instance.repo,
+                            "base_commit": instance.base_commit, "where": ienv.where})
             agent = start_agent(backend, ws, config, trajectory, task)
             fields = {k: v for k, v in task.items() if k != "kind"}
             result = agent.run(task_prompt("swebench", workdir=ws.workdir, **fields))
