@@ -84,7 +84,7 @@ def model_info(path: str = typer.Argument(..., help="Checkpoint directory (confi
     """Print a checkpoint's shape, parameter count, dtype and KV-cache cost; check its tensors."""
     from pathlib import Path
 
-    from model.cli_report import describe_checkpoint
+    from loopcoder.model.cli_report import describe_checkpoint
 
     try:
         typer.echo(describe_checkpoint(Path(path)))
@@ -103,7 +103,7 @@ def model_init_random(
     """Write a randomly initialised PLT checkpoint with the released layout."""
     from pathlib import Path
 
-    from model.cli_report import init_random
+    from loopcoder.model.cli_report import init_random
 
     try:
         typer.echo(init_random(Path(path), preset, seed, Path(tokenizer) if tokenizer else None, meta))
@@ -120,7 +120,7 @@ def model_quantize(
     """Write a weight-only quantized copy of a checkpoint, shard by shard; it loads as is (`--model DST`)."""
     from pathlib import Path
 
-    from model.quantized_loading import write_quantized
+    from loopcoder.model.quantized_loading import write_quantized
 
     try:
         done = write_quantized(Path(source), Path(destination), {"method": method, "group_size": group_size})
@@ -202,8 +202,8 @@ def generate(
     """Stream a completion of PROMPT; prefill and decode speed (and --compile's warm-up) go to stderr."""
     import sys
 
-    from runtime.backends import IN_PROCESS, BackendError, create_backend
-    from runtime.backends.base import GenerationParams
+    from loopcoder.runtime.backends import IN_PROCESS, BackendError, create_backend
+    from loopcoder.runtime.backends.base import GenerationParams
 
     def on_text(piece: str) -> None:
         sys.stdout.write(piece)
@@ -238,7 +238,7 @@ def generate(
 
 def _agent_call(fn, *args) -> None:
     """Run an agent command body; user-fixable problems become a one-line error, the status the exit code."""
-    from agent.commands import USER_ERRORS
+    from loopcoder.agent.commands import USER_ERRORS
 
     try:
         code = fn(*args)
@@ -280,7 +280,7 @@ def run_cmd(
     Exit code: 0 submitted a patch, 1 error, 2 bad input (nothing ran), 3 a limit (steps, tokens, time, context),
     4 malformed tool calls or stuck, 5 submitted without any change, 130 interrupted.
     """
-    from agent.commands import check_task, configure, run_command
+    from loopcoder.agent.commands import check_task, configure, run_command
 
     def body() -> int:
         check_task(task)
@@ -307,7 +307,7 @@ def chat_cmd(
     trajectory: str = _TRAJECTORY,
 ) -> None:
     """A conversation with the agent on a repository; /diff shows the changes, /exit or Ctrl-D ends."""
-    from agent.commands import chat_command, configure
+    from loopcoder.agent.commands import chat_command, configure
 
     def body() -> int:
         cfg = configure(config, sets, model=model, backend=backend, script=script, sandbox=sandbox, image=image,
@@ -326,7 +326,7 @@ def replay_cmd(
     trajectory: str = typer.Option(None, "--trajectory", help="Write the replay's own trajectory here."),
 ) -> None:
     """Re-run a trajectory's recorded model outputs in a fresh copy; exit 0 if the final diff is the same."""
-    from agent.commands import replay_command
+    from loopcoder.agent.commands import replay_command
 
     _agent_call(replay_command, path, repo, sandbox, image, trajectory)
 
@@ -337,7 +337,7 @@ def inspect_cmd(
     full: bool = typer.Option(False, "--full", help="Show whole observations (and a traceback, if any)."),
 ) -> None:
     """Show a trajectory step by step: model text, tool calls, observations, status and patch."""
-    from agent.commands import inspect_command
+    from loopcoder.agent.commands import inspect_command
 
     _agent_call(inspect_command, path, full)
 
@@ -353,8 +353,8 @@ def clean_cmd(
     from rich.console import Console
     from rich.markup import escape
 
-    from workspace.leftovers import clean
-    from workspace.repo import DEFAULT_ROOT
+    from loopcoder.workspace.leftovers import clean
+    from loopcoder.workspace.repo import DEFAULT_ROOT
 
     console = Console(highlight=False)
     removed, skipped = clean(DEFAULT_ROOT, docker=docker)
@@ -370,7 +370,7 @@ def config_cmd(config: str = _CONFIG, sets: list[str] = _SETS) -> None:
     """Print the effective configuration as YAML: defaults <- user file <- --config <- --set."""
     import yaml
 
-    from agent.commands import configure
+    from loopcoder.agent.commands import configure
 
     def body() -> int:
         typer.echo(yaml.safe_dump(configure(config, sets).to_dict(), sort_keys=False), nl=False)
@@ -394,7 +394,7 @@ _GPUS = typer.Option(0.0, "--gpus-per-worker", min=0, help="ray: GPUs each worke
 
 
 def _batch_instances(instances: str, filter: str | None):
-    from batch.swebench.instances import InstanceError, load_instances
+    from loopcoder.batch.swebench.instances import InstanceError, load_instances
 
     try:
         selected = load_instances(instances, filter)
@@ -413,9 +413,9 @@ def _env_options(sandbox: str, repo_cache: str | None, specs: str | None, env_ca
     """EnvOptions (or a subclass given as `cls`) with the specs file loaded; a bad file is a one-line error."""
     from pathlib import Path
 
-    from batch.swebench.environments import EnvOptions
-    from batch.swebench.envbuild import DEFAULT_ENV_CACHE
-    from batch.swebench.specs import SpecError, load_specs
+    from loopcoder.batch.swebench.environments import EnvOptions
+    from loopcoder.batch.swebench.envbuild import DEFAULT_ENV_CACHE
+    from loopcoder.batch.swebench.specs import SpecError, load_specs
 
     cls = extra.pop("cls", EnvOptions)
     try:
@@ -433,7 +433,7 @@ def _check_sandbox(sandbox: str | None) -> None:
 
 def _executor(kind: str, workers: int, address: str = "auto", cpus: float = 1.0, gpus: float = 0.0):
     """ExecutorOptions; `--executor ray` without Ray installed is a one-line error that says how to get it."""
-    from batch.swebench.executors import ExecutorError, ExecutorOptions, require_ray
+    from loopcoder.batch.swebench.executors import ExecutorError, ExecutorOptions, require_ray
 
     if kind not in ("local", "ray"):
         fail(f"--executor must be local or ray, not {kind!r}")
@@ -450,8 +450,8 @@ def _batch_backend(console, config: str | None, sets: list[str], load: bool = Tr
 
     load=False (a Ray batch: each worker loads its own): the provider is None, the config is still checked.
     """
-    from agent.commands import USER_ERRORS, configure
-    from batch.swebench.backends import BackendProvider, check_backend
+    from loopcoder.agent.commands import USER_ERRORS, configure
+    from loopcoder.batch.swebench.backends import BackendProvider, check_backend
 
     try:
         cfg = configure(config, sets, **flags)
@@ -467,7 +467,7 @@ def _batch_backend(console, config: str | None, sets: list[str], load: bool = Tr
 @contextmanager
 def _executor_errors():
     """An ExecutorError (no cluster, workers that cannot start) as a one-line error."""
-    from batch.swebench.executors import ExecutorError
+    from loopcoder.batch.swebench.executors import ExecutorError
 
     try:
         yield
@@ -501,11 +501,11 @@ def swebench_eval(
     from rich.console import Console
     from rich.progress import Progress
 
-    from batch.swebench.cleanup import removed_on_signal
-    from batch.swebench.eval import EvalOptions, evaluate
-    from batch.swebench.instances import InstanceError
-    from batch.swebench.predictions import load_predictions
-    from batch.swebench.tables import eval_table
+    from loopcoder.batch.swebench.cleanup import removed_on_signal
+    from loopcoder.batch.swebench.eval import EvalOptions, evaluate
+    from loopcoder.batch.swebench.instances import InstanceError
+    from loopcoder.batch.swebench.predictions import load_predictions
+    from loopcoder.batch.swebench.tables import eval_table
 
     _check_sandbox(sandbox)
     executor_options = _executor(executor, workers, ray_address, cpus_per_worker)
@@ -555,9 +555,9 @@ def swebench_run(
     from rich.console import Console
     from rich.live import Live
 
-    from batch.swebench.cleanup import removed_on_signal
-    from batch.swebench.run import run_batch
-    from batch.swebench.tables import RunCounters
+    from loopcoder.batch.swebench.cleanup import removed_on_signal
+    from loopcoder.batch.swebench.run import run_batch
+    from loopcoder.batch.swebench.tables import RunCounters
 
     _check_sandbox(sandbox)
     executor_options = _executor(executor, workers, ray_address, cpus_per_worker, gpus_per_worker)
@@ -607,8 +607,8 @@ def swebench_env_build(
     from rich.console import Console
     from rich.progress import Progress
 
-    from batch.swebench.cleanup import removed_on_signal
-    from batch.swebench.environments import build_environment
+    from loopcoder.batch.swebench.cleanup import removed_on_signal
+    from loopcoder.batch.swebench.environments import build_environment
 
     _check_sandbox(sandbox)
     selected = _batch_instances(instances, filter)
@@ -664,8 +664,8 @@ def refactor_cmd(
 
     from rich.console import Console
 
-    from agent.outcome import Status
-    from batch.refactor import PlanError, RefactorTask, load_plan, refactor_table, run_refactors
+    from loopcoder.agent.outcome import Status
+    from loopcoder.batch.refactor import PlanError, RefactorTask, load_plan, refactor_table, run_refactors
 
     _check_sandbox(sandbox)
     executor_options = _executor(executor, workers, ray_address, cpus_per_worker, gpus_per_worker)
@@ -726,9 +726,9 @@ def serve(
     """Serve the model over an OpenAI-compatible API: /v1/models and /v1/chat/completions."""
     from pathlib import Path
 
-    from server import Limits, ServeError
-    from server.run import configure_logging
-    from server.run import serve as run_server
+    from loopcoder.server import Limits, ServeError
+    from loopcoder.server.run import configure_logging
+    from loopcoder.server.run import serve as run_server
 
     configure_logging()
     options = {"device": device, "dtype": dtype, "context_window": context_window, "trust_remote_code": trust_remote_code,

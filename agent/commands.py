@@ -12,17 +12,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.prompt import Confirm
 
-from agent.config import Config, ConfigError, load_config
-from agent.interrupts import interrupt_once
-from agent.outcome import EXIT_CODES, Status
-from agent.prompting import PromptError
-from agent.session import default_trajectory_path, make_backend, open_workspace, run_task, start_agent
-from agent.trajectory import TrajectoryError, load
-from agent.view import LiveView, show_patch, show_trajectory
-from runtime.backends.base import BackendError
-from runtime.backends.replay import ReplayScriptError
-from workspace.repo import RepoError, WorkingCopy
-from workspace.sandbox import SandboxError
+from loopcoder.agent.config import Config, ConfigError, load_config
+from loopcoder.agent.interrupts import interrupt_once
+from loopcoder.agent.outcome import EXIT_CODES, Status
+from loopcoder.agent.prompting import PromptError
+from loopcoder.agent.session import default_trajectory_path, make_backend, open_workspace, run_task, start_agent
+from loopcoder.agent.trajectory import TrajectoryError, load
+from loopcoder.agent.view import LiveView, show_patch, show_trajectory
+from loopcoder.runtime.backends.base import BackendError
+from loopcoder.runtime.backends.replay import ReplayScriptError
+from loopcoder.workspace.repo import RepoError, WorkingCopy
+from loopcoder.workspace.sandbox import SandboxError
 
 USER_ERRORS = (ConfigError, RepoError, BackendError, PromptError, ReplayScriptError, TrajectoryError, SandboxError)
 
@@ -165,7 +165,7 @@ def _ask(console: Console) -> str | None:
 def replay_command(path: str, repo: str | None, sandbox: str | None, image: str | None,
                    trajectory: str | None) -> int:
     """Replay a trajectory; 0 when the final diff is the recorded one, 1 (with a summary) when not."""
-    from agent.replay import replay
+    from loopcoder.agent.replay import replay
 
     console = Console()
     view = LiveView(console)

@@ -24,8 +24,8 @@ Seconds = Annotated[float, Field(gt=0)]
 
 
 def _size(text: str) -> str:
-    from workspace.limits import parse_size
-    from workspace.sandbox import SandboxError
+    from loopcoder.workspace.limits import parse_size
+    from loopcoder.workspace.sandbox import SandboxError
 
     try:
         parse_size(text)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from tools.arguments import validate
-from tools.base import Observation, Tool
-from workspace.sandbox import Sandbox
+from loopcoder.tools.arguments import validate
+from loopcoder.tools.base import Observation, Tool
+from loopcoder.workspace.sandbox import Sandbox
 
 
 class Environment:

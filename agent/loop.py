@@ -18,15 +18,15 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from agent.config import Config
-from agent.environment import Environment
-from agent.interrupts import deferred_interrupts
-from agent.outcome import EXIT_CODES, Status, TestTally, submit_status, tests_words
-from agent.trajectory import Trajectory
-from runtime.backends.base import Backend, Completion, GenerationParams
-from runtime.toolcalls import EXPECTED_FORMAT, ParseResult, ToolCall, parse_tool_calls
-from tools.base import Observation
-from tools.test_report import from_summary
+from loopcoder.agent.config import Config
+from loopcoder.agent.environment import Environment
+from loopcoder.agent.interrupts import deferred_interrupts
+from loopcoder.agent.outcome import EXIT_CODES, Status, TestTally, submit_status, tests_words
+from loopcoder.agent.trajectory import Trajectory
+from loopcoder.runtime.backends.base import Backend, Completion, GenerationParams
+from loopcoder.runtime.toolcalls import EXPECTED_FORMAT, ParseResult, ToolCall, parse_tool_calls
+from loopcoder.tools.base import Observation
+from loopcoder.tools.test_report import from_summary
 
 
 NO_CALL = ("Your reply contained no tool call. Every reply must call at least one tool, written exactly like "

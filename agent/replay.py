@@ -12,12 +12,12 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config import from_dict
-from agent.loop import Listener, RunResult
-from agent.outcome import Status
-from agent.session import open_workspace, start_agent
-from agent.trajectory import TrajectoryError
-from runtime.backends.replay import ReplayBackend
+from loopcoder.agent.config import from_dict
+from loopcoder.agent.loop import Listener, RunResult
+from loopcoder.agent.outcome import Status
+from loopcoder.agent.session import open_workspace, start_agent
+from loopcoder.agent.trajectory import TrajectoryError
+from loopcoder.runtime.backends.replay import ReplayBackend
 
 UNLIMITED = 10**12
 

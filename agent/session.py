@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from agent.config import Config, ConfigError
-from agent.environment import Environment
-from agent.interrupts import deferred_interrupts
-from agent.loop import Agent, Listener, RunResult
-from agent.prompting import system_prompt, system_template, task_prompt
-from agent.trajectory import Trajectory
-from runtime.backends import IN_PROCESS
-from workspace.repo import RepoError, WorkingCopy
+from loopcoder.agent.config import Config, ConfigError
+from loopcoder.agent.environment import Environment
+from loopcoder.agent.interrupts import deferred_interrupts
+from loopcoder.agent.loop import Agent, Listener, RunResult
+from loopcoder.agent.prompting import system_prompt, system_template, task_prompt
+from loopcoder.agent.trajectory import Trajectory
+from loopcoder.runtime.backends import IN_PROCESS
+from loopcoder.workspace.repo import RepoError, WorkingCopy
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Workspace:
 
 def make_backend(config: Config):
     """The configured backend; errors say which option to fix."""
-    from runtime.backends import create_backend
+    from loopcoder.runtime.backends import create_backend
 
     b = config.backend
     if b.name == "replay":
@@ -73,8 +73,8 @@ def make_sandbox(config: Config, path: Path):
     kind "none" runs commands as plain processes: the same environment allow-list and limits, no isolation.
     In-place runs get the repository's .git read-only, so nothing in it (config, hooks) can be planted.
     """
-    from workspace.limits import Limits
-    from workspace.sandbox import SandboxError
+    from loopcoder.workspace.limits import Limits
+    from loopcoder.workspace.sandbox import SandboxError
 
     s = config.sandbox
     try:
@@ -84,10 +84,10 @@ def make_sandbox(config: Config, path: Path):
     common = {"network": s.network, "limits": limits, "passthrough_env": s.env, "command_timeout": s.command_timeout,
               "protect_git": config.workspace.in_place}
     if s.kind == "docker":
-        from workspace.docker_sandbox import BASE_IMAGE, DockerSandbox
+        from loopcoder.workspace.docker_sandbox import BASE_IMAGE, DockerSandbox
 
         return DockerSandbox(s.image or BASE_IMAGE, copy_from=path, mount=True, **common)
-    from workspace.local import LocalSandbox
+    from loopcoder.workspace.local import LocalSandbox
 
     return LocalSandbox(path, isolate=s.kind != "none", **common)
 
@@ -101,7 +101,7 @@ def open_workspace(repo: str | Path, config: Config, commit: str | None = None,
     uncommitted work); with `commit` (and optionally `carried_patch`, as a
     replay does) it starts from that commit plus that patch.
     """
-    from tools import default_tools
+    from loopcoder.tools import default_tools
 
     in_place = config.workspace.in_place
     stack = contextlib.ExitStack()

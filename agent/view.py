@@ -14,11 +14,11 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from agent.loop import Listener, RunResult
-from agent.outcome import Status, tally_from_dict, tests_words
-from runtime.holdback import held_back
-from runtime.toolcalls import CLOSE, OPEN, ToolCall
-from tools.base import Observation
+from loopcoder.agent.loop import Listener, RunResult
+from loopcoder.agent.outcome import Status, tally_from_dict, tests_words
+from loopcoder.runtime.holdback import held_back
+from loopcoder.runtime.toolcalls import CLOSE, OPEN, ToolCall
+from loopcoder.tools.base import Observation
 
 OBSERVATION_LINES = 8
 STATUS_STYLE = {Status.SUBMITTED: "green", Status.REPLIED: "green", Status.NO_CHANGE: "yellow",

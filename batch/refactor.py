@@ -37,16 +37,16 @@ import yaml
 from rich.table import Table
 from rich.text import Text
 
-from agent.config import Config
-from agent.outcome import Status, TestTally, tally_from_dict, tests_words
-from agent.prompting import task_prompt, task_template
-from agent.session import open_workspace, start_agent
-from batch.swebench.backends import BackendProvider
-from batch.swebench.executors import ExecutorOptions, Job, Lost, execute
-from batch.swebench.specs import patch_files
-from tools.test_report import TestStatus, parse_log_pytest
-from workspace.repo import GIT_IDENTITY, RepoError, open_repo, resolve_commit
-from workspace.sandbox import Sandbox
+from loopcoder.agent.config import Config
+from loopcoder.agent.outcome import Status, TestTally, tally_from_dict, tests_words
+from loopcoder.agent.prompting import task_prompt, task_template
+from loopcoder.agent.session import open_workspace, start_agent
+from loopcoder.batch.swebench.backends import BackendProvider
+from loopcoder.batch.swebench.executors import ExecutorOptions, Job, Lost, execute
+from loopcoder.batch.swebench.specs import patch_files
+from loopcoder.tools.test_report import TestStatus, parse_log_pytest
+from loopcoder.workspace.repo import GIT_IDENTITY, RepoError, open_repo, resolve_commit
+from loopcoder.workspace.sandbox import Sandbox
 
 PYTEST = "python -m pytest -rA --tb=no -p no:cacheprovider"
 TEST_TIMEOUT = 1800.0

@@ -94,9 +94,9 @@ def call(rng: random.Random, turn: int, turns: int) -> tuple[str, dict]:
 
 
 def build_backend(root: Path, preset: str, context_window: int):
-    from model.presets import init_random_checkpoint
+    from loopcoder.model.presets import init_random_checkpoint
     from nano.tiny_tokenizer import save_test_tokenizer
-    from runtime.backends import create_backend
+    from loopcoder.runtime.backends import create_backend
 
     init_random_checkpoint(root / "checkpoint", preset, tokenizer=save_test_tokenizer(root / "tokenizer"))
     return create_backend("plt", model_path=root / "checkpoint", device="cpu", dtype="float32",
@@ -104,10 +104,10 @@ def build_backend(root: Path, preset: str, context_window: int):
 
 
 def run(args) -> dict:
-    from agent.prompting import system_prompt
-    from runtime.backends.base import GenerationParams
-    from runtime.toolcalls import render_tool_call
-    from tools import default_tools
+    from loopcoder.agent.prompting import system_prompt
+    from loopcoder.runtime.backends.base import GenerationParams
+    from loopcoder.runtime.toolcalls import render_tool_call
+    from loopcoder.tools import default_tools
 
     rng = random.Random(args.seed)
     tools = [tool.schema() for tool in default_tools()]

@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median, seconds, sync  # noqa: E402
-from model.compat import CACHE_KWARG  # noqa: E402 - the KV cache keyword of the installed transformers
+from loopcoder.model.compat import CACHE_KWARG  # noqa: E402 - the KV cache keyword of the installed transformers
 
 VARIANTS = ("bf16", "int8", "int4")
 SCALES = (1, 2, 4, 8)  # divides the 8 KV heads: the 7B's proportions hold
@@ -52,7 +52,7 @@ def ensure_checkpoint(path: Path, scale: int, layers: int) -> None:
     overrides = shape_overrides(scale, layers)
     if marker.is_file() and json.loads(marker.read_text()) == overrides:
         return
-    from model.presets import init_random_checkpoint
+    from loopcoder.model.presets import init_random_checkpoint
 
     print(f"writing a random 7b-shape checkpoint (scale 1/{scale}, {layers} layers) to {path} ...", flush=True)
     start = time.perf_counter()
@@ -77,7 +77,7 @@ def weight_bytes_read(model, loops_read: int = 1) -> int:
 
 def probe(variant: str, device: str, megabytes: int):
     """A 1-row product with a weight of about `megabytes` in the variant's format -> (fn, weight bytes)."""
-    from model.quantize import QuantizedLinear, QuantSpec, quantize_weight
+    from loopcoder.model.quantize import QuantizedLinear, QuantSpec, quantize_weight
 
     cols = 8192
     bits = {"bf16": 16, "int8": 8, "int4": 4}[variant]
@@ -96,10 +96,10 @@ def probe(variant: str, device: str, megabytes: int):
 
 def child(args) -> dict:
     """One variant, in this process: load, prefill, decode both ways, probe."""
-    import model  # noqa: F401  registers the PLT
+    import loopcoder.model as model  # noqa: F401  registers the PLT
     from transformers import AutoModelForCausalLM
 
-    from model.quantize import kernel_report
+    from loopcoder.model.quantize import kernel_report
 
     device = args.device
     start = time.perf_counter()
@@ -163,7 +163,7 @@ def eager_step(plt, one_pass: bool):
 def compiled_step(plt, cache, ids):
     """The compiled one-pass step, warmed up (compiled; on CUDA its graph captured) on a copy of the
     static `cache`, and the warm-up's seconds."""
-    from model.compiled import CUDA_WARMUP_CALLS
+    from loopcoder.model.compiled import CUDA_WARMUP_CALLS
 
     compiled = plt.enable_compiled_decode()
     spare = copy.deepcopy(cache)

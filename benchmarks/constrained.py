@@ -68,11 +68,11 @@ def compare(name: str, backend, prompts: list[list[int]], params, grammar, repea
 
 
 def nano_workload(replies: int):
-    from agent.prompting import system_prompt, system_template, task_prompt
-    from agent.session import make_backend
+    from loopcoder.agent.prompting import system_prompt, system_template, task_prompt
+    from loopcoder.agent.session import make_backend
     from nano.evaluate import eval_config
     from nano.tasks import generate_task
-    from tools import default_tools
+    from loopcoder.tools import default_tools
 
     config = eval_config(ROOT / "checkpoints" / "loopcoder-nano")
     backend = make_backend(config)
@@ -89,10 +89,10 @@ def nano_workload(replies: int):
 
 def scaled_workload(replies: int):
     from benchmarks.decode import build, plt_config
-    from model.modeling_plt import IQuestPLTCoderForCausalLM
+    from loopcoder.model.modeling_plt import IQuestPLTCoderForCausalLM
     from nano.tiny_tokenizer import build_test_tokenizer
-    from runtime.backends.inprocess import InProcessBackend
-    from tools import default_tools
+    from loopcoder.runtime.backends.inprocess import InProcessBackend
+    from loopcoder.tools import default_tools
 
     config = plt_config("scaled", torch.float32)
     texts = [p.read_text(encoding="utf-8") for p in sorted(ROOT.glob("[a-z]*/**/*.py"))]
@@ -120,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from runtime.backends.base import GenerationParams
+    from loopcoder.runtime.backends.base import GenerationParams
 
     print(f"{'workload (ms/token)':<34} {'free':>9} {'grammar':>9} {'ratio':>7} {'mask+accept':>9}"
           f" {'1+mask/free':>10}", flush=True)

@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import cache_bytes, matvec_probe, median, module_bytes, seconds, weight_bytes  # noqa: E402
-from model.compat import CACHE_KWARG  # noqa: E402 - the KV cache keyword of the installed transformers
+from loopcoder.model.compat import CACHE_KWARG  # noqa: E402 - the KV cache keyword of the installed transformers
 
 # 7B proportions (head dim 128, 5 query heads per KV head, FFN/width 5.4, vocab/width 15) at 1/4 width.
 SCALED = dict(hidden_size=1280, num_attention_heads=10, num_key_value_heads=2, head_dim=128,
@@ -45,7 +45,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def plt_config(preset: str, dtype: torch.dtype):
-    from model.presets import PRESETS, preset_config
+    from loopcoder.model.presets import PRESETS, preset_config
 
     base = preset if preset in PRESETS else "7b-shape"
     extra = SCALED if preset == "scaled" else {}
@@ -128,8 +128,8 @@ def prefill(model, ids: torch.Tensor, new_cache, device: str) -> tuple[float, ob
 def run(args) -> dict:
     from transformers import DynamicCache, LlamaForCausalLM
 
-    import model  # noqa: F401  registers the PLT
-    from model.modeling_plt import IQuestPLTCoderForCausalLM
+    import loopcoder.model as model  # noqa: F401  registers the PLT
+    from loopcoder.model.modeling_plt import IQuestPLTCoderForCausalLM
 
     device, dtype = args.device, DTYPES[args.dtype]
     config = plt_config(args.preset, dtype)
@@ -187,7 +187,7 @@ def run(args) -> dict:
 def compiled_decoder(plt, ids: torch.Tensor, steps: int, start: torch.Tensor) -> tuple[Decoder, float]:
     """"PLT compiled": a static cache holding `ids` (the same 2N tokens), warmed up (compiled, and
     on CUDA its graph captured) on a copy; and the warm-up's seconds."""
-    from model.compiled import CUDA_WARMUP_CALLS
+    from loopcoder.model.compiled import CUDA_WARMUP_CALLS
 
     compiled = plt.enable_compiled_decode()
     set_cross_loop(plt, True)

@@ -90,7 +90,7 @@ def main() -> None:
     import torch
 
     from nano.evaluate import eval_config, evaluate, summarize
-    from agent.session import make_backend
+    from loopcoder.agent.session import make_backend
 
     if task_set == "handwritten":
         from benchmarks.handwritten import TaskFileError, check_patch, load_tasks

@@ -30,7 +30,7 @@ def solved(seed: int, model: str) -> tuple[str, bool, str]:
         repo = write_files(task.files, Path(tmp) / task.facts["package"])
         subprocess.run(GIT_BASE, shell=True, cwd=repo, check=True)
         out = Path(tmp) / "out"
-        subprocess.run([sys.executable, "-m", "cli", "refactor", "--task", task.text, str(repo), "--model", model,
+        subprocess.run([sys.executable, "-m", "loopcoder.cli", "refactor", "--task", task.text, str(repo), "--model", model,
                         "--output", str(out), "--set", "backend.device=cpu"], cwd=ROOT, capture_output=True, text=True)
         records = json.loads((out / "refactor.json").read_text()) if (out / "refactor.json").is_file() else []
         status = records[0]["status"] if records else "no result"

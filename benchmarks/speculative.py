@@ -46,7 +46,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median  # noqa: E402
-from model.compat import CACHE_KWARG  # noqa: E402
+from loopcoder.model.compat import CACHE_KWARG  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NANO = ROOT / "checkpoints" / "loopcoder-nano"
@@ -151,7 +151,7 @@ def copy_fraction(context: list[int], reply: list[int]) -> float:
 
 def record(tasks: int, seed: int) -> tuple[object, list[list[Turn]]]:
     """nano's agent runs on held-out tasks: the prompts of every call, per conversation."""
-    from agent.session import make_backend
+    from loopcoder.agent.session import make_backend
     from nano.evaluate import eval_config, evaluate
     from nano.tasks import generate_task
 
@@ -179,10 +179,10 @@ def editing_conversations(backend, count: int, seed: int) -> list[list[Turn]]:
     import random
     import re
 
-    from runtime.tokenizer import encode
-    from runtime.toolcalls import render_tool_call
-    from tools import get_tool
-    from workspace.local import LocalSandbox
+    from loopcoder.runtime.tokenizer import encode
+    from loopcoder.runtime.toolcalls import render_tool_call
+    from loopcoder.tools import get_tool
+    from loopcoder.workspace.local import LocalSandbox
 
     rng = random.Random(seed)
     tmp = tempfile.TemporaryDirectory(prefix="speculative-")
@@ -235,7 +235,7 @@ def editing_conversations(backend, count: int, seed: int) -> list[list[Turn]]:
 
 def with_prose_turns(backend, conversations: list[list[Turn]]) -> None:
     """After each conversation, a user question answered by prose that occurs nowhere before."""
-    from runtime.tokenizer import encode
+    from loopcoder.runtime.tokenizer import encode
 
     tok = backend.tokenizer
     for i, turns in enumerate(conversations):
@@ -247,7 +247,7 @@ def with_prose_turns(backend, conversations: list[list[Turn]]) -> None:
 
 def decode_turns(make_session, turns: list[Turn], speculative: str, stop_ids, max_new: int, before=None):
     """One session through a conversation; per turn the Generation and its decode seconds."""
-    from runtime.backends.base import GenerationParams
+    from loopcoder.runtime.backends.base import GenerationParams
 
     session = make_session()
     params = GenerationParams(max_new_tokens=max_new, speculative=speculative)
@@ -302,8 +302,8 @@ def measure(name: str, make_session, conversations, stop_ids, max_new: int, repe
 
 def run(args) -> dict:
     from benchmarks.decode import build, llama_config, plt_config
-    from model import IQuestPLTCoderForCausalLM
-    from runtime.session import Session
+    from loopcoder.model import IQuestPLTCoderForCausalLM
+    from loopcoder.runtime.session import Session
 
     torch.set_num_threads(args.threads)
     print("uptime:", uptime(), flush=True)

@@ -29,8 +29,8 @@ from nano.data import (build_tokenizer, nano_renderer, nano_system_message, rend
                              write_transcripts)
 from nano.openings import opening
 from nano.record import gold_script, record
-from agent.prompting import task_prompt
-from runtime.toolcalls import render_tool_call
+from loopcoder.agent.prompting import task_prompt
+from loopcoder.runtime.toolcalls import render_tool_call
 from nano.tasks import PACKAGE_SUFFIXES, generate_task
 from nano.tiny_tokenizer import build_test_tokenizer
 

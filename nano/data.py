@@ -18,9 +18,9 @@ from typing import Iterable
 
 from transformers import PreTrainedTokenizerFast
 
-from agent.prompting import MODEL_SYSTEM, PROMPTS_DIR, render
+from loopcoder.agent.prompting import MODEL_SYSTEM, PROMPTS_DIR, render
 from nano.tiny_tokenizer import build_test_tokenizer
-from runtime.tokenizer import default_chat_template, render_chat
+from loopcoder.runtime.tokenizer import default_chat_template, render_chat
 
 END = "<|im_end|>"
 SYSTEM_PROMPT = PROMPTS_DIR / "system_nano.jinja"  # shipped in the checkpoint as loopcoder_system.jinja

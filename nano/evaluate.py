@@ -12,10 +12,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from agent.config import Config, load_config
+from loopcoder.agent.config import Config, load_config
 from nano.record import check_patch, make_repo, test_environment
 from nano.tasks import Task
-from agent.session import run_task
+from loopcoder.agent.session import run_task
 
 # Gold plans take 4-5 turns of well under 300 tokens; these limits only cut failures short.
 EVAL_SETTINGS = ("agent.max_steps=12", "sampling.max_new_tokens=512", "sampling.temperature=0")

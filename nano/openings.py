@@ -13,10 +13,10 @@ from pathlib import Path
 
 from nano.record import gold_calls
 from nano.tasks import Task, write_files
-from agent.prompting import task_prompt
-from runtime.toolcalls import render_tool_call
-from tools import get_tool
-from workspace.local import LocalSandbox
+from loopcoder.agent.prompting import task_prompt
+from loopcoder.runtime.toolcalls import render_tool_call
+from loopcoder.tools import get_tool
+from loopcoder.workspace.local import LocalSandbox
 
 AFTER_EDITS = ("run_tests", "submit")
 

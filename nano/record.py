@@ -30,12 +30,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config import Config, load_config
-from agent.session import run_task
+from loopcoder.agent.config import Config, load_config
+from loopcoder.agent.session import run_task
 from nano.tasks import CheckResult, Task, check, write_files
-from runtime.backends.replay import ReplayBackend
-from runtime.toolcalls import render_tool_call
-from workspace.repo import GIT_IDENTITY
+from loopcoder.runtime.backends.replay import ReplayBackend
+from loopcoder.runtime.toolcalls import render_tool_call
+from loopcoder.workspace.repo import GIT_IDENTITY
 
 
 @dataclass

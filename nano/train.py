@@ -31,9 +31,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, GenerationConfig
 
-from model.configuration_plt import IQuestPLTCoderConfig
-from model.modeling_plt import IQuestPLTCoderForCausalLM
-from model.presets import PRESETS, copy_tokenizer, preset_config
+from loopcoder.model.configuration_plt import IQuestPLTCoderConfig
+from loopcoder.model.modeling_plt import IQuestPLTCoderForCausalLM
+from loopcoder.model.presets import PRESETS, copy_tokenizer, preset_config
 
 IGNORE = -100
 # loopcoder-nano: two loops, ~1.3M parameters (5 MB in fp32); the vocabulary grows to the tokenizer's.

@@ -16,8 +16,8 @@ from typing import Callable
 
 import torch
 
-from runtime.backends.base import GenerationParams
-from runtime.holdback import held_back
+from loopcoder.runtime.backends.base import GenerationParams
+from loopcoder.runtime.holdback import held_back
 
 REPLACEMENT = "\ufffd"
 SPECULATIVE = ("prompt_lookup", "off")

@@ -25,11 +25,11 @@ from typing import Any, Callable
 
 import torch
 
-from runtime.backends.base import GenerationParams
-from model.compat import CACHE_KWARG
-from runtime.constrained import TokenConstraint
-from runtime.sampling import check_params, make_generator, probabilities, sample_next
-from runtime.speculative import DraftLength, PromptLookup, accept_sampled
+from loopcoder.runtime.backends.base import GenerationParams
+from loopcoder.model.compat import CACHE_KWARG
+from loopcoder.runtime.constrained import TokenConstraint
+from loopcoder.runtime.sampling import check_params, make_generator, probabilities, sample_next
+from loopcoder.runtime.speculative import DraftLength, PromptLookup, accept_sampled
 
 DEFAULT_PREFILL_CHUNK = 512
 

@@ -10,12 +10,12 @@ from typing import Callable
 
 import uvicorn
 
-from runtime.backends.base import Backend
-from runtime.backends.hosts import is_loopback
-from server.app import DEFAULT_MAX_BODY_BYTES, Limits, create_app
-from server.engine import Engine
-from server.protocol import OpenAIH11Protocol
-from server.worker import ModelWorker
+from loopcoder.runtime.backends.base import Backend
+from loopcoder.runtime.backends.hosts import is_loopback
+from loopcoder.server.app import DEFAULT_MAX_BODY_BYTES, Limits, create_app
+from loopcoder.server.engine import Engine
+from loopcoder.server.protocol import OpenAIH11Protocol
+from loopcoder.server.worker import ModelWorker
 
 __all__ = ["ChatServer", "DEFAULT_MAX_BODY_BYTES", "Engine", "Limits", "ServeError", "is_loopback", "make_server"]
 

@@ -25,11 +25,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from server import responses
-from server.chat_request import ChatRequest, parse_chat_request
-from server.engine import Engine, Generated
-from server.errors import ApiError
-from server.worker import ModelWorker
+from loopcoder.server import responses
+from loopcoder.server.chat_request import ChatRequest, parse_chat_request
+from loopcoder.server.engine import Engine, Generated
+from loopcoder.server.errors import ApiError
+from loopcoder.server.worker import ModelWorker
 
 log = logging.getLogger("loopcoder.serve")
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024

@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runtime.backends.base import GenerationParams
-from server.errors import ApiError, bad_request
+from loopcoder.runtime.backends.base import GenerationParams
+from loopcoder.server.errors import ApiError, bad_request
 
 MAX_STOP_STRINGS = 16
 FILL_WINDOW = 2**31 - 1  # no max_tokens: generate until the window is full (the engine clamps to the room left)

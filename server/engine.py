@@ -11,12 +11,12 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from runtime.backends.base import Backend, Completion
-from runtime.constrained import GrammarError
-from server.chat_request import ChatRequest, normalize_messages
-from server.errors import ApiError, bad_request
-from server.pool import SessionPool
-from server.reply import ContentStream
+from loopcoder.runtime.backends.base import Backend, Completion
+from loopcoder.runtime.constrained import GrammarError
+from loopcoder.server.chat_request import ChatRequest, normalize_messages
+from loopcoder.server.errors import ApiError, bad_request
+from loopcoder.server.pool import SessionPool
+from loopcoder.server.reply import ContentStream
 
 
 @dataclass

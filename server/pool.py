@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Callable
 
-from runtime.backends.base import Backend, Message, ToolSchema
+from loopcoder.runtime.backends.base import Backend, Message, ToolSchema
 
 
 def conversation_key(messages: list[Message], tools: list[ToolSchema] | None) -> list[str]:

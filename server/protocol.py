@@ -15,7 +15,7 @@ import json
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from server.errors import ApiError
+from loopcoder.server.errors import ApiError
 
 HINT = "This is an OpenAI-compatible API: POST JSON to /v1/chat/completions."
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import re
 
-from runtime.holdback import held_back
-from runtime.toolcalls import OPEN, parse_tool_calls
-from server.responses import new_id
+from loopcoder.runtime.holdback import held_back
+from loopcoder.runtime.toolcalls import OPEN, parse_tool_calls
+from loopcoder.server.responses import new_id
 
 MARKERS = (OPEN, "<function=", "```")
 _MARKER = re.compile("|".join(re.escape(m) for m in MARKERS))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from runtime.backends.base import Completion
+from loopcoder.runtime.backends.base import Completion
 
 FINISH = {"stop": "stop", "length": "length", "context": "length"}
 

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from runtime.backends import IN_PROCESS, create_backend
-from runtime.backends.base import Backend
-from runtime.backends.hosts import is_loopback
-from server import Limits, ServeError, make_server
+from loopcoder.runtime.backends import IN_PROCESS, create_backend
+from loopcoder.runtime.backends.base import Backend
+from loopcoder.runtime.backends.hosts import is_loopback
+from loopcoder.server import Limits, ServeError, make_server
 
 log = logging.getLogger("loopcoder.serve")
 
@@ -38,7 +38,7 @@ def serve(
     backend_options: dict | None = None,
 ) -> None:
     """Blocks until Ctrl-C or SIGTERM; `backend_options` (device, dtype, ...) go to `create_backend`."""
-    from runtime.backends.base import BackendError
+    from loopcoder.runtime.backends.base import BackendError
 
     if backend not in IN_PROCESS:
         raise ServeError(f"--backend must be {' or '.join(IN_PROCESS)}, not {backend!r}.")

@@ -41,7 +41,7 @@ def git_repo(tmp_path: Path) -> Path:
 @pytest.fixture
 def local_sandbox(tmp_path: Path):
     """A LocalSandbox (bubblewrap when usable) on an empty directory."""
-    from workspace.local import LocalSandbox
+    from loopcoder.workspace.local import LocalSandbox
 
     work = tmp_path / "work"
     work.mkdir()
@@ -65,7 +65,7 @@ def docker_client():
 @pytest.fixture(scope="session")
 def base_image(docker_client) -> str:
     """The small local image scripts/sandbox-deps.sh builds (no registry needed)."""
-    from workspace.docker_sandbox import BASE_IMAGE
+    from loopcoder.workspace.docker_sandbox import BASE_IMAGE
 
     try:
         docker_client.images.get(BASE_IMAGE)

@@ -58,7 +58,7 @@ def imported_modules(path: Path, root: Path) -> list[tuple[int, str]]:
                 found.append((node.lineno, ".".join(base + ([node.module] if node.module else []))))
             else:
                 found.append((node.lineno, node.module))
-    return found
+    return [(line, target.removeprefix("loopcoder.")) for line, target in found]  # the one install namespace
 
 
 def layer_violations(root: Path) -> list[str]:
@@ -100,10 +100,11 @@ def test_a_new_top_level_package_must_be_placed(tmp_path):
     assert layer_violations(tmp_path) == ["extras: a top-level package with no place in LAYERS"]
 
 
-@pytest.mark.parametrize("package", sorted(set(LAYERS) - {"cli", "nano"}))
-def test_the_product_installs_every_layer_but_nano(package):
-    """pyproject's package list: every product package is installed; nano/ (research code) is not."""
-    found = (tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"])
-    installed = set(find_packages(str(ROOT), include=found["include"], exclude=found.get("exclude", ())))
-    assert package in installed
-    assert not {p for p in installed if p.split(".")[0] == "nano"}
+def test_the_product_installs_every_package_but_nano_under_one_namespace():
+    """pyproject's package list: every product package, as loopcoder.<package>; nano/ (research code) never."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    product = sorted(set(LAYERS) - {"cli", "nano"})
+    expected = {"loopcoder"} | {f"loopcoder.{p}" for p in find_packages(str(ROOT), include=[f"{t}*" for t in product])}
+    assert setuptools["package-dir"] == {"loopcoder": "."}
+    assert set(setuptools["packages"]) == expected
+    assert not [p for p in setuptools["packages"] if p.startswith("loopcoder.nano")]

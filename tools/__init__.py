@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from tools import bash, run_tests, search, str_replace_editor, submit
-from tools.base import Observation, Tool
-from tools.shell import TIMEOUTS_TO_STOP, TimeoutStreak
+from loopcoder.tools import bash, run_tests, search, str_replace_editor, submit
+from loopcoder.tools.base import Observation, Tool
+from loopcoder.tools.shell import TIMEOUTS_TO_STOP, TimeoutStreak
 
 __all__ = ["Observation", "Tool", "default_tools", "get_tool", "TOOL_NAMES"]
 

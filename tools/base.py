@@ -5,9 +5,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from tools.arguments import validate
-from tools.output import truncate
-from workspace.sandbox import Sandbox, SandboxError
+from loopcoder.tools.arguments import validate
+from loopcoder.tools.output import truncate
+from loopcoder.workspace.sandbox import Sandbox, SandboxError
 
 log = logging.getLogger(__name__)
 MAX_OBSERVATION = 20_000  # characters; above what any tool shows on purpose

@@ -1,11 +1,11 @@
 """bash: run one shell command in the working copy, with a timeout and output that always fits."""
 from __future__ import annotations
 
-from tools.base import Observation, Tool, define
-from tools.interactive import refusal
-from tools.shell import (DEFAULT_TIMEOUT, MAX_TIMEOUT, TimeoutStreak, check_timeout, effective_timeout, observation,
+from loopcoder.tools.base import Observation, Tool, define
+from loopcoder.tools.interactive import refusal
+from loopcoder.tools.shell import (DEFAULT_TIMEOUT, MAX_TIMEOUT, TimeoutStreak, check_timeout, effective_timeout, observation,
                          run_captured)
-from workspace.sandbox import Sandbox
+from loopcoder.workspace.sandbox import Sandbox
 
 NAME = "bash"
 DESCRIPTION = (

@@ -11,11 +11,11 @@ import re
 import secrets
 import shlex
 
-from tools.base import Observation, Tool, define
-from tools.interactive import refusal
-from tools.shell import OUTPUT_DIR, TimeoutStreak, check_timeout, effective_timeout, observation, run_captured
-from tools.test_report import TestReport, from_junit, from_summary
-from workspace.sandbox import Sandbox
+from loopcoder.tools.base import Observation, Tool, define
+from loopcoder.tools.interactive import refusal
+from loopcoder.tools.shell import OUTPUT_DIR, TimeoutStreak, check_timeout, effective_timeout, observation, run_captured
+from loopcoder.tools.test_report import TestReport, from_junit, from_summary
+from loopcoder.workspace.sandbox import Sandbox
 
 NAME = "run_tests"
 DEFAULT_TIMEOUT = 300.0

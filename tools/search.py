@@ -12,9 +12,9 @@ import re
 import secrets
 import shlex
 
-from tools.base import Observation, Tool, define
-from tools.output import printable, truncate
-from workspace.sandbox import Sandbox
+from loopcoder.tools.base import Observation, Tool, define
+from loopcoder.tools.output import printable, truncate
+from loopcoder.workspace.sandbox import Sandbox
 
 NAME = "search"
 MAX_RESULTS = 100

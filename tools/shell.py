@@ -20,10 +20,10 @@ import secrets
 from dataclasses import dataclass
 from itertools import count
 
-from tools.base import Observation
-from tools.output import OUTPUT_LIMIT, at_lines, elide, printable, truncate
-from tools.state import PerSandbox
-from workspace.sandbox import Sandbox
+from loopcoder.tools.base import Observation
+from loopcoder.tools.output import OUTPUT_LIMIT, at_lines, elide, printable, truncate
+from loopcoder.tools.state import PerSandbox
+from loopcoder.workspace.sandbox import Sandbox
 
 OUTPUT_DIR = "${TMPDIR:-/tmp}/loopcoder-outputs"  # expanded by the sandbox shell
 SAVE_CAP_KIB = 8192  # output kept (`ulimit -f` blocks: KiB in bash, half that in POSIX sh); writers get SIGPIPE past it

@@ -10,11 +10,11 @@ import posixpath
 import shlex
 from collections import deque
 
-from tools.base import Observation, Tool, define
-from tools.output import truncate
-from tools.state import PerSandbox
-from tools.text import TextFile, decode, is_binary, numbered, split_lines
-from workspace.sandbox import Sandbox
+from loopcoder.tools.base import Observation, Tool, define
+from loopcoder.tools.output import truncate
+from loopcoder.tools.state import PerSandbox
+from loopcoder.tools.text import TextFile, decode, is_binary, numbered, split_lines
+from loopcoder.workspace.sandbox import Sandbox
 
 NAME = "str_replace_editor"
 COMMANDS = ["view", "create", "str_replace", "insert", "undo_edit"]

@@ -1,8 +1,8 @@
 """submit: the model says it is done; the agent ends the run and computes the diff itself."""
 from __future__ import annotations
 
-from tools.base import Observation, Tool, define
-from workspace.sandbox import Sandbox
+from loopcoder.tools.base import Observation, Tool, define
+from loopcoder.workspace.sandbox import Sandbox
 
 NAME = "submit"
 DESCRIPTION = (

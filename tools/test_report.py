@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from enum import Enum
 
-from tools.output import truncate
+from loopcoder.tools.output import truncate
 
 TRACEBACK_LIMIT = 3_000  # characters of the first failure shown
 

@@ -38,12 +38,12 @@ import time
 import weakref
 from pathlib import Path
 
-from workspace.capture import OutputCap
-from workspace.limits import Limits, limit_note, owner_alive
-from workspace.local import ALLOWED_ENV, FIXED_ENV
-from workspace.patching import diff_command, finish_patch
-from workspace.paths import check_command, outside_message, relative_inside
-from workspace.sandbox import CommandResult, SandboxError
+from loopcoder.workspace.capture import OutputCap
+from loopcoder.workspace.limits import Limits, limit_note, owner_alive
+from loopcoder.workspace.local import ALLOWED_ENV, FIXED_ENV
+from loopcoder.workspace.patching import diff_command, finish_patch
+from loopcoder.workspace.paths import check_command, outside_message, relative_inside
+from loopcoder.workspace.sandbox import CommandResult, SandboxError
 
 BASE_IMAGE = "loopcoder/base:bookworm"  # built by scripts/sandbox-deps.sh, no registry needed
 LABEL = {"loopcoder": "1"}
@@ -413,7 +413,7 @@ def _ensure_image(client, image: str) -> None:
 
 
 def _alternates(root: Path) -> list[str]:
-    from workspace.local import _git_object_dirs
+    from loopcoder.workspace.local import _git_object_dirs
 
     return [p for p in _git_object_dirs(root) if os.path.isdir(p)]
 

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from workspace.limits import leftover_cgroups, owner_alive, remove_cgroup
+from loopcoder.workspace.limits import leftover_cgroups, owner_alive, remove_cgroup
 
 _OWNED = re.compile(r".*\.pid(\d+)")
 SANDBOX_PREFIX = "loopcoder-sandbox-"
@@ -61,8 +61,8 @@ def clean(worktrees: str | os.PathLike, docker: bool = True) -> tuple[list[str],
     removed = reap_dirs(worktrees) + reap_sandbox_state()
     skipped = None
     if docker:
-        from workspace.docker_sandbox import reap_containers
-        from workspace.sandbox import SandboxError
+        from loopcoder.workspace.docker_sandbox import reap_containers
+        from loopcoder.workspace.sandbox import SandboxError
 
         try:
             removed += [f"container {name}" for name in reap_containers()]

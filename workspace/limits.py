@@ -18,7 +18,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-from workspace.sandbox import SandboxError
+from loopcoder.workspace.sandbox import SandboxError
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 CGROUP_ROOT = "/sys/fs/cgroup"

@@ -28,12 +28,12 @@ import weakref
 from functools import lru_cache
 from pathlib import Path
 
-from workspace.leftovers import SANDBOX_PREFIX, owner_suffix, reap_sandbox_state
-from workspace.limits import Cgroup, Limits, limit_note
-from workspace.patching import diff_shell, finish_patch
-from workspace.paths import check_command, outside_message, relative_inside
-from workspace.process import run_process
-from workspace.sandbox import CommandResult, SandboxError
+from loopcoder.workspace.leftovers import SANDBOX_PREFIX, owner_suffix, reap_sandbox_state
+from loopcoder.workspace.limits import Cgroup, Limits, limit_note
+from loopcoder.workspace.patching import diff_shell, finish_patch
+from loopcoder.workspace.paths import check_command, outside_message, relative_inside
+from loopcoder.workspace.process import run_process
+from loopcoder.workspace.sandbox import CommandResult, SandboxError
 
 # What every command sees, whatever the caller's environment says.
 FIXED_ENV = {

@@ -14,7 +14,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from workspace.sandbox import Sandbox, SandboxError
+from loopcoder.workspace.sandbox import Sandbox, SandboxError
 
 # Files an agent's commands leave behind that never belong in a patch.
 JUNK_GLOBS = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import posixpath
 
-from workspace.sandbox import SandboxError
+from loopcoder.workspace.sandbox import SandboxError
 
 
 def relative_inside(path: str, workdir: str) -> str:

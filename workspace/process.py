@@ -14,8 +14,8 @@ import signal
 import subprocess
 import time
 
-from workspace.capture import OutputCap
-from workspace.sandbox import CommandResult
+from loopcoder.workspace.capture import OutputCap
+from loopcoder.workspace.sandbox import CommandResult
 
 _CHUNK = 1 << 20
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import git
 
-from workspace.leftovers import owner_suffix, reap_dirs
-from workspace.patching import ApplyResult, apply_patch, diff_command, finish_patch
+from loopcoder.workspace.leftovers import owner_suffix, reap_dirs
+from loopcoder.workspace.patching import ApplyResult, apply_patch, diff_command, finish_patch
 
 DEFAULT_ROOT = Path(os.environ.get("LOOPCODER_WORKTREES", "~/.cache/loopcoder/worktrees")).expanduser()
 _READ_ONLY_ENV = {"GIT_OPTIONAL_LOCKS": "0"}  # `git status`/`diff` must not refresh the user's index
@@ -170,7 +170,7 @@ class WorkingCopy:
                               "loopcoder: the working tree the run started from"], env=env).strip()
 
     def apply_patch(self, patch: str) -> ApplyResult:
-        from workspace.local import LocalSandbox  # our own trusted commands: no isolation needed
+        from loopcoder.workspace.local import LocalSandbox  # our own trusted commands: no isolation needed
 
         with LocalSandbox(self.path, isolate=False) as sandbox:
             return apply_patch(sandbox, patch)

@@ -13,10 +13,10 @@ import threading
 from contextlib import nullcontext
 from pathlib import Path
 
-from agent.config import Config
-from agent.session import make_backend
-from runtime.backends.base import Backend
-from runtime.backends.replay import ReplayBackend, ReplayScriptError
+from loopcoder.agent.config import Config
+from loopcoder.agent.session import make_backend
+from loopcoder.runtime.backends.base import Backend
+from loopcoder.runtime.backends.replay import ReplayBackend, ReplayScriptError
 
 SCRIPT_SUFFIXES = (".json", ".jsonl", ".traj.json")
 

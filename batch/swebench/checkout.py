@@ -12,10 +12,10 @@ from pathlib import Path
 
 import git
 
-from batch.swebench.cleanup import tracked_tempdir, untrack
-from batch.swebench.instances import Instance
-from workspace.leftovers import owner_suffix, reap_dirs
-from workspace.repo import RepoError, WorkingCopy
+from loopcoder.batch.swebench.cleanup import tracked_tempdir, untrack
+from loopcoder.batch.swebench.instances import Instance
+from loopcoder.workspace.leftovers import owner_suffix, reap_dirs
+from loopcoder.workspace.repo import RepoError, WorkingCopy
 
 
 def cached_repo(cache: Path, instance: Instance) -> Path:

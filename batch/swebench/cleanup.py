@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from agent.interrupts import signals_to
+from loopcoder.agent.interrupts import signals_to
 
 _tracked: set[str] = set()
 _lock = threading.Lock()

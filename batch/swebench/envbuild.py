@@ -34,10 +34,10 @@ from typing import Iterator
 
 import git
 
-from batch.swebench.checkout import cached_repo, checkout
-from batch.swebench.cleanup import track, untrack
-from batch.swebench.instances import Instance
-from batch.swebench.specs import DEFAULT_INSTALL, PACKAGING_FILES, Spec
+from loopcoder.batch.swebench.checkout import cached_repo, checkout
+from loopcoder.batch.swebench.cleanup import track, untrack
+from loopcoder.batch.swebench.instances import Instance
+from loopcoder.batch.swebench.specs import DEFAULT_INSTALL, PACKAGING_FILES, Spec
 
 DEFAULT_ENV_CACHE = Path("~/.cache/loopcoder/envs").expanduser()
 STEP_TIMEOUT = 1800.0
@@ -313,7 +313,7 @@ def _host_files() -> bytes:
 def _build_layer(client, image: str, tag: str, steps: list[tuple[str, str]], labels: dict[str, str], log: _BuildLog,
                  instance: Instance, repo: Path | None) -> None:
     """Run `steps` (with the registry) in a container of `image`, `repo` copied to /testbed; commit it as `tag`."""
-    from workspace.docker_sandbox import LABEL, DockerSandbox
+    from loopcoder.workspace.docker_sandbox import LABEL, DockerSandbox
 
     path = f"{IMAGE_VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     ca = "/tmp/loopcoder-build/ca.pem"

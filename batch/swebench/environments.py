@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from batch.swebench.checkout import checkout
-from batch.swebench.envbuild import (DEFAULT_ENV_CACHE, EXCLUDE_ARTIFACTS, HOST_PYTHON_VARS, EnvBuildError, LocalEnv,
+from loopcoder.batch.swebench.checkout import checkout
+from loopcoder.batch.swebench.envbuild import (DEFAULT_ENV_CACHE, EXCLUDE_ARTIFACTS, HOST_PYTHON_VARS, EnvBuildError, LocalEnv,
                                      docker_env, effective_spec, local_env)
-from batch.swebench.instances import Instance
-from batch.swebench.specs import Spec, SpecMap
-from workspace.local import LocalSandbox
-from workspace.repo import DEFAULT_ROOT, RepoError, WorkingCopy
-from workspace.sandbox import Sandbox
+from loopcoder.batch.swebench.instances import Instance
+from loopcoder.batch.swebench.specs import Spec, SpecMap
+from loopcoder.workspace.local import LocalSandbox
+from loopcoder.workspace.repo import DEFAULT_ROOT, RepoError, WorkingCopy
+from loopcoder.workspace.sandbox import Sandbox
 
 OUTPUT_LIMIT = 32 << 20  # test logs are graded whole; the cap only guards against floods
 INSTALL_TIMEOUT = 1800.0
@@ -120,7 +120,7 @@ def _cache_copy(instance: Instance, options: EnvOptions) -> WorkingCopy:
 
 
 def _docker_env(instance: Instance, spec: Spec, options: EnvOptions, stack: ExitStack) -> InstanceEnv:
-    from workspace.docker_sandbox import BASE_IMAGE, DockerSandbox, docker_client, swebench_image
+    from loopcoder.workspace.docker_sandbox import BASE_IMAGE, DockerSandbox, docker_client, swebench_image
 
     client = docker_client()
     image = swebench_image(instance.instance_id)
@@ -141,7 +141,7 @@ def build_environment(instance: Instance, options: EnvOptions) -> str:
     """Build (or find cached) the instance's environment ahead of time; returns where it is."""
     spec = effective_spec(options.specs.for_instance(instance), instance, options.repo_cache)
     if options.sandbox == "docker":
-        from workspace.docker_sandbox import BASE_IMAGE, docker_client, swebench_image
+        from loopcoder.workspace.docker_sandbox import BASE_IMAGE, docker_client, swebench_image
 
         client = docker_client()
         if client.images.list(name=swebench_image(instance.instance_id)):

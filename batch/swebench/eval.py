@@ -33,15 +33,15 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from batch.swebench.environments import EnvOptions, InstanceEnv, open_instance
-from batch.swebench.executors import ExecutorOptions, Job, Lost, execute
-from batch.swebench.grading import (APPLY_PATCH_FAIL, APPLY_PATCH_PASS, END_TEST_OUTPUT, START_TEST_OUTPUT,
+from loopcoder.batch.swebench.environments import EnvOptions, InstanceEnv, open_instance
+from loopcoder.batch.swebench.executors import ExecutorOptions, Job, Lost, execute
+from loopcoder.batch.swebench.grading import (APPLY_PATCH_FAIL, APPLY_PATCH_PASS, END_TEST_OUTPUT, START_TEST_OUTPUT,
                                     TEST_EXIT_CODE, TESTS_TIMEOUT, classify_text, instance_report, logs_eval,
                                     merge_summaries, run_summary)
-from batch.swebench.instances import Instance
-from batch.swebench.log_parsers import get_parser
-from batch.swebench.specs import looks_like_test, patch_files, test_command, test_directives
-from workspace.patching import apply_patch
+from loopcoder.batch.swebench.instances import Instance
+from loopcoder.batch.swebench.log_parsers import get_parser
+from loopcoder.batch.swebench.specs import looks_like_test, patch_files, test_command, test_directives
+from loopcoder.workspace.patching import apply_patch
 
 # pytest's words for tests that never ran: with a missing module these point at the environment.
 _COLLECTION_ERROR = re.compile(r"^ERROR collecting |errors? during collection|^ImportError while ", re.M)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator
 
-from workspace.leftovers import owner_suffix, reap_dirs
+from loopcoder.workspace.leftovers import owner_suffix, reap_dirs
 
 JOB_PREFIX = "loopcoder-ray-job-"  # an actor's scratch directory for one job, under the node's temp dir
 _REVIVALS = 3  # hellos to an actor that died before it counts as gone

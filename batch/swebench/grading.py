@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-from batch.swebench.log_parsers import Parser, TestStatus
+from loopcoder.batch.swebench.log_parsers import Parser, TestStatus
 
 SUMMARY_SCHEMA_VERSION = 2
 APPLY_PATCH_FAIL = ">>>>> Patch Apply Failed"

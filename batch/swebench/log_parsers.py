@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from tools.test_report import ANSI, TestStatus, parse_log_pytest
+from loopcoder.tools.test_report import ANSI, TestStatus, parse_log_pytest
 
 __all__ = ["MAP_REPO_TO_PARSER", "Parser", "TestStatus", "get_parser", "parse_log_django", "parse_log_pytest"]
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from batch.swebench.instances import Instance, InstanceError
+from loopcoder.batch.swebench.instances import Instance, InstanceError
 
 KEYS = ("instance_id", "model_name_or_path", "model_patch")
 

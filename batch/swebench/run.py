@@ -24,17 +24,17 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from agent.config import Config
-from agent.environment import Environment
-from agent.loop import Status
-from agent.prompting import task_prompt
-from agent.session import Workspace, start_agent
-from batch.swebench.backends import BackendProvider, model_name
-from batch.swebench.environments import EnvOptions, open_instance
-from batch.swebench.executors import ExecutorOptions, Job, Lost, execute, where_am_i
-from batch.swebench.instances import Instance
-from batch.swebench.predictions import PredictionsWriter
-from tools import default_tools
+from loopcoder.agent.config import Config
+from loopcoder.agent.environment import Environment
+from loopcoder.agent.loop import Status
+from loopcoder.agent.prompting import task_prompt
+from loopcoder.agent.session import Workspace, start_agent
+from loopcoder.batch.swebench.backends import BackendProvider, model_name
+from loopcoder.batch.swebench.environments import EnvOptions, open_instance
+from loopcoder.batch.swebench.executors import ExecutorOptions, Job, Lost, execute, where_am_i
+from loopcoder.batch.swebench.instances import Instance
+from loopcoder.batch.swebench.predictions import PredictionsWriter
+from loopcoder.tools import default_tools
 
 
 @dataclass

@@ -21,7 +21,7 @@ import shlex
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from batch.swebench.instances import Instance
+from loopcoder.batch.swebench.instances import Instance
 
 TEST_PYTEST = "pytest --no-header -rA --tb=no -p no:cacheprovider"
 MAP_REPO_TO_TEST_CMD = {

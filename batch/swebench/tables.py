@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 from rich.text import Text
 
-from batch.swebench.eval import Outcome
+from loopcoder.batch.swebench.eval import Outcome
 
 if TYPE_CHECKING:
-    from batch.swebench.run import RunOutcome  # not imported at run time: eval needs no agent core
+    from loopcoder.batch.swebench.run import RunOutcome  # not imported at run time: eval needs no agent core
 
 STYLE = {"resolved": "green", "unresolved": "yellow", "not_applied": "red", "empty_patch": "dim", "error": "bold red"}
 

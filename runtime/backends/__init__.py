@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import importlib
 
-from runtime.backends.base import Backend, BackendError
+from loopcoder.runtime.backends.base import Backend, BackendError
 
 BACKENDS = {
-    "plt": "runtime.backends.inprocess:load_plt",
-    "hf": "runtime.backends.inprocess:load_hf",
-    "openai": "runtime.backends.openai_backend:OpenAIBackend",
-    "replay": "runtime.backends.replay:ReplayBackend",
+    "plt": "loopcoder.runtime.backends.inprocess:load_plt",
+    "hf": "loopcoder.runtime.backends.inprocess:load_hf",
+    "openai": "loopcoder.runtime.backends.openai_backend:OpenAIBackend",
+    "replay": "loopcoder.runtime.backends.replay:ReplayBackend",
 }
 IN_PROCESS = ("plt", "hf")  # the backends that load a checkpoint into this process (what generate and serve need)
 

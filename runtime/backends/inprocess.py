@@ -20,11 +20,11 @@ from typing import Callable
 
 import torch
 
-from runtime.backends.base import BackendError, Completion, GenerationParams, Message, ToolSchema
-from runtime.constrained import Grammars
-from runtime.sampling import TextStream
-from runtime.session import DEFAULT_PREFILL_CHUNK, Session
-from runtime.tokenizer import encode, load_tokenizer, render_chat, stop_token_ids
+from loopcoder.runtime.backends.base import BackendError, Completion, GenerationParams, Message, ToolSchema
+from loopcoder.runtime.constrained import Grammars
+from loopcoder.runtime.sampling import TextStream
+from loopcoder.runtime.session import DEFAULT_PREFILL_CHUNK, Session
+from loopcoder.runtime.tokenizer import encode, load_tokenizer, render_chat, stop_token_ids
 
 PLT_MODEL_TYPE = "iquestpltcoder"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -166,7 +166,7 @@ def _dynamic_cache():
 
 def load_plt(model_path: str | Path, **options) -> InProcessBackend:
     """Our PLT implementation of a LoopCoder-V2 style checkpoint."""
-    import model  # noqa: F401  registers the PLT config and model with the Auto classes
+    import loopcoder.model as model  # noqa: F401  registers the PLT config and model with the Auto classes
 
     model_type = _model_type(Path(model_path))
     if model_type != PLT_MODEL_TYPE:

@@ -21,9 +21,9 @@ from typing import Callable
 
 import openai
 
-from runtime.backends.base import BackendError, Completion, GenerationParams, Message, ToolSchema
-from runtime.backends.hosts import is_loopback
-from runtime.toolcalls import render_tool_call
+from loopcoder.runtime.backends.base import BackendError, Completion, GenerationParams, Message, ToolSchema
+from loopcoder.runtime.backends.hosts import is_loopback
+from loopcoder.runtime.toolcalls import render_tool_call
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 DEFAULT_CONTEXT_WINDOW = 32768  # when the server does not report max_model_len

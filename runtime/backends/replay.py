@@ -18,8 +18,8 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from runtime.backends.base import Completion, GenerationParams, Message, ToolSchema
-from runtime.toolcalls import render_tool_call
+from loopcoder.runtime.backends.base import Completion, GenerationParams, Message, ToolSchema
+from loopcoder.runtime.toolcalls import render_tool_call
 
 SUBMIT_CALL = render_tool_call("submit", {})
 _PIECES = re.compile(r"\s*\S+|\s+")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
-from runtime.toolcalls import render_tool_call
+from loopcoder.agent.config import load_config
+from loopcoder.runtime.toolcalls import render_tool_call
 from tests.conftest import git
 
 CALC = "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n"
@@ -41,7 +41,7 @@ def copies_root(tmp_path: Path, monkeypatch) -> Path:
     """Working copies go here, so a test can check that none is left behind."""
     root = tmp_path / "copies"
     monkeypatch.setenv("LOOPCODER_WORKTREES", str(root))
-    monkeypatch.setattr("workspace.repo.DEFAULT_ROOT", root)
+    monkeypatch.setattr("loopcoder.workspace.repo.DEFAULT_ROOT", root)
     monkeypatch.setenv("LOOPCODER_CONFIG", str(tmp_path / "no-user-config.yaml"))
     return root
 

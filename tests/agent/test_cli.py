@@ -18,9 +18,9 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-import cli
-from agent.commands import deliver
-from agent.config import load_config
+import loopcoder.cli as cli
+from loopcoder.agent.commands import deliver
+from loopcoder.agent.config import load_config
 from tests.agent.conftest import CALC, FIX, call
 from tests.conftest import git
 
@@ -232,7 +232,7 @@ def test_bad_input_is_refused_up_front_in_the_words_the_user_typed(repo, script,
 
 
 def test_help_shows_names_not_placeholders_and_every_exit_code():
-    from agent.outcome import EXIT_CODES
+    from loopcoder.agent.outcome import EXIT_CODES
 
     shown = {name: invoke(*name.split(), "--help").stdout for name in ("run", "chat", "refactor", "model train")}
     for name, text in shown.items():

@@ -3,8 +3,8 @@ from typing import get_args
 
 import pytest
 
-from agent.config import BackendConfig, ConfigError, from_dict, load_config
-from runtime.backends import BACKENDS, IN_PROCESS
+from loopcoder.agent.config import BackendConfig, ConfigError, from_dict, load_config
+from loopcoder.runtime.backends import BACKENDS, IN_PROCESS
 
 
 def test_defaults_load_and_round_trip():
@@ -104,7 +104,7 @@ def test_config_command_prints_the_effective_config(tmp_path, monkeypatch):
     import yaml
     from typer.testing import CliRunner
 
-    from cli import app
+    from loopcoder.cli import app
 
     monkeypatch.setenv("LOOPCODER_CONFIG", str(tmp_path / "none.yaml"))
     shown = CliRunner().invoke(app, ["config", "--set", "agent.max_steps=7"])
@@ -127,8 +127,8 @@ def test_sandbox_limits_are_sizes_counts_and_names():
             load_config(overrides=[bad], user_file=False)
 
 def test_speculative_choices_match_the_sampler():
-    from agent.config import SamplingConfig
-    from runtime.sampling import MAX_DRAFT_TOKENS, SPECULATIVE
+    from loopcoder.agent.config import SamplingConfig
+    from loopcoder.runtime.sampling import MAX_DRAFT_TOKENS, SPECULATIVE
 
     fields = SamplingConfig.model_fields
     assert get_args(fields["speculative"].annotation) == SPECULATIVE

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.loop import Listener, Status
-from agent.session import make_backend, open_workspace, run_task, start_agent
-from agent.trajectory import load
-from runtime.backends.replay import ReplayBackend
-from runtime.toolcalls import EXPECTED_FORMAT
+from loopcoder.agent.loop import Listener, Status
+from loopcoder.agent.session import make_backend, open_workspace, run_task, start_agent
+from loopcoder.agent.trajectory import load
+from loopcoder.runtime.backends.replay import ReplayBackend
+from loopcoder.runtime.toolcalls import EXPECTED_FORMAT
 from tests.agent.conftest import FIX, call
 from tests.conftest import git
 

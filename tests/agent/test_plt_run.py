@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.loop import Status
-from agent.session import make_backend, run_task
+from loopcoder.agent.loop import Status
+from loopcoder.agent.session import make_backend, run_task
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from runtime.backends.replay import ReplayBackend, ReplayScriptError, load_script
-from runtime.toolcalls import parse_tool_calls
+from loopcoder.runtime.backends.replay import ReplayBackend, ReplayScriptError, load_script
+from loopcoder.runtime.toolcalls import parse_tool_calls
 
 
 def test_script_formats(tmp_path):

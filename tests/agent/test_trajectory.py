@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from agent.trajectory import FORMAT, Trajectory, TrajectoryError, journal_path, load
-from runtime.backends.replay import load_script
+from loopcoder.agent.trajectory import FORMAT, Trajectory, TrajectoryError, journal_path, load
+from loopcoder.runtime.backends.replay import load_script
 
 
 def make(path):

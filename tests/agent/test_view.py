@@ -5,9 +5,9 @@ import re
 from hypothesis import given, strategies as st
 from rich.console import Console
 
-from agent.view import CallHider, LiveView, call_summary, observation_head
-from runtime.toolcalls import ToolCall
-from tools.base import Observation
+from loopcoder.agent.view import CallHider, LiveView, call_summary, observation_head
+from loopcoder.runtime.toolcalls import ToolCall
+from loopcoder.tools.base import Observation
 
 PARTS = st.sampled_from(["<tool_call>", "</tool_call>", "<tool", "_call>", "</", "<", ">", "a", "b c", "\n", "{}"])
 

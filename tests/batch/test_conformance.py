@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from batch.swebench.eval import EvalOptions, evaluate
-from batch.swebench.instances import parse_instance
-from batch.swebench.specs import load_specs
+from loopcoder.batch.swebench.eval import EvalOptions, evaluate
+from loopcoder.batch.swebench.instances import parse_instance
+from loopcoder.batch.swebench.specs import load_specs
 from tests.batch.fabricate import CHEAT, MALFORMED, NOOP, shout_instance, srclib_instance, standard_instances
 
 pytestmark = pytest.mark.slow

@@ -5,14 +5,14 @@ import json
 
 import pytest
 
-from agent.commands import configure
-from batch.swebench.backends import BackendProvider
-from batch.swebench.checkout import checkout
-from batch.swebench.environments import EnvOptions
-from batch.swebench.eval import EvalOptions, evaluate
-from batch.swebench.instances import parse_instance
-from batch.swebench.predictions import load_predictions, read_jsonl
-from batch.swebench.run import run_batch
+from loopcoder.agent.commands import configure
+from loopcoder.batch.swebench.backends import BackendProvider
+from loopcoder.batch.swebench.checkout import checkout
+from loopcoder.batch.swebench.environments import EnvOptions
+from loopcoder.batch.swebench.eval import EvalOptions, evaluate
+from loopcoder.batch.swebench.instances import parse_instance
+from loopcoder.batch.swebench.predictions import load_predictions, read_jsonl
+from loopcoder.batch.swebench.run import run_batch
 from tests.batch.fabricate import CHEAT, MALFORMED, MINI_RUNNER, fix_script, standard_instances
 
 pytestmark = pytest.mark.docker
@@ -43,7 +43,7 @@ def test_eval_in_instance_images_built_from_the_base_image(fabricated, tmp_path,
 
 
 def test_instance_image_is_preferred_to_the_cache(fabricated, tmp_path, docker_client):
-    from workspace.docker_sandbox import BASE_IMAGE, DockerSandbox, swebench_image
+    from loopcoder.workspace.docker_sandbox import BASE_IMAGE, DockerSandbox, swebench_image
 
     calc1 = fabricated[0]
     image = swebench_image(calc1.instance_id)  # a stand-in: the repo at /testbed, as the official images hold it

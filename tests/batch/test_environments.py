@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from batch.swebench.envbuild import EnvBuildError
-from batch.swebench.environments import EnvOptions, build_environment, open_instance
-from batch.swebench.eval import EvalOptions, evaluate
-from batch.swebench.instances import parse_instance
-from batch.swebench.specs import load_specs
+from loopcoder.batch.swebench.envbuild import EnvBuildError
+from loopcoder.batch.swebench.environments import EnvOptions, build_environment, open_instance
+from loopcoder.batch.swebench.eval import EvalOptions, evaluate
+from loopcoder.batch.swebench.instances import parse_instance
+from loopcoder.batch.swebench.specs import load_specs
 from tests.batch.fabricate import NOOP, SHADOW, SRCLIB_SPEC, srclib_instance
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ def test_env_build_command_reports_each_environment(srclib, env_cache, tmp_path)
     root, instance = srclib
     instances = tmp_path / "instances.jsonl"
     instances.write_text(json.dumps(instance.to_dict()) + "\n")
-    base = [sys.executable, "-m", "cli", "swebench", "env", "build", "-i", str(instances), "--repo-cache",
+    base = [sys.executable, "-m", "loopcoder.cli", "swebench", "env", "build", "-i", str(instances), "--repo-cache",
             str(root / "cache"), "--env-cache", str(env_cache), "--workers", "2"]
     env = {**os.environ, "COLUMNS": "250"}
     ok = subprocess.run([*base, "--specs", str(root / "specs.yaml")], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -136,7 +136,7 @@ def test_broken_environments_are_errors_with_a_reason(srclib, env_cache, tmp_pat
 @pytest.mark.timeout(900)  # builds environments from the registry
 @pytest.mark.docker
 def test_docker_env_gold_resolves_noop_does_not(srclib, shadowed, base_image, docker_client, env_cache, tmp_path):
-    from batch.swebench.envbuild import image_tag
+    from loopcoder.batch.swebench.envbuild import image_tag
 
     root, instance = srclib
     options = EvalOptions(sandbox="docker", repo_cache=root / "cache", work_root=tmp_path / "work",

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from batch.swebench.eval import EvalOptions, evaluate
-from batch.swebench.instances import parse_instance
-from batch.swebench.predictions import load_predictions
+from loopcoder.batch.swebench.eval import EvalOptions, evaluate
+from loopcoder.batch.swebench.instances import parse_instance
+from loopcoder.batch.swebench.predictions import load_predictions
 from tests.batch.fabricate import CHEAT, MALFORMED, standard_instances
 
 REPORT_KEYS = ["patch_is_None", "patch_exists", "patch_successfully_applied", "resolved", "infra_failure",

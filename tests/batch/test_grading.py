@@ -4,8 +4,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.swebench.grading import classify_text, instance_report, logs_eval, merge_summaries, run_summary
-from batch.swebench.log_parsers import parse_log_pytest
+from loopcoder.batch.swebench.grading import classify_text, instance_report, logs_eval, merge_summaries, run_summary
+from loopcoder.batch.swebench.log_parsers import parse_log_pytest
 
 
 def _log(body: str, code: int | None = 0) -> str:

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from batch.swebench import specs
-from batch.swebench.instances import InstanceError, load_instances, parse_instance
+from loopcoder.batch.swebench import specs
+from loopcoder.batch.swebench.instances import InstanceError, load_instances, parse_instance
 
 RECORD = {
     "instance_id": "acme__calc-1", "repo": "acme/calc", "base_commit": "a" * 40,

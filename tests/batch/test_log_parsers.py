@@ -7,8 +7,8 @@ import sys
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.swebench.grading import grade_tests, instance_report
-from batch.swebench.log_parsers import MAP_REPO_TO_PARSER, TestStatus, get_parser, parse_log_django, parse_log_pytest
+from loopcoder.batch.swebench.grading import grade_tests, instance_report
+from loopcoder.batch.swebench.log_parsers import MAP_REPO_TO_PARSER, TestStatus, get_parser, parse_log_django, parse_log_pytest
 
 STATUSES = [s.value for s in TestStatus]
 node_ids = st.from_regex(r"tests/test_[a-z]{1,6}\.py::test_[a-z0-9_]{1,10}(\[[a-z0-9-]{1,5}\])?", fullmatch=True)

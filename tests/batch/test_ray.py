@@ -17,14 +17,14 @@ import psutil
 import pytest
 import ray
 
-from agent.commands import configure
-from batch.refactor import RefactorTask, run_refactors
-from batch.swebench.environments import EnvOptions
-from batch.swebench.eval import EvalOptions, evaluate
-from batch.swebench.executors import JOB_PREFIX, ExecutorError, ExecutorOptions
-from batch.swebench.instances import load_instances
-from batch.swebench.predictions import load_predictions, read_jsonl
-from batch.swebench.run import run_batch
+from loopcoder.agent.commands import configure
+from loopcoder.batch.refactor import RefactorTask, run_refactors
+from loopcoder.batch.swebench.environments import EnvOptions
+from loopcoder.batch.swebench.eval import EvalOptions, evaluate
+from loopcoder.batch.swebench.executors import JOB_PREFIX, ExecutorError, ExecutorOptions
+from loopcoder.batch.swebench.instances import load_instances
+from loopcoder.batch.swebench.predictions import load_predictions, read_jsonl
+from loopcoder.batch.swebench.run import run_batch
 from tests.batch.fabricate import shout_instance, standard_instances
 from tests.batch.test_refactor import RENAME, _project
 from tests.batch.test_run import _lines, _scripts, _write, kill_midway_then_rerun
@@ -128,7 +128,7 @@ def test_killed_ray_driver_resumes_without_losing_or_repeating(cluster, tmp_path
     ids = [r["instance_id"] for r in records]
     scripts = _scripts(tmp_path / "scripts", ids, pause=1.0)
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "cli", "swebench", "run", "--instances", str(instances_file), "--workers", "2",
+    argv = [sys.executable, "-m", "loopcoder.cli", "swebench", "run", "--instances", str(instances_file), "--workers", "2",
             "--repo-cache", str(cache), "--script", str(scripts), "--output", str(out), "--env-cache", str(env_cache),
             "--executor", "ray", "--ray-address", cluster]
     env = {**os.environ, "LOOPCODER_CONFIG": str(tmp_path / "none.yaml")}
@@ -137,7 +137,7 @@ def test_killed_ray_driver_resumes_without_losing_or_repeating(cluster, tmp_path
 
 
 def test_tiny_plt_model_loads_once_per_ray_worker(cluster, tmp_path, env_cache):
-    from model.presets import init_random_checkpoint
+    from loopcoder.model.presets import init_random_checkpoint
     from nano.tiny_tokenizer import save_test_tokenizer
 
     init_random_checkpoint(tmp_path / "ckpt", "tiny", seed=0, tokenizer=save_test_tokenizer(tmp_path / "tok"))
@@ -175,7 +175,7 @@ def test_refactor_on_ray_commits_and_lands_results_here(cluster, tmp_path):
 def test_executor_ray_without_ray_says_how_to_install(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from cli import app
+    from loopcoder.cli import app
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed: `import ray` raises ImportError
     result = CliRunner().invoke(app, ["swebench", "run", "--instances", "x.jsonl", "--output", str(tmp_path / "out"),

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from batch.refactor import PlanError, detect_test_command, load_plan
+from loopcoder.batch.refactor import PlanError, detect_test_command, load_plan
 from tests.batch.fabricate import TEST_CMD, call
 from tests.conftest import git
 
@@ -47,7 +47,7 @@ def test_refactor_plan_over_three_repos_reports_all(three_repos, tmp_path, monke
     plan = tmp_path / "plan.yaml"
     plan.write_text(f"commit: true\ntasks:\n  - task: Rename helper to assist\n    repos: [svc-a, not-a-repo, svc-b]\n"
                     f"    branch: loopcoder/assist\n    test_command: {TEST_CMD}\n")
-    from cli import app
+    from loopcoder.cli import app
 
     result = CliRunner().invoke(app, ["refactor", "--plan", str(plan), "--script", str(scripts),
                                       "--output", str(tmp_path / "out")], env={"COLUMNS": "250"})
@@ -78,7 +78,7 @@ def test_refactor_plan_over_three_repos_reports_all(three_repos, tmp_path, monke
 def test_existing_branch_is_refused_and_plain_runs_only_save_patches(three_repos, tmp_path, monkeypatch):
     (a, b), _, scripts = three_repos
     monkeypatch.setenv("LOOPCODER_CONFIG", str(tmp_path / "none.yaml"))
-    from cli import app
+    from loopcoder.cli import app
 
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["refactor", "--task", "Rename helper to assist", str(a), str(b),
@@ -124,7 +124,7 @@ def test_refactor_output_goes_under_the_cache_and_the_table_tells_a_no_change_ap
     (tmp_path / "user.yaml").write_text(f"run:\n  output_dir: {runs}\n")
     monkeypatch.setenv("LOOPCODER_CONFIG", str(tmp_path / "user.yaml"))
     monkeypatch.chdir(tmp_path)
-    from cli import app
+    from loopcoder.cli import app
 
     result = CliRunner().invoke(app, ["refactor", "--task", "Rename helper to assist", str(a), str(b), "--script",
                                       str(scripts), "--test-cmd", TEST_CMD], env={"COLUMNS": "250"})

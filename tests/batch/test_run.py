@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.commands import configure
-from batch.swebench.backends import BackendProvider
-from batch.swebench.environments import EnvOptions
-from batch.swebench.eval import EvalOptions, evaluate
-from batch.swebench.instances import load_instances
-from batch.swebench.predictions import load_predictions, read_jsonl
-from batch.swebench.run import run_batch
+from loopcoder.agent.commands import configure
+from loopcoder.batch.swebench.backends import BackendProvider
+from loopcoder.batch.swebench.environments import EnvOptions
+from loopcoder.batch.swebench.eval import EvalOptions, evaluate
+from loopcoder.batch.swebench.instances import load_instances
+from loopcoder.batch.swebench.predictions import load_predictions, read_jsonl
+from loopcoder.batch.swebench.run import run_batch
 from tests.batch.fabricate import fix_script, shout_instance, standard_instances
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +101,7 @@ def test_killed_batch_resumes_without_losing_or_repeating(tmp_path, env_cache):
     ids = [r["instance_id"] for r in records]
     scripts = _scripts(tmp_path / "scripts", ids, pause=1.0)
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "cli", "swebench", "run", "--instances", str(instances_file), "--workers", "2",
+    argv = [sys.executable, "-m", "loopcoder.cli", "swebench", "run", "--instances", str(instances_file), "--workers", "2",
             "--repo-cache", str(cache), "--script", str(scripts), "--output", str(out), "--env-cache", str(env_cache)]
     env = {**os.environ, "LOOPCODER_WORKTREES": str(tmp_path / "work"), "LOOPCODER_CONFIG": str(tmp_path / "none.yaml")}
 
@@ -128,7 +128,7 @@ def test_interrupted_batch_leaves_no_clones_or_sandbox_dirs(tmp_path, env_cache,
     instances_file = _write(tmp_path / "instances.jsonl", records)
     scripts = _scripts(tmp_path / "scripts", [r["instance_id"] for r in records], pause=120.0)
     (tmp_path / "tmp").mkdir()
-    argv = [sys.executable, "-m", "cli", "swebench", "run", "--instances", str(instances_file), "--workers", "2",
+    argv = [sys.executable, "-m", "loopcoder.cli", "swebench", "run", "--instances", str(instances_file), "--workers", "2",
             "--repo-cache", str(cache), "--script", str(scripts), "--output", str(tmp_path / "out"),
             "--env-cache", str(env_cache)]
     env = {**os.environ, "LOOPCODER_WORKTREES": str(tmp_path / "work"), "LOOPCODER_CONFIG": str(tmp_path / "none.yaml"),
@@ -147,7 +147,7 @@ def test_interrupted_batch_leaves_no_clones_or_sandbox_dirs(tmp_path, env_cache,
 
 
 def test_one_in_process_model_serves_every_worker(tmp_path, one_torch_thread, env_cache):
-    from model.presets import init_random_checkpoint
+    from loopcoder.model.presets import init_random_checkpoint
     from nano.tiny_tokenizer import save_test_tokenizer
 
     init_random_checkpoint(tmp_path / "ckpt", "tiny", seed=0, tokenizer=save_test_tokenizer(tmp_path / "tok"))

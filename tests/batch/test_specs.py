@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.swebench import specs as S  # test_* names imported bare would be collected as tests
-from batch.swebench.instances import Instance
-from batch.swebench.specs import DEFAULT_SPEC, MAP_REPO_TO_TEST_CMD, SpecError, deleted_files, load_specs
+from loopcoder.batch.swebench import specs as S  # test_* names imported bare would be collected as tests
+from loopcoder.batch.swebench.instances import Instance
+from loopcoder.batch.swebench.specs import DEFAULT_SPEC, MAP_REPO_TO_TEST_CMD, SpecError, deleted_files, load_specs
 
 TEST_PATCH = """\
 diff --git a/tests/test_a.py b/tests/test_a.py

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import IQuestPLTCoderConfig, IQuestPLTCoderForCausalLM
+from loopcoder.model import IQuestPLTCoderConfig, IQuestPLTCoderForCausalLM
 
 TINY = dict(
     vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,

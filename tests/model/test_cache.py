@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import PLTCache
+from loopcoder.model import PLTCache
 
 from .conftest import tiny_config, tiny_model
 

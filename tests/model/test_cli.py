@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli import app
+from loopcoder.cli import app
 
 LOOPCODER = str(Path(sys.executable).parent / "loopcoder")
 
@@ -112,7 +112,7 @@ def test_truncated_weights_are_one_line_in_every_command_that_loads_a_model(tmp_
     ckpt, weights = _truncated_checkpoint(tmp_path, 0.5)
     for args in (["generate", "hi", "--model", ckpt], ["run", "x", "--model", ckpt, "--repo", str(tmp_path)],
                  ["chat", "--model", ckpt], ["serve", "--model", ckpt, "--port", "0"]):
-        done = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120,
+        done = subprocess.run([sys.executable, "-m", "loopcoder.cli", *args], capture_output=True, text=True, timeout=120,
                               stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[2])
         errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr)

@@ -6,9 +6,9 @@ import json
 import pytest
 from transformers import AutoConfig
 
-from model import IQuestPLTCoderConfig
-from model.compat import TRANSFORMERS_MAJOR
-from model.presets import preset_config
+from loopcoder.model import IQuestPLTCoderConfig
+from loopcoder.model.compat import TRANSFORMERS_MAJOR
+from loopcoder.model.presets import preset_config
 
 # LoopCoder-V2's config.json as released (docs/plt.md §1: written by transformers 4.57.1)
 RELEASED_CONFIG = {

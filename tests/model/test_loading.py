@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from model import CheckpointError, IQuestPLTCoderConfig, IQuestPLTCoderForCausalLM
-from model.presets import init_random_checkpoint
+from loopcoder.model import CheckpointError, IQuestPLTCoderConfig, IQuestPLTCoderForCausalLM
+from loopcoder.model.presets import init_random_checkpoint
 
 from .conftest import tiny_model
 
@@ -110,7 +110,7 @@ def test_bad_tensors_are_errors_naming_the_key(saved, tmp_path, edit, message):
 
 def test_missing_tensor_is_an_error_even_past_the_directory_check(saved, tmp_path):
     """transformers' own report is checked too (it only warns and initialises randomly)."""
-    from model.modeling_plt import IQuestPLTCoderModel
+    from loopcoder.model.modeling_plt import IQuestPLTCoderModel
 
     path = _copy(saved, tmp_path, edit_tensors=lambda t: t.pop("model.norm.weight"))
     with pytest.raises(CheckpointError, match=r"missing tensors: norm\.weight"):

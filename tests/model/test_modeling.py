@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import PLTCache
-from model.compat import CACHE_KWARG
+from loopcoder.model import PLTCache
+from loopcoder.model.compat import CACHE_KWARG
 
 from .conftest import tiny_config, tiny_model
 from .reference import naive_logits
@@ -137,7 +137,7 @@ def test_generate_rejects_foreign_caches():
 
 
 def test_rotary_table_gives_the_fresh_tables_bit_for_bit_and_grows():
-    from model.modeling_plt import RotaryTable, rotary_cos_sin
+    from loopcoder.model.modeling_plt import RotaryTable, rotary_cos_sin
 
     table = RotaryTable(16, 5e5)
     for dtype in (torch.float32, torch.bfloat16):

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM
 
-from model import CheckpointError, IQuestPLTCoderConfig, IQuestPLTCoderForCausalLM
-from model.quantize import (KERNELS, LAYOUTS, QuantizedLinear, QuantSpec, dequantize, kernel_report,
+from loopcoder.model import CheckpointError, IQuestPLTCoderConfig, IQuestPLTCoderForCausalLM
+from loopcoder.model.quantize import (KERNELS, LAYOUTS, QuantizedLinear, QuantSpec, dequantize, kernel_report,
                             quantize_model, quantize_weight)
-from model.quantized_loading import write_quantized
+from loopcoder.model.quantized_loading import write_quantized
 
 from .conftest import tiny_model
 
@@ -97,7 +97,7 @@ def test_quantize_while_loading_equals_quantized_checkpoint_equals_in_memory(den
 
 
 def test_sharded_checkpoint_quantizes_shard_by_shard(tmp_path):
-    from model.presets import init_random_checkpoint
+    from loopcoder.model.presets import init_random_checkpoint
 
     init_random_checkpoint(tmp_path / "dense", "tiny", shard_bytes=64 * 1024)
     shards = sorted(p.name for p in (tmp_path / "dense").glob("*.safetensors"))
@@ -154,7 +154,7 @@ def test_cli_quantize_then_generate_and_info(dense_dir, tmp_path):
 
 def _seven_b_proportions(**overrides) -> IQuestPLTCoderConfig:
     """The 7B's shape at 1/32 width: 14 layers, 5 query heads per KV head, FFN 5.4x, vocab 15x, window 64."""
-    from model.presets import preset_config
+    from loopcoder.model.presets import preset_config
 
     return preset_config("7b-shape", hidden_size=160, num_attention_heads=5, num_key_value_heads=1, head_dim=32,
                          intermediate_size=864, vocab_size=2400, **overrides)
@@ -225,7 +225,7 @@ def test_on_a_random_7b_shaped_model_int8_is_as_close_to_bf16_as_float32_is(one_
 
 def test_int8_greedy_agrees_with_bf16_on_99_percent_of_256_tokens_of_the_trained_nano(one_thread):
     from nano.tasks import generate_task
-    from runtime.tokenizer import encode_chat, load_tokenizer
+    from loopcoder.runtime.tokenizer import encode_chat, load_tokenizer
 
     path = Path(__file__).resolve().parents[2] / "checkpoints" / "loopcoder-nano"
     task = generate_task("heldout", 0)
@@ -257,9 +257,9 @@ def test_big_benchmark_runs_at_a_small_shape(tmp_path):
 
 
 def test_plt_backend_quantizes_from_the_config_key_and_hf_refuses():
-    from agent.config import load_config
-    from agent.session import make_backend
-    from runtime.backends import BackendError, create_backend
+    from loopcoder.agent.config import load_config
+    from loopcoder.agent.session import make_backend
+    from loopcoder.runtime.backends import BackendError, create_backend
 
     nano = Path(__file__).resolve().parents[2] / "checkpoints" / "loopcoder-nano"
     config = load_config(user_file=False, overrides=(f"backend.model={nano}", "backend.quantize=int8", "backend.device=cpu"))

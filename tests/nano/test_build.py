@@ -12,7 +12,7 @@ from nano.build import FIXED_WORDS, copy_drills, first_turns, tokenizer_corpus, 
 from nano.record import gold_script
 from nano.tasks import generate_task
 from nano.tiny_tokenizer import build_test_tokenizer
-from runtime.toolcalls import parse_tool_calls, render_tool_call
+from loopcoder.runtime.toolcalls import parse_tool_calls, render_tool_call
 
 RENDERER = build_test_tokenizer()
 

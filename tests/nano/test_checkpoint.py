@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import model  # noqa: F401 - registers the PLT with the Auto classes
-from agent.session import make_backend
+import loopcoder.model as model  # noqa: F401 - registers the PLT with the Auto classes
+from loopcoder.agent.session import make_backend
 from nano.evaluate import eval_config, evaluate
 from nano.tasks import generate_task
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from transformers import AutoTokenizer
 
-from agent.config import load_config
-from agent.prompting import MODEL_SYSTEM, system_template, task_prompt, task_template
-from model.presets import copy_tokenizer, preset_config
+from loopcoder.agent.config import load_config
+from loopcoder.agent.prompting import MODEL_SYSTEM, system_template, task_prompt, task_template
+from loopcoder.model.presets import copy_tokenizer, preset_config
 from nano.build import first_turns, with_nano_system
 from nano.data import REFACTOR_PROMPT, SYSTEM_PROMPT, build_tokenizer, compact_chat_template, nano_renderer, render_transcript
 from nano.tiny_tokenizer import build_test_tokenizer
-from runtime.tokenizer import render_chat
+from loopcoder.runtime.tokenizer import render_chat
 
 TOOLS = [{"type": "function", "function": {"name": n, "description": f"The {n} tool.", "parameters": {
     "type": "object", "properties": {"x": {"type": "string"}}}}} for n in ("bash", "search", "submit")]

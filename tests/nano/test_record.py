@@ -8,8 +8,8 @@ import pytest
 from nano.openings import opening
 from nano.record import gold_calls, gold_script, record
 from nano.tasks import KINDS, generate_task, write_files
-from runtime.toolcalls import parse_tool_calls
-from tools import default_tools
+from loopcoder.runtime.toolcalls import parse_tool_calls
+from loopcoder.tools import default_tools
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import model  # noqa: F401 - registers the PLT with the Auto classes
+import loopcoder.model as model  # noqa: F401 - registers the PLT with the Auto classes
 from nano.data import build_tokenizer, render_transcript, write_transcripts
 from nano.tasks import generate_task
 from nano.tiny_tokenizer import build_test_tokenizer

@@ -41,7 +41,7 @@ def llama_dir(tmp_path_factory, tokenizer_dir):
 @pytest.fixture(scope="session")
 def plt_dir(tmp_path_factory, tokenizer_dir):
     """A tiny random LoopCoder-V2 style checkpoint (the model helper's `tiny` preset) with the test tokenizer."""
-    from model.presets import init_random_checkpoint
+    from loopcoder.model.presets import init_random_checkpoint
 
     out = tmp_path_factory.mktemp("plt")
     init_random_checkpoint(out, "tiny", seed=0, tokenizer=tokenizer_dir)

@@ -11,12 +11,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli import app
-from model import IQuestPLTCoderForCausalLM
-from model.presets import init_random_checkpoint
-from runtime.backends import create_backend
-from runtime.backends.base import GenerationParams
-from runtime.session import Session
+from loopcoder.cli import app
+from loopcoder.model import IQuestPLTCoderForCausalLM
+from loopcoder.model.presets import init_random_checkpoint
+from loopcoder.runtime.backends import create_backend
+from loopcoder.runtime.backends.base import GenerationParams
+from loopcoder.runtime.session import Session
 from tests.model.conftest import unit_scale
 
 pytestmark = pytest.mark.slow
@@ -106,8 +106,8 @@ def test_compile_with_another_model_is_a_clear_error(llama_dir):
 def test_the_run_flag_and_config_key_reach_every_session(sharp_dir, tmp_path, monkeypatch):
     """`loopcoder run --compile` is `backend.compile=True`; the backend's sessions (spawned ones too) share
     one compiled step. Nothing decodes here, so nothing compiles."""
-    from agent.commands import configure
-    from agent.session import make_backend
+    from loopcoder.agent.commands import configure
+    from loopcoder.agent.session import make_backend
 
     monkeypatch.setenv("LOOPCODER_CONFIG", str(tmp_path / "none.yaml"))
     assert configure(None, [], model=str(sharp_dir)).backend.compile is False

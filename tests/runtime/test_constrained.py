@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from runtime.backends import create_backend
-from runtime.backends.base import GenerationParams
-from runtime.constrained import GrammarError
-from runtime.tokenizer import encode
-from runtime.toolcalls import parse_tool_calls, render_tool_call
+from loopcoder.runtime.backends import create_backend
+from loopcoder.runtime.backends.base import GenerationParams
+from loopcoder.runtime.constrained import GrammarError
+from loopcoder.runtime.tokenizer import encode
+from loopcoder.runtime.toolcalls import parse_tool_calls, render_tool_call
 
 BASH = {"type": "function", "function": {"name": "bash", "parameters": {
     "type": "object", "properties": {"command": {"type": "string"}, "timeout": {"type": "integer"}},
@@ -247,7 +247,7 @@ def test_prompt_lookup_drafts_under_the_grammar_give_the_tokens_of_plain_decodin
 def test_a_drafted_stop_token_the_grammar_accepts_ends_the_choice(plt):
     """A draft copied from an earlier turn may carry the stop token right after a call: once the grammar has
     accepted it nothing may follow (xgrammar refuses to mask a terminated matcher), so the choice ends there."""
-    from runtime.session import _choose
+    from loopcoder.runtime.session import _choose
 
     constraint = plt.grammars.constraint(plt.grammars.tool_calls(TOOLS))
     assert all(constraint.accept(t) for t in ids(plt, render_tool_call("bash", {"command": "ls"})))

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from cli import app
-from runtime.backends import create_backend
-from runtime.backends.base import GenerationParams
+from loopcoder.cli import app
+from loopcoder.runtime.backends import create_backend
+from loopcoder.runtime.backends.base import GenerationParams
 
 
 def run(*args: str):

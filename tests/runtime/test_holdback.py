@@ -2,7 +2,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.holdback import held_back
+from loopcoder.runtime.holdback import held_back
 
 TEXT = st.text(alphabet="<tol_c>`ab\n", max_size=30)
 

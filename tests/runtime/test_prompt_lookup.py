@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.sampling import MAX_DRAFT_TOKENS
-from runtime.speculative import MAX_NGRAM, DraftLength, PromptLookup, accept_sampled
+from loopcoder.runtime.sampling import MAX_DRAFT_TOKENS
+from loopcoder.runtime.speculative import MAX_NGRAM, DraftLength, PromptLookup, accept_sampled
 
 from tests.model.conftest import tiny_model
 

@@ -6,9 +6,9 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from runtime.backends.base import GenerationParams
-from runtime.sampling import TextStream, check_params, make_generator, sample_next
-from runtime.tokenizer import encode, load_tokenizer
+from loopcoder.runtime.backends.base import GenerationParams
+from loopcoder.runtime.sampling import TextStream, check_params, make_generator, sample_next
+from loopcoder.runtime.tokenizer import encode, load_tokenizer
 
 LOGITS = torch.tensor([0.0, 3.0, 2.9, -1.0, 1.0])
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.backends import BackendError, create_backend, inprocess
-from runtime.backends.base import GenerationParams
-from runtime.tokenizer import render_chat
-from runtime.toolcalls import render_tool_call
+from loopcoder.runtime.backends import BackendError, create_backend, inprocess
+from loopcoder.runtime.backends.base import GenerationParams
+from loopcoder.runtime.tokenizer import render_chat
+from loopcoder.runtime.toolcalls import render_tool_call
 
 TOOLS = [{"type": "function", "function": {"name": "bash", "description": "Run a shell command.",
           "parameters": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}}]

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.backends.base import GenerationParams
-from runtime.session import Session
+from loopcoder.runtime.backends.base import GenerationParams
+from loopcoder.runtime.session import Session
 from tests.model.conftest import tiny_model
 
 WINDOW = 4096

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from runtime.tokenizer import TokenizerError, encode, encode_chat, load_tokenizer, render_chat, stop_token_ids
-from runtime.toolcalls import parse_tool_calls, render_tool_call
+from loopcoder.runtime.tokenizer import TokenizerError, encode, encode_chat, load_tokenizer, render_chat, stop_token_ids
+from loopcoder.runtime.toolcalls import parse_tool_calls, render_tool_call
 
 BASH = {
     "type": "function",

@@ -6,7 +6,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.toolcalls import EXPECTED_FORMAT, ParseResult, ToolCall, parse_tool_calls, render_tool_call
+from loopcoder.runtime.toolcalls import EXPECTED_FORMAT, ParseResult, ToolCall, parse_tool_calls, render_tool_call
 
 BASH_LS = {"name": "bash", "arguments": {"command": "ls"}}
 

@@ -26,7 +26,7 @@ def sandbox_kind(request) -> str:
     if request.param == "docker":
         request.getfixturevalue("base_image")  # skips without an engine, fails without the image
     else:
-        from workspace.local import bwrap_works
+        from loopcoder.workspace.local import bwrap_works
 
         if not bwrap_works():
             pytest.skip("bubblewrap is not usable here (scripts/sandbox-deps.sh installs it)")

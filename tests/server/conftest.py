@@ -7,8 +7,8 @@ from typing import Callable
 
 import pytest
 
-from runtime.backends.base import Completion, GenerationParams
-from server import make_server
+from loopcoder.runtime.backends.base import Completion, GenerationParams
+from loopcoder.server import make_server
 
 
 class ScriptedBackend:
@@ -105,7 +105,7 @@ def serve():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A random tiny PLT with the test tokenizer and its ChatML + tools template."""
-    from model.presets import init_random_checkpoint
+    from loopcoder.model.presets import init_random_checkpoint
     from nano.tiny_tokenizer import save_test_tokenizer
 
     root = tmp_path_factory.mktemp("serve-model")
@@ -117,8 +117,8 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture
 def plt_server(serve, tiny_checkpoint):
     """`loopcoder serve`'s server in a thread around the tiny PLT, two kept conversations."""
-    from runtime.backends import create_backend
-    from server.run import shared_weights_factory
+    from loopcoder.runtime.backends import create_backend
+    from loopcoder.server.run import shared_weights_factory
 
     factory = shared_weights_factory(lambda: create_backend("plt", model_path=tiny_checkpoint, device="cpu"))
     return serve(factory, sessions=2)

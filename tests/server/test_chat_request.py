@@ -6,8 +6,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.chat_request import ChatRequest, parse_chat_request
-from server.errors import ApiError
+from loopcoder.server.chat_request import ChatRequest, parse_chat_request
+from loopcoder.server.errors import ApiError
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),

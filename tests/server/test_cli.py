@@ -65,7 +65,7 @@ def test_serves_then_stops_cleanly_on_ctrl_c(tiny_checkpoint):
 def test_refuses_to_start_with_a_reason(tmp_path, caplog):
     from typer.testing import CliRunner
 
-    from cli import app
+    from loopcoder.cli import app
 
     runner = CliRunner()
     exposed = runner.invoke(app, ["serve", "--model", str(tmp_path), "--host", "192.0.2.1", "--port", "0"])  # TEST-NET

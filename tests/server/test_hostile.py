@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from server import Limits
+from loopcoder.server import Limits
 from tests.server.conftest import ScriptedBackend
 from tests.server.test_http_errors import OK_BODY, assert_error, post
 

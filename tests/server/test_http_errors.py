@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from server import Limits
+from loopcoder.server import Limits
 from tests.server.conftest import ScriptedBackend
 
 OK_BODY = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}

@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from runtime.backends.base import GenerationParams
-from runtime.backends.openai_backend import OpenAIBackend, OpenAIBackendError
-from runtime.toolcalls import parse_tool_calls
+from loopcoder.runtime.backends.base import GenerationParams
+from loopcoder.runtime.backends.openai_backend import OpenAIBackend, OpenAIBackendError
+from loopcoder.runtime.toolcalls import parse_tool_calls
 from tests.server.conftest import ScriptedBackend
 
 REPLY = {

@@ -7,8 +7,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.backends.openai_backend import _merge_call_delta, _openai_calls, hermes_call
-from runtime.toolcalls import parse_tool_calls
+from loopcoder.runtime.backends.openai_backend import _merge_call_delta, _openai_calls, hermes_call
+from loopcoder.runtime.toolcalls import parse_tool_calls
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

@@ -1,7 +1,7 @@
 """Requests reach the session that holds their conversation; new ones get a free or the stalest session."""
 from __future__ import annotations
 
-from server.pool import SessionPool
+from loopcoder.server.pool import SessionPool
 from tests.server.conftest import ScriptedBackend
 
 

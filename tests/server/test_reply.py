@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.reply import MARKERS, ContentStream, assistant_message
+from loopcoder.server.reply import MARKERS, ContentStream, assistant_message
 
 TOOLS = [{"type": "function", "function": {"name": "view", "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}}]
 CALL = '<tool_call>\n{"name": "view", "arguments": {"path": "a.py"}}\n</tool_call>'

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.backends import create_backend
+from loopcoder.runtime.backends import create_backend
 
 NANO = Path(__file__).resolve().parents[2] / "checkpoints" / "loopcoder-nano"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tools import default_tools, get_tool
-from workspace.local import LocalSandbox
+from loopcoder.tools import default_tools, get_tool
+from loopcoder.workspace.local import LocalSandbox
 
 SOURCE = "def f():\n    return 1\n\n\ndef g():\n    return 1\n"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from tools import default_tools, get_tool
-from tools.bash import NO_OUTPUT
-from tools.interactive import refusal
-from tools.shell import TIMEOUTS_TO_STOP
+from loopcoder.tools import default_tools, get_tool
+from loopcoder.tools.bash import NO_OUTPUT
+from loopcoder.tools.interactive import refusal
+from loopcoder.tools.shell import TIMEOUTS_TO_STOP
 
 
 def bash(call, command, **more):

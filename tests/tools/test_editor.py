@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.tools.conftest import SOURCE
-from tools.str_replace_editor import HUGE_FILE_BYTES, REVIEW, REVIEW_INSERT, UNDO_LEVELS
+from loopcoder.tools.str_replace_editor import HUGE_FILE_BYTES, REVIEW, REVIEW_INSERT, UNDO_LEVELS
 
 
 def edit(call, **arguments):

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from tools import TOOL_NAMES, default_tools, get_tool
-from tools.arguments import validate
-from tools.output import printable, truncate
-from tools.test_report import from_junit, from_summary
+from loopcoder.tools import TOOL_NAMES, default_tools, get_tool
+from loopcoder.tools.arguments import validate
+from loopcoder.tools.output import printable, truncate
+from loopcoder.tools.test_report import from_junit, from_summary
 
 SCHEMA = {
     "type": "object",
@@ -99,8 +99,8 @@ def test_submit_ends_the_run(call):
 
 
 def test_unexpected_exceptions_and_sandbox_errors_become_observations(repo):
-    from tools.base import define
-    from workspace.local import LocalSandbox
+    from loopcoder.tools.base import define
+    from loopcoder.workspace.local import LocalSandbox
 
     def broken(arguments, sandbox):
         raise ZeroDivisionError("division by zero")

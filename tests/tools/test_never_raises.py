@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tools import TOOL_NAMES, default_tools, get_tool
-from tools.arguments import validate
-from tools.base import Observation
+from loopcoder.tools import TOOL_NAMES, default_tools, get_tool
+from loopcoder.tools.arguments import validate
+from loopcoder.tools.base import Observation
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),

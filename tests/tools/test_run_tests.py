@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tools.test_report import from_junit, from_summary
+from loopcoder.tools.test_report import from_junit, from_summary
 
 TESTS = '''
 def test_passes():

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from tools.search import MAX_RESULTS
-from workspace.local import LocalSandbox
+from loopcoder.tools.search import MAX_RESULTS
+from loopcoder.workspace.local import LocalSandbox
 
 
 @pytest.fixture(params=["rg", "grep"])

@@ -12,10 +12,10 @@ import textwrap
 import pytest
 
 from tests.conftest import git
-from workspace.docker_sandbox import DockerSandbox, remove_leftovers, swebench_image
-from workspace.patching import apply_patch
-from workspace.repo import WorkingCopy
-from workspace.sandbox import Sandbox, SandboxError
+from loopcoder.workspace.docker_sandbox import DockerSandbox, remove_leftovers, swebench_image
+from loopcoder.workspace.patching import apply_patch
+from loopcoder.workspace.repo import WorkingCopy
+from loopcoder.workspace.sandbox import Sandbox, SandboxError
 
 pytestmark = pytest.mark.docker
 
@@ -177,7 +177,7 @@ def test_container_removed_on_close_and_on_errors(docker_client, base_image, doc
 def test_container_removed_when_the_process_is_terminated(docker_client, base_image, docker_label, tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
-        from workspace.docker_sandbox import DockerSandbox
+        from loopcoder.workspace.docker_sandbox import DockerSandbox
         sb = DockerSandbox({base_image!r}, copy_from={str(tmp_path)!r}, labels={docker_label!r})
         print("ready", flush=True)
         time.sleep(120)

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, strategies as st
 
 from tests.conftest import git
-from workspace.limits import describe_size, parse_size
-from workspace.local import LocalSandbox
-from workspace.patching import apply_patch
-from workspace.sandbox import SandboxError
+from loopcoder.workspace.limits import describe_size, parse_size
+from loopcoder.workspace.local import LocalSandbox
+from loopcoder.workspace.patching import apply_patch
+from loopcoder.workspace.sandbox import SandboxError
 
 
 @pytest.mark.parametrize("text, expected", [("4g", 4 << 30), ("512m", 512 << 20), ("1.5G", 3 << 29),

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from workspace.local import LocalSandbox, bwrap_works
-from workspace.sandbox import Sandbox, SandboxError
+from loopcoder.workspace.local import LocalSandbox, bwrap_works
+from loopcoder.workspace.sandbox import Sandbox, SandboxError
 
 needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is not usable here (scripts/sandbox-deps.sh installs it)")
 
@@ -153,7 +153,7 @@ def test_a_fifo_is_refused_not_read(local_sandbox):
     """A pipe made by the model must not block a later read (the editor's view)."""
     import pytest
 
-    from workspace.sandbox import SandboxError
+    from loopcoder.workspace.sandbox import SandboxError
 
     assert local_sandbox.run("mkfifo pipe", timeout=10).exit_code == 0
     with pytest.raises(SandboxError, match="not a regular file"):
@@ -164,7 +164,7 @@ def test_tools_on_path_under_tmp_stay_visible(tmp_path, monkeypatch):
     """The private /tmp must not hide the host's tools that live under /tmp (a CI checkout's venv)."""
     import tempfile
 
-    from workspace.local import LocalSandbox
+    from loopcoder.workspace.local import LocalSandbox
 
     tools = Path(tempfile.mkdtemp(prefix="loopcoder-tools-", dir="/tmp"))
     try:
@@ -208,7 +208,7 @@ def test_a_virtualenv_spelled_through_a_symlinked_tmp_runs_inside(tmp_path):
 
 @needs_bwrap
 def test_a_working_copy_whose_path_has_spaces(git_repo, tmp_path):
-    from workspace.repo import WorkingCopy
+    from loopcoder.workspace.repo import WorkingCopy
 
     with WorkingCopy.create(git_repo, root=tmp_path / "my copies") as copy, LocalSandbox(copy.path) as sb:
         r = sb.run("pwd && echo new > 'a file.txt' && python -c 'print(1)'", timeout=60)

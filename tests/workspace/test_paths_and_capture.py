@@ -6,9 +6,9 @@ import posixpath
 import pytest
 from hypothesis import example, given, strategies as st
 
-from workspace.capture import OutputCap
-from workspace.paths import relative_inside
-from workspace.sandbox import SandboxError
+from loopcoder.workspace.capture import OutputCap
+from loopcoder.workspace.paths import relative_inside
+from loopcoder.workspace.sandbox import SandboxError
 
 segments = st.sampled_from(["..", ".", "a", "b", "", "/", "testbed", "testbed2", "etc", "\0", " "])
 

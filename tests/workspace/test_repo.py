@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.conftest import git
-from workspace.repo import RepoError, WorkingCopy
+from loopcoder.workspace.repo import RepoError, WorkingCopy
 
 
 def state(repo: Path) -> tuple[str, dict[str, bytes], bytes]:
