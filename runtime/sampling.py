@@ -16,8 +16,8 @@ from typing import Callable
 
 import torch
 
-from loopcoder.runtime.backends.base import GenerationParams
 from loopcoder.runtime.holdback import held_back
+from loopcoder.runtime.params import GenerationParams
 
 REPLACEMENT = "\ufffd"
 SPECULATIVE = ("prompt_lookup", "off")

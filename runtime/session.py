@@ -25,9 +25,9 @@ from typing import Any, Callable
 
 import torch
 
-from loopcoder.runtime.backends.base import GenerationParams
 from loopcoder.model.compat import CACHE_KWARG
 from loopcoder.runtime.constrained import TokenConstraint
+from loopcoder.runtime.params import GenerationParams
 from loopcoder.runtime.sampling import check_params, make_generator, probabilities, sample_next
 from loopcoder.runtime.speculative import DraftLength, PromptLookup, accept_sampled
 

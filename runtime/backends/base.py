@@ -6,8 +6,10 @@ agent never knows which one it talks to.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Protocol, runtime_checkable
+
+from loopcoder.runtime.params import GenerationParams  # noqa: F401 - part of the backend protocol
 
 Message = dict  # {"role": "system"|"user"|"assistant"|"tool", "content": str, "tool_calls"?: [...]}
 ToolSchema = dict  # {"type": "function", "function": {"name", "description", "parameters"}}
@@ -15,30 +17,6 @@ ToolSchema = dict  # {"type": "function", "function": {"name", "description", "p
 
 class BackendError(RuntimeError):
     """A backend that cannot start (missing or bad model, bad option), worded for the user."""
-
-
-@dataclass
-class GenerationParams:
-    """Sampling settings; temperature 0 means greedy.
-
-    `speculative`: "prompt_lookup" drafts up to `speculative_tokens` tokens from
-    the context and verifies them in one forward (in-process backends; the
-    output distribution is unchanged), "off" decodes one token per forward.
-    """
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    max_new_tokens: int = 1024
-    stop: list[str] = field(default_factory=list)
-    speculative: str = "prompt_lookup"
-    speculative_tokens: int = 8
-    # In-process backends: once the model opens <tool_call>, the call follows the tools' schemas
-    # (runtime/constrained.py); tool_choice "auto", "required", "none" or {"type": "function", "function": {"name": N}}.
-    constrained_tool_calls: bool = True
-    tool_choice: str | dict = "auto"
-    response_format: dict | None = None  # JSON schema of the whole reply: {"type": "json_schema", "json_schema": {...}}
 
 
 @dataclass
