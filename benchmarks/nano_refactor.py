@@ -4,7 +4,7 @@
 
 Each task's repository is a fresh git repo; `loopcoder refactor --task <request>` runs on it in a
 subprocess (the real CLI, prompts and sandbox), and the patch it saved is checked by the task's
-hidden tests in a second copy. Compare a checkpoint with and without its own
+hidden tests in a second copy (nano.record.check_patch, as nano_eval checks). Compare a checkpoint with and without its own
 `loopcoder_task_refactor.jinja` by moving that file aside.
 """
 from __future__ import annotations
@@ -19,16 +19,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nano.tasks import check, generate_task, write_files  # noqa: E402
-
-GIT_BASE = "git init -q && git add -A && git -c user.name=eval -c user.email=eval@localhost commit -qm base"
-
+from nano.record import check_patch, make_repo  # noqa: E402
+from nano.tasks import generate_task  # noqa: E402
 
 def solved(seed: int, model: str) -> tuple[str, bool, str]:
     task = generate_task("heldout", seed)
     with tempfile.TemporaryDirectory(prefix="nano-refactor-") as tmp:
-        repo = write_files(task.files, Path(tmp) / task.facts["package"])
-        subprocess.run(GIT_BASE, shell=True, cwd=repo, check=True)
+        repo = make_repo(task.files, Path(tmp) / task.facts["package"])
         out = Path(tmp) / "out"
         subprocess.run([sys.executable, "-m", "loopcoder.cli", "refactor", "--task", task.text, str(repo), "--model", model,
                         "--output", str(out), "--set", "backend.device=cpu"], cwd=ROOT, capture_output=True, text=True)
@@ -36,12 +33,7 @@ def solved(seed: int, model: str) -> tuple[str, bool, str]:
         status = records[0]["status"] if records else "no result"
         patch_path = records[0].get("patch_path") if records else None
         patch = Path(patch_path).read_text() if patch_path else ""
-        if not patch.strip():
-            return task.kind, False, status
-        scratch = write_files(task.files, Path(tmp) / "verify")
-        subprocess.run(GIT_BASE, shell=True, cwd=scratch, check=True)
-        applied = subprocess.run(["git", "apply", "-"], input=patch, text=True, cwd=scratch).returncode == 0
-        return task.kind, applied and check(task, scratch).ok, status
+        return task.kind, bool(patch.strip()) and check_patch(task, patch, Path(tmp) / "verify").ok, status
 
 
 def main() -> None:

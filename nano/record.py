@@ -32,7 +32,7 @@ from pathlib import Path
 
 from loopcoder.agent.config import Config, load_config
 from loopcoder.agent.session import run_task
-from nano.tasks import CheckResult, Task, check, write_files
+from nano.tasks import CheckResult, Task, apply_to_copy, check, write_files
 from loopcoder.runtime.backends.replay import ReplayBackend
 from loopcoder.runtime.toolcalls import render_tool_call
 from loopcoder.workspace.repo import GIT_IDENTITY
@@ -128,12 +128,8 @@ def make_repo(files: dict[str, str], root: Path) -> Path:
 
 def check_patch(task: Task, patch: str, scratch: Path) -> CheckResult:
     """Apply `patch` to a fresh copy of the base files and run the checker there."""
-    base = write_files(task.files, scratch)
-    if patch.strip():
-        applied = subprocess.run(["git", "apply", "-"], cwd=base, input=patch, text=True, capture_output=True)
-        if applied.returncode != 0:
-            return CheckResult(False, f"the patch does not apply: {applied.stderr}")
-    return check(task, base)
+    base, failure = apply_to_copy(task.files, patch, scratch)
+    return CheckResult(False, failure) if failure else check(task, base)
 
 
 def test_environment() -> None:

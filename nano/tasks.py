@@ -398,8 +398,19 @@ def write_files(files: dict[str, str], root: str | Path) -> Path:
     for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        path.write_text(text, encoding="utf-8")
     return root
+
+
+def apply_to_copy(files: dict[str, str], patch: str, scratch: str | Path) -> tuple[Path, str | None]:
+    """Write `files` under `scratch` and apply `patch` (a git diff) there: the copy, and why the patch
+    did not apply (None when it did, or when it is empty)."""
+    base = write_files(files, scratch)
+    if patch.strip():
+        applied = subprocess.run(["git", "apply", "-"], cwd=base, input=patch, text=True, capture_output=True)
+        if applied.returncode != 0:
+            return base, f"the patch does not apply: {applied.stderr}"
+    return base, None
 
 
 def run_pytest(root: str | Path, timeout: float = 120.0) -> CheckResult:

@@ -21,6 +21,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nano.tasks import apply_to_copy, write_files
+
 HERE = Path(__file__).resolve().parent
 KINDS = ("rename", "change_constant", "fix_off_by_one", "add_parameter")
 CHECK_FILE = "hidden_check.py"  # outside pytest's default test_*.py pattern: the repo's own suite never collects it
@@ -138,14 +140,6 @@ def load_tasks(directory: Path = HERE) -> list[HandTask]:
     return tasks
 
 
-def write_files(files: dict[str, str], root: Path) -> Path:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return root
-
-
 def _pytest(root: Path, *args: str, timeout: float = 120.0) -> Verdict:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
@@ -179,9 +173,5 @@ def check_dir(task: HandTask, root: Path) -> Verdict:
 
 def check_patch(task: HandTask, patch: str, scratch: Path) -> Verdict:
     """Apply `patch` (a git diff) to a fresh copy of the base files and judge the result."""
-    base = write_files(task.files, scratch)
-    if patch.strip():
-        applied = subprocess.run(["git", "apply", "-"], cwd=base, input=patch, text=True, capture_output=True)
-        if applied.returncode != 0:
-            return Verdict(False, f"the patch does not apply: {applied.stderr}")
-    return check_dir(task, base)
+    base, failure = apply_to_copy(task.files, patch, scratch)
+    return Verdict(False, failure) if failure else check_dir(task, base)
