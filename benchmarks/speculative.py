@@ -124,17 +124,30 @@ class Scripted(torch.nn.Module):
     def forward(self, input_ids, use_cache=True, logits_to_keep=1, **cache):  # cache: {CACHE_KWARG: the cache}
         held = cache[CACHE_KWARG].get_seq_length()
         out = self.model(input_ids=input_ids, use_cache=use_cache, logits_to_keep=logits_to_keep, **cache)
-        if self.script is None:
-            return out
-        end = held + input_ids.shape[1]  # positions end-keep .. end-1 get logits
-        rows = out.logits.shape[1]
-        last = len(self.script) - 1  # drafts may run past the stop id: those rows are never read
-        following = torch.tensor([self.script[min(p + 1, last)] for p in range(end - rows, end)],
-                                 device=out.logits.device)
-        logits = torch.full_like(out.logits, -1e4)
-        logits[0, torch.arange(rows), following] = 0.0
-        out.logits = logits
+        out.logits = self._scripted(out.logits[0], held + input_ids.shape[1])[None]
         return out
+
+    pipelined = True  # False: a PLT verifies drafts loop after loop (the chunked path), to compare
+
+    def supports_pipelined(self, cache) -> bool:
+        return self.pipelined and getattr(self.model, "supports_pipelined", lambda cache: False)(cache)
+
+    def pipelined_forward(self, input_ids, cache):
+        """A PLT's pipelined pass; its rows follow the positions held .. held + rows - 1."""
+        held = cache.get_seq_length()
+        logits = self.model.pipelined_forward(input_ids, cache)  # [rows, V]
+        return self._scripted(logits, held + logits.shape[0])
+
+    def _scripted(self, logits, end: int):
+        """logits [rows, V] after positions end-rows .. end-1, replaced by the script's next tokens."""
+        if self.script is None:
+            return logits
+        rows = logits.shape[0]
+        last = len(self.script) - 1  # drafts may run past the stop id: those rows are never read
+        following = torch.tensor([self.script[min(p + 1, last)] for p in range(end - rows, end)], device=logits.device)
+        scripted = torch.full_like(logits, -1e4)
+        scripted[torch.arange(rows), following] = 0.0
+        return scripted
 
 
 def copy_fraction(context: list[int], reply: list[int]) -> float:
@@ -245,34 +258,42 @@ def with_prose_turns(backend, conversations: list[list[Turn]]) -> None:
         turns.append(Turn(prompt, encode(tok, PROSE[i % len(PROSE)]), scripted=True))
 
 
-def decode_turns(make_session, turns: list[Turn], speculative: str, stop_ids, max_new: int, before=None):
-    """One session through a conversation; per turn the Generation and its decode seconds."""
+def decode_turns(make_session, turns: list[Turn], mode: str, stop_ids, max_new: int, before=None):
+    """One session through a conversation; per turn the Generation and its decode seconds. `mode`: off,
+    prompt_lookup, or chunked (prompt_lookup with a PLT verifying loop after loop, not pipelined)."""
     from loopcoder.runtime.backends.base import GenerationParams
 
     session = make_session()
-    params = GenerationParams(max_new_tokens=max_new, speculative=speculative)
+    if mode == "chunked":
+        session.model.pipelined = False
+    params = GenerationParams(max_new_tokens=max_new, speculative="off" if mode == "off" else "prompt_lookup")
     results = []
     for turn in turns:
         if before:
             before(turn)
         gen = session.generate(turn.prompt, params, stop_ids)
         results.append((gen, gen.decode_seconds))
+    if mode == "chunked":
+        session.model.pipelined = True
     return results
 
 
-def measure(name: str, make_session, conversations, stop_ids, max_new: int, repeats: int, before=None) -> dict:
-    """Off and on, interleaved per conversation and repeat; per-turn median seconds; tallies per class."""
-    tallies = {(cls, mode): Tally() for cls in ("copying", "other") for mode in ("off", "prompt_lookup")}
+def measure(name: str, make_session, conversations, stop_ids, max_new: int, repeats: int, before=None,
+            chunked: bool = False) -> dict:
+    """Off and on (and with `chunked` on, verified loop after loop), interleaved per conversation and
+    repeat; per-turn median seconds; tallies per class."""
+    modes = ("off", "prompt_lookup") + (("chunked",) if chunked else ())
+    tallies = {(cls, mode): Tally() for cls in ("copying", "other") for mode in modes}
     mismatched = 0
     for c, turns in enumerate(conversations):
-        runs = {"off": [], "prompt_lookup": []}
+        runs = {mode: [] for mode in modes}
         for r in range(repeats):
-            order = ("off", "prompt_lookup") if (c + r) % 2 == 0 else ("prompt_lookup", "off")
+            order = modes if (c + r) % 2 == 0 else modes[::-1]
             for mode in order:
                 runs[mode].append(decode_turns(make_session, turns, mode, stop_ids, max_new, before))
         for t, turn in enumerate(turns):
-            off, on = runs["off"][0][t][0], runs["prompt_lookup"][0][t][0]
-            mismatched += off.ids != on.ids
+            off = runs["off"][0][t][0]
+            mismatched += any(runs[mode][0][t][0].ids != off.ids for mode in modes)
             cls = "copying" if turn.copying else "other"
             for mode in runs:
                 gen = runs[mode][0][t][0]
@@ -291,12 +312,18 @@ def measure(name: str, make_session, conversations, stop_ids, max_new: int, repe
             "acceptance": round(on.accepted / max(1, on.drafted), 2),
             "mean_accepted": round(on.accepted / max(1, on.verifications), 2),
         }
+        if chunked:
+            loop_after_loop = tallies[cls, "chunked"]
+            rows[cls]["ratio_chunked"] = round((loop_after_loop.tokens / loop_after_loop.seconds)
+                                               / (off.tokens / off.seconds), 2)
     print(f"\n{name}: greedy outputs differing between off and on: {mismatched}")
-    print(f"| turns | n | tokens | tok/s off | tok/s on | on/off | acceptance | accepted per verify |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| turns | n | tokens | tok/s off | tok/s on | on/off | acceptance | accepted per verify |"
+          + (" on/off, verified loop after loop |" if chunked else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if chunked else ""))
     for cls, row in rows.items():
         print(f"| {cls} | {row['turns']} | {row['tokens']} | {row['tok_s_off']} | {row['tok_s_on']} | "
-              f"**{row['ratio']}** | {row['acceptance']} | {row['mean_accepted']} |")
+              f"**{row['ratio']}** | {row['acceptance']} | {row['mean_accepted']} |"
+              + (f" {row['ratio_chunked']} |" if chunked else ""))
     return {"mismatched": mismatched, **rows}
 
 
@@ -349,7 +376,7 @@ def run(args) -> dict:
         results[name] = measure(f"{name} (random weights, fp32) scripted: {args.scaled_edits} editing and "
                                 f"{args.scaled_own} nano conversations", lambda model=model: Session(
                                     model, 1 << 20, model.new_cache), picked, stop_ids,
-                                args.scaled_max_new_tokens, 1, before)
+                                args.scaled_max_new_tokens, 1, before, chunked=name == "scaled PLT")
     results["uptime_after"] = uptime()
     print("uptime:", results["uptime_after"])
     return results

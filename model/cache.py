@@ -19,6 +19,11 @@ API used by the chat layer (multi-turn sessions):
     cache.can_crop(n) -> bool                 # can it roll back to n tokens exactly?
     cache.crop(n)                             # roll back; ValueError when it cannot (re-prefill then)
 
+Pipelined draft verification (docs/plt.md §4) lets loop 0 run ahead of loop 1:
+`ahead` tokens after the `get_seq_length()` held ones have loop 0's keys and
+output (carry) but not yet loop 1's. Every other forward needs `ahead == 0`;
+any `crop` drops them.
+
 The compiled decode step (model/compiled.py) uses the same cache, static or
 not: `allocate` makes every buffer, loop 0's with room for a bucket of columns,
 and the `*_at` methods read and write at a position given as a tensor, so one
@@ -55,8 +60,10 @@ class PLTCache:
         self.ring_size = self.window + 1 + slack
         layers = config.num_hidden_layers
         self._dims = (config.num_key_value_heads, config.head_dim, config.hidden_size)
-        self._length = 0
-        self._local_start = 0  # oldest position whose ring entries and carries are held
+        self._length = 0  # tokens through every loop
+        self._ahead = 0  # tokens after those through loop 0 only (pipelined verification)
+        self._local_start = 0  # oldest position whose ring entries are held
+        self._carry_start = 0  # oldest position whose carry is held (loop 0 may have run ahead)
         self._k0: list[torch.Tensor | None] = [None] * layers  # [B, Hkv, capacity, Dh]
         self._v0: list[torch.Tensor | None] = [None] * layers
         self._ring_k: list[torch.Tensor | None] = [None] * layers  # [R-1, B, Hkv, ring_size, Dh]
@@ -71,8 +78,13 @@ class PLTCache:
         return [False] * len(self._k0)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        """Number of tokens (cache columns) held."""
+        """Number of tokens (cache columns) held by every loop."""
         return self._length
+
+    @property
+    def ahead(self) -> int:
+        """Tokens after `get_seq_length()` that went through loop 0 only (pipelined verification)."""
+        return self._ahead
 
     @property
     def is_croppable(self) -> bool:
@@ -107,13 +119,15 @@ class PLTCache:
                 f"{self.slack}), so it can go back to {self._shortest_crop()} tokens at the least (or to 0); "
                 "re-prefill from scratch instead"
             )
-        self._length = length
+        self._length, self._ahead = length, 0
         if length == 0:
-            self._local_start = 0
+            self._local_start = self._carry_start = 0
 
     def _shortest_crop(self) -> int:
-        """The smallest length > 0 a crop can keep exactly."""
-        return 1 if self._local_start == 0 else self._local_start + max(self.window, 1)
+        """The smallest length > 0 a crop can keep exactly: the ring must hold the window before it, the
+        carry the position before it."""
+        ring = 1 if self._local_start == 0 else self._local_start + max(self.window, 1)
+        return max(ring, self._carry_start + 1)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Select/reorder batch rows (beam search)."""
@@ -136,8 +150,10 @@ class PLTCache:
     # --- used by the model -------------------------------------------------
 
     def append_global(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store loop 0's k, v [B, Hkv, n, Dh] after the held tokens; return all of them [B, Hkv, L+n, Dh]."""
-        end = self._length + k.shape[2]
+        """Store loop 0's k, v [B, Hkv, n, Dh] after the held (and ahead) tokens; return all of them
+        [B, Hkv, L+ahead+n, Dh]."""
+        start = self._length + self._ahead
+        end = start + k.shape[2]
         if self.max_length is not None and end > self.max_length:
             raise ValueError(f"the PLT cache was preallocated for {self.max_length} tokens and this call would "
                              f"hold {end}; make it with a larger max_length (model.new_cache(max_length=...))")
@@ -147,13 +163,13 @@ class PLTCache:
             self._k0[layer], self._v0[layer] = (k.new_zeros((batch, heads, self.max_length, dim)) for _ in "kv")
         elif self._k0[layer] is None or self._k0[layer].shape[2] < end:
             self._k0[layer], self._v0[layer] = _grown(self._k0[layer], k, end), _grown(self._v0[layer], v, end)
-        self._k0[layer][:, :, self._length:end] = k
-        self._v0[layer][:, :, self._length:end] = v
+        self._k0[layer][:, :, start:end] = k
+        self._v0[layer][:, :, start:end] = v
         return self.global_kv(layer, k.shape[2])
 
     def global_kv(self, layer: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loop 0's keys/values for the held tokens plus the `n` being processed."""
-        end = self._length + n
+        """Loop 0's keys/values for the held (and ahead) tokens plus the `n` being processed."""
+        end = self._length + self._ahead + n
         return self._k0[layer][:, :, :end], self._v0[layer][:, :, :end]
 
     def ring(self, layer: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,6 +216,28 @@ class PLTCache:
         """Commit `n` processed tokens (after every layer and loop has written them)."""
         self._length += n
         self._local_start = max(self._local_start, self._length - self.ring_size)
+        self._carry_start = max(self._carry_start, self._length + self._ahead - self.ring_size)
+
+    # --- pipelined verification (loop 0 ahead of loop 1; R = 2) ---------------
+
+    def carry_span(self, start: int, n: int, like: torch.Tensor) -> torch.Tensor:
+        """Loop 0's output at positions start..start+n-1 [B, n, d] (zeros at negative positions)."""
+        self.carry(0, like)  # make the buffer
+        positions = torch.arange(start, start + n, device=self._carry.device)
+        held = self._carry[0].index_select(1, positions % self.ring_size)
+        return held * (positions >= 0).to(held.dtype)[None, :, None]
+
+    def write_carry_span(self, start: int, hidden: torch.Tensor) -> None:
+        """Store loop 0's output [B, n, d] at positions start..start+n-1 (n <= ring_size)."""
+        positions = torch.arange(start, start + hidden.shape[1], device=self._carry.device)
+        self._carry[0].index_copy_(1, positions % self.ring_size, hidden)
+
+    def advance_pipelined(self, through_all: int, new_loop0: int) -> None:
+        """Commit a pipelined pass: `through_all` tokens finished loop 1, `new_loop0` more went through loop 0."""
+        self._ahead += new_loop0 - through_all
+        if self._ahead < 0:
+            raise ValueError("a pipelined pass cannot finish loop 1 for tokens loop 0 has not seen")
+        self.advance(through_all)
 
     # --- the compiled decode step (static cache, position as a tensor) ------
 

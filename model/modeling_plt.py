@@ -101,7 +101,9 @@ class LoopStep:
     """What every layer needs for one pass over the current rows.
 
     loop = r: the n rows are n tokens, all in loop r (prefill). loop = None: the
-    rows are one token in loops 0..R-1 (cross-loop-parallel decode, docs/plt.md §4).
+    rows are one token in loops 0..R-1 (cross-loop-parallel decode, docs/plt.md §4),
+    or, with `loop0_rows` = m, m new tokens in loop 0 then tokens in loop 1
+    (pipelined verification, docs/plt.md §4).
     """
 
     loop: int | None
@@ -112,6 +114,7 @@ class LoopStep:
     local_mask: torch.Tensor  # prefill [B|1, 1, n, S+n] over ring then new keys; decode [B|1, 1, 1, S] over ring
     position: torch.Tensor | None = None  # [1] the token's column: the compiled (static-cache) decode step
     span: int = 0  # with `position`: loop 0's columns attended (a static bound >= position + 1)
+    loop0_rows: int | None = None  # pipelined: the first rows are loop 0's, the rest loop 1's
 
 
 class PLTGate(nn.Module):
@@ -160,7 +163,9 @@ class PLTAttention(nn.Module):
         v = self.v_proj(u).view(batch, n, -1, self.head_dim).transpose(1, 2)
         cos, sin = step.cos.to(u.device), step.sin.to(u.device)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if step.loop is None:
+        if step.loop0_rows is not None:
+            out = self._pipelined(q, k, v, residual, step)
+        elif step.loop is None:
             out = self._all_loops_one_token(q, k, v, residual, step)
         elif step.loop == 0:
             k0, v0 = step.cache.append_global(self.layer_idx, k, v)  # [B, Hkv, L+n, Dh]
@@ -180,6 +185,20 @@ class PLTAttention(nn.Module):
         out = attend(q, k0, v0, step.global_mask) * gate + attend(q, local_k, local_v, step.local_mask) * (1 - gate)
         cache.write_ring(self.layer_idx, loop, k, v)  # after attending: the chunk may wrap the ring
         return out
+
+    def _pipelined(self, q, k, v, residual, step: LoopStep) -> torch.Tensor:
+        """Rows [:m] = loop 0 over m new tokens, rows [m:] = loop 1 over tokens whose loop-0 output at the
+        position before is known. The new k0, v0 enter loop 0's cache first; every row's global branch
+        reads it causally by position (one attention); loop 1's rows add their local branch and gate."""
+        cache, m = step.cache, step.loop0_rows
+        k0, v0 = cache.append_global(self.layer_idx, k[:, :, :m], v[:, :, :m])  # [B, Hkv, F0+m, Dh]
+        glob = attend(q, k0, v0, step.global_mask)  # [B, H, m+n1, Dh]
+        q1, k1, v1 = q[:, :, m:], k[:, :, m:], v[:, :, m:]
+        ring_k, ring_v = cache.ring(self.layer_idx, k1)  # [1, B, Hkv, S, Dh]
+        local = attend(q1, torch.cat([ring_k[0], k1], dim=2), torch.cat([ring_v[0], v1], dim=2), step.local_mask)
+        gate = self.plt_gate(q1, residual[:, m:])  # [B, H, n1, 1]
+        cache.write_ring(self.layer_idx, 1, k1, v1)  # after attending: the rows may wrap the ring
+        return torch.cat([glob[:, :, :m], glob[:, :, m:] * gate + local * (1 - gate)], dim=2)
 
     def _all_loops_one_token(self, q, k, v, residual, step: LoopStep) -> torch.Tensor:
         """Row r = loop r at token t. Row 0's k, v enter loop 0's cache before anyone attends, so
@@ -288,6 +307,7 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
 
     _keys_to_ignore_on_load_unexpected = [r"rotary_emb\.inv_freq", r"^lm_head\."]  # loads from a CausalLM checkpoint
     cross_loop_decode = True  # single-token steps run all loops in one pass; False: loop after loop
+    pipelined_verification = True  # Session verifies drafts with `pipelined_pass`; False: the chunked path
 
     def __init__(self, config: IQuestPLTCoderConfig):
         super().__init__(config)
@@ -327,6 +347,9 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
         if cache.batch_size != batch:
             raise ValueError(f"the cache holds {cache.batch_size} sequences but the input has {batch} rows: "
                              "use model.new_cache(batch_size) with the input's batch size")
+        if cache.ahead:
+            raise ValueError(f"the cache has {cache.ahead} tokens through loop 0 only (a pipelined verification): "
+                             "crop it to get_seq_length() before a regular forward")
         held = cache.get_seq_length()
         key_valid = _key_validity(attention_mask, batch, held + n)  # [B, L+n] or None
         limit = held + n  # a token's position is at most its column
@@ -400,6 +423,42 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
             cache.write_carry_at(position, carries.transpose(0, 1)[:, :, None])  # [R-1, B, 1, d]
         return h
 
+    def pipelined_pass(self, input_ids: torch.LongTensor, cache: PLTCache) -> torch.Tensor:
+        """One pass over the layers for pipelined draft verification (docs/plt.md §4; R = 2, one
+        unpadded sequence). input_ids [1, a+m]: the cache's `ahead` tokens a (through loop 0 only),
+        then m new ones. Loop 0 runs the m new tokens; loop 1 runs the a ahead ones and the first new
+        one, since loop 1 at a token needs loop 0's output at the token before only. Returns loop 1's
+        normed output for those n1 = a + (m > 0) tokens [1, n1, d]; afterwards the cache holds n1 more
+        tokens through both loops and m - n1 (or 0) ahead."""
+        if not self.supports_pipelined(cache):
+            raise ValueError("pipelined verification needs a 2-loop PLT and a cache of one sequence")
+        ahead, total = cache.ahead, input_ids.shape[1]
+        new, through = total - ahead, min(total, ahead + 1)
+        if new < 0 or through == 0:
+            raise ValueError(f"pass the cache's {ahead} ahead tokens and then the new ones, got {total} ids")
+        held = cache.get_seq_length()  # loop 1's frontier F1; loop 0's is F1 + ahead
+        embeds = self.embed_tokens(input_ids)  # [1, a+m, d]
+        previous = cache.carry_span(held - 1, through, embeds).to(embeds.device)  # loop 0 at t-1 [1, n1, d]
+        h = torch.cat([embeds[:, ahead:], self._clp_input(embeds[:, :through], previous, None, held)], dim=1)
+        device = embeds.device
+        positions = torch.cat([torch.arange(held + ahead, held + total, device=device),
+                               torch.arange(held, held + through, device=device)])  # [m+n1]
+        cos, sin = self.rotary(positions[None], embeds.dtype, held + total)  # [1, 1, m+n1, Dh]
+        global_mask = (torch.arange(held + total, device=device) <= positions[:, None])[None, None]  # [1, 1, m+n1, F0+m]
+        _, local_mask = _chunk_masks(cache, through, None, device)  # [1, 1, n1, S+n1]
+        step = LoopStep(1, cache, cos, sin, global_mask, local_mask, loop0_rows=new)
+        for layer in self.layers:
+            h = layer(h, step)
+        loop0 = h[:, :new]
+        cache.write_carry_span(held + ahead, self.norm(loop0) if self.config.plt_normalize_per_loop else loop0)
+        cache.advance_pipelined(through, new)
+        return self.norm(h[:, new:])
+
+    def supports_pipelined(self, cache: PLTCache) -> bool:
+        """Whether `pipelined_pass` runs on this model and cache: 2 loops, one sequence, both switches on."""
+        return (self.config.plt_num_loops == 2 and cache.batch_size == 1 and self.cross_loop_decode
+                and self.pipelined_verification)
+
     def _all_loops(self, embeds, previous: list[torch.Tensor], key_valid, held: int, step: LoopStep):
         """Row 0 = E_t, row r = the CLP input from loop r-1's output at t-1 (`previous[r-1]` [B, 1, d]),
         through every layer at once -> (the last loop's normed output [B, 1, d], the carries [B, R-1, d])."""
@@ -460,6 +519,14 @@ class IQuestPLTCoderForCausalLM(IQuestPLTCoderPreTrainedModel, GenerationMixin):
         `position` [1] of a static cache (see `IQuestPLTCoderModel.decode_static`); what
         model/compiled.py compiles. The caller commits it: `cache.advance(1)`."""
         return self.lm_head(self.model.decode_static(input_ids, position, cache, span)[:, -1])
+
+    def pipelined_forward(self, input_ids: torch.LongTensor, cache: PLTCache) -> torch.Tensor:
+        """The logits [n1, V] of a pipelined verification pass (`IQuestPLTCoderModel.pipelined_pass`):
+        input_ids [1, a+m] = the cache's `ahead` tokens then m new ones; row i follows input_ids[0, i]."""
+        return self.lm_head(self.model.pipelined_pass(input_ids, cache))[0]
+
+    def supports_pipelined(self, cache: PLTCache) -> bool:
+        return self.model.supports_pipelined(cache)
 
     def forward(
         self,

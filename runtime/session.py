@@ -70,13 +70,14 @@ class Session:
         self.prefill_chunk = prefill_chunk
         self.device = next(model.parameters()).device
         self.cache = None
-        self.tokens: list[int] = []  # what the cache holds, in order
+        self.tokens: list[int] = []  # what the cache holds through every loop, in order
+        self.ahead: list[int] = []  # after those, what a PLT's loop 0 ran ahead of loop 1 (pipelined drafts)
         self.lookup = PromptLookup()  # the context (prompt and generated ids) drafts are copied from
         self._keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     def reset(self) -> None:
         """Drop the cache (frees its memory)."""
-        self.cache, self.tokens = None, []
+        self.cache, self.tokens, self.ahead = None, [], []
 
     @torch.inference_mode()
     def generate(self, prompt: list[int], params: GenerationParams, stop_ids: set[int] | frozenset[int],
@@ -104,28 +105,37 @@ class Session:
             prefill_seconds = self._elapsed(start)
             start = time.perf_counter()
             drafting = params.speculative == "prompt_lookup" and hasattr(self.cache, "crop")
+            pipelined = drafting and getattr(self.model, "supports_pipelined", lambda cache: False)(self.cache)
             if drafting:
                 self.lookup.sync(prompt)
             length = DraftLength(params.speculative_tokens)
             out: list[int] = []
-            drafts: list[int] = []
+            unverified: list[int] = []  # drafts after `out`, in the cache (the lookup holds them too)
+            checked: list[int] = []  # what the rows of `logits` are checked against: the next unverified drafts
             guess = None
             drafted = accepted = verifications = 0
             finish = None
             while True:
-                emitted = _choose(logits, drafts, params, generator, constraint)  # the accepted drafts, then one more token
-                if drafts:
-                    length.verified(len(drafts), len(emitted) - 1)
-                    drafted, accepted, verifications = drafted + len(drafts), accepted + len(emitted) - 1, verifications + 1
-                    self._drop(len(drafts) + 1 - len(emitted))  # the rejected drafts leave the cache
+                emitted = _choose(logits, checked, params, generator, constraint)  # agreed drafts, then maybe one more token
+                agreed = _agreed(emitted, checked)
+                if checked:
+                    length.verified(len(checked), agreed)
+                    drafted, accepted, verifications = drafted + len(checked), accepted + agreed, verifications + 1
                 else:
                     length.observe(guess, emitted[0])
-                for token in emitted:
+                if len(emitted) > agreed or agreed < len(checked):  # the drafts after the agreed ones are wrong
+                    self._cut(len(prompt) + len(out) + agreed)
+                    if drafting:
+                        self.lookup.truncate(len(prompt) + len(out) + agreed)
+                    unverified = []
+                else:
+                    unverified = unverified[agreed:]
+                for index, token in enumerate(emitted):
                     finish = self._finished(len(prompt) + len(out), token, stop_ids)
                     if finish:
                         break
                     out.append(token)
-                    if drafting:
+                    if drafting and index >= agreed:
                         self.lookup.extend([token])
                     if on_token is not None and on_token(token):
                         finish = "stop"
@@ -135,12 +145,27 @@ class Session:
                         break
                 if finish:
                     break
+                known = len(prompt) + len(out) + len(unverified)
+                if known == len(self.tokens) and not self.ahead:  # the last token's logits were not used (a grammar's end)
+                    self._cut(known - 1)
+                feed = out[len(self.tokens) + len(self.ahead) - len(prompt):]  # [] or the token after the cache
                 room = min(params.max_new_tokens - len(out) - 1, self.context_window - len(prompt) - len(out))
+                room -= len(unverified)
+                if pipelined:  # loop 0 may run at most slack + 1 tokens ahead of loop 1's frontier
+                    room = min(room, self.cache.slack + 1 - len(self.ahead) - len(feed))
                 proposal = self.lookup.draft(min(max(length.k, 1), room)) if drafting else []
                 drafts = proposal if length.k else []
                 guess = proposal[0] if proposal else None
-                logits = self._forward([out[-1], *drafts])
-            self._truncate(len(prompt) + len(out))  # drafts accepted past a stop are not part of the reply
+                if drafts:
+                    self.lookup.extend(drafts)
+                unverified += drafts
+                feed += drafts
+                if pipelined and (self.ahead or len(feed) > 1):
+                    logits = self._pipelined(feed)
+                else:
+                    logits = self._forward(feed)
+                checked = unverified[:len(logits)]
+            self._truncate(min(len(prompt) + len(out), len(self.tokens)))  # drafts past a stop leave, and loop 0's lead
         except BaseException:  # a half-written cache cannot be trusted
             self.reset()
             raise
@@ -169,20 +194,26 @@ class Session:
     def _truncate(self, n: int) -> None:
         """Keep the cache's first `n` tokens: exactly while the cache can crop that far, else drop it all."""
         if n >= len(self.tokens):
+            self._cut(n)
             return
         can_crop = getattr(self.cache, "can_crop", None)
         if n > 0 and (can_crop(n) if can_crop is not None else hasattr(self.cache, "crop")):
-            self.cache.crop(n - len(self.tokens))  # a count to drop: transformers 5 takes no absolute length
-            del self.tokens[n:]
+            self._cut(n)
         else:
             self.reset()
 
-    def _drop(self, count: int) -> None:
-        """Roll the last `count` tokens out of the cache: always exact (a PLT cache's ring slack covers
-        MAX_DRAFT_TOKENS), so a cache that cannot is an error rather than a silent re-prefill."""
-        if count:
-            self.cache.crop(-count)  # a count, as transformers 5 takes it
-            del self.tokens[-count:]
+    def _cut(self, n: int) -> None:
+        """Keep the first `n` tokens the cache holds (loop 0's ahead ones counted after the others). Always
+        exact for a draft's rollback (a PLT cache's ring slack covers MAX_DRAFT_TOKENS, and loop 0 runs at
+        most slack + 1 tokens ahead), so a cache that cannot is an error rather than a silent re-prefill."""
+        if n >= len(self.tokens) + len(self.ahead):
+            return
+        if n < len(self.tokens):
+            self.cache.crop(n - len(self.tokens))  # a count to drop: transformers 5 takes no absolute length
+            del self.tokens[n:]
+        else:
+            self.cache.crop(len(self.tokens))  # only loop 0's lead goes (a PLTCache)
+        self.ahead = []
 
     def _prefill(self, ids: list[int]) -> torch.Tensor:
         """Run `ids` in chunks (bounded activation memory); the logits [1, V] after the last one."""
@@ -204,10 +235,27 @@ class Session:
         self.tokens.extend(ids)
         return out.logits[0, -keep:]  # [keep, V]
 
+    def _pipelined(self, ids: list[int]) -> torch.Tensor:
+        """A PLT's pipelined pass (docs/plt.md §4): loop 0 over `ids`, loop 1 over the ahead tokens and
+        the first of `ids`; the logits [n1, V] after each token loop 1 ran."""
+        run = self.ahead + ids
+        logits = self.model.pipelined_forward(torch.tensor([run], dtype=torch.long, device=self.device), self.cache)
+        self.tokens += run[:len(logits)]
+        self.ahead = run[len(logits):]
+        return logits
+
     def _elapsed(self, start: float) -> float:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - start
+
+
+def _agreed(emitted: list[int], drafts: list[int]) -> int:
+    """How many of the emitted tokens are the drafts they were checked against."""
+    count = 0
+    while count < min(len(emitted), len(drafts)) and emitted[count] == drafts[count]:
+        count += 1
+    return count
 
 
 def _choose(logits: torch.Tensor, drafts: list[int], params: GenerationParams, generator: torch.Generator,
