@@ -14,8 +14,10 @@ A checkpoint stores them device-neutrally (`X.weight` int8 [N, K] or uint8
 `X.weight_zero` in float32); at load each layer is converted to the layout of
 the kernel that measured fastest on this device for its shape, once for
 decode (1-2 rows) and once for prefill (many rows): on a CPU torch's
-`_weight_int8pack_mm` wins a decode step but loses a prefill to dequantize-
-then-GEMM by 10x or more.
+`_weight_int8pack_mm` wins a decode step, but its cost grows with every row
+(64 rows cost 20x one), so prefill and pipelined passes dequantize: a block
+of output rows at a time into one small scratch buffer, then a GEMM (the
+whole weight dequantized at once costs 5x more, in fresh pages).
 """
 from __future__ import annotations
 
@@ -31,8 +33,11 @@ from torch import nn
 METHODS = ("int8", "int4")
 DEFAULT_GROUP_SIZE = 128
 DECODE_ROWS = 8  # a call with at most this many rows is a decode step (one row per loop and sequence)
-MEASURE_ROWS = {"decode": (1, 2), "prefill": (64,)}
+MEASURE_ROWS = {"decode": (1, 2), "prefill": (16, 128)}
 MEASURE_MAX_FEATURES = 1024  # time a slice of big layers: the cost is linear in output features
+DEQUANT_BLOCK_BYTES = 4 << 20  # blocked dequantization: the scratch block of weight rows, in the activations' dtype
+MAX_RELATIVE_ERROR = 0.02  # a kernel's product vs the dequantized weight's (bf16 rounding gives ~0.003)
+CPU_PACK_ROWS = 64  # torch's CPU int4 pack interleaves rows in blocks of 64: byte [b, k, j] = W[64b+j, k] | W[64b+32+j, k] << 4
 QUANT_BLOCK_ROWS = 1024  # quantize this many rows at a time: float32 temporaries stay small
 STORED_TENSORS = {"int8": ("weight", "weight_scale"), "int4": ("weight", "weight_scale", "weight_zero")}
 LINEAR_NAMES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -134,6 +139,7 @@ class Kernel:
     name: str
     layout: str
     run: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+    supports: Callable[[int, int], bool] = lambda out_features, in_features: True
 
 
 def _empty(device) -> torch.Tensor:
@@ -164,12 +170,59 @@ def _prepare_int4_cuda(stored, dtype, device, group_size):
     return packed, _scales_and_zeros(stored, dtype, device), _empty(device)
 
 
+def _blocked_linear(x: torch.Tensor, out_features: int, block_rows: int, dequantize_into) -> torch.Tensor:
+    """x [M, K] @ W^T [K, N], W dequantized `block_rows` output rows at a time into one reused scratch buffer
+    by `dequantize_into(scratch [n, K], start, stop)` (a whole dequantized copy costs more than the GEMM)."""
+    out = torch.empty(x.shape[0], out_features, dtype=x.dtype, device=x.device)  # [M, N]
+    scratch = torch.empty(min(block_rows, out_features), x.shape[1], dtype=x.dtype, device=x.device)  # [n, K]
+    for start in range(0, out_features, block_rows):
+        stop = min(start + block_rows, out_features)
+        out[:, start:stop] = F.linear(x, dequantize_into(scratch[:stop - start], start, stop))
+    return out
+
+
+def _block_rows(x: torch.Tensor, multiple: int = 1) -> int:
+    rows = DEQUANT_BLOCK_BYTES // (x.shape[1] * x.element_size())
+    return max(multiple, rows - rows % multiple)
+
+
 def _dequant_int8(x, w, scale, zero, group_size):
-    return F.linear(x, w.to(x.dtype) * scale[:, None])
+    """Per-channel scales commute with the product: (x q^T) * scale."""
+    out = _blocked_linear(x, w.shape[0], _block_rows(x), lambda scratch, start, stop: scratch.copy_(w[start:stop]))
+    return out.mul_(scale)
+
+
+def _scale_groups(scratch, scale, zero, group_size):
+    """scratch [n, K] holding q -> (q - 8) * scale + zero per group of inputs (scale, zero [n, K/g])."""
+    groups = scratch.view(scratch.shape[0], -1, group_size)  # [n, K/g, g]
+    return groups.sub_(8).mul_(scale[:, :, None]).add_(zero[:, :, None]).view_as(scratch)
 
 
 def _dequant_nibbles(x, w, scale, zero, group_size):
-    return F.linear(x, dequantize({"weight": w, "weight_scale": scale, "weight_zero": zero}, x.dtype))
+    def into(scratch, start, stop):  # [n, K] <- rows start..stop
+        pairs = scratch.view(stop - start, -1, 2)  # [n, K/2, 2]: the even column is the high nibble
+        pairs[..., 0].copy_(w[start:stop] >> 4)
+        pairs[..., 1].copy_(w[start:stop] & 15)
+        return _scale_groups(scratch, scale[start:stop], zero[start:stop], group_size)
+
+    return _blocked_linear(x, w.shape[0], _block_rows(x), into)
+
+
+def _dequant_cpu_pack(x, w, scales_and_zeros, zero, group_size):
+    """Dequantize torch's CPU int4 pack (bytes [N/64, K, 32], see CPU_PACK_ROWS) 64 rows at a time."""
+    in_features = x.shape[1]
+    packed = w.view(-1, in_features, CPU_PACK_ROWS // 2)  # [N/64, K, 32]
+    scale, zero = scales_and_zeros[..., 0].t(), scales_and_zeros[..., 1].t()  # [N, K/g] each
+    half = CPU_PACK_ROWS // 2
+
+    def into(scratch, start, stop):  # [n, K] <- rows start..stop
+        blocks = packed[start // CPU_PACK_ROWS:stop // CPU_PACK_ROWS].transpose(1, 2)  # [b, 32, K]
+        rows = scratch.view(-1, 2, half, in_features)  # [b, 2, 32, K]: low nibbles, then high
+        rows[:, 0].copy_(blocks & 15)
+        rows[:, 1].copy_(blocks >> 4)
+        return _scale_groups(scratch, scale[start:stop], zero[start:stop], group_size)
+
+    return _blocked_linear(x, packed.shape[0] * CPU_PACK_ROWS, _block_rows(x, CPU_PACK_ROWS), into)
 
 
 LAYOUTS = {layout.name: layout for layout in (
@@ -183,6 +236,8 @@ KERNELS = (
     Kernel("int8 dequant+linear", "int8", _dequant_int8),
     Kernel("int4 dequant+linear", "int4-nibbles", _dequant_nibbles),
     Kernel("int4pack_mm_for_cpu", "int4-cpu-pack", lambda x, w, s, z, g: torch._weight_int4pack_mm_for_cpu(x, w, g, s)),
+    Kernel("int4-cpu-pack dequant+linear", "int4-cpu-pack", _dequant_cpu_pack,
+           supports=lambda out_features, in_features: out_features % CPU_PACK_ROWS == 0),  # no tail rows
     Kernel("int4pack_mm", "int4-cuda-pack", lambda x, w, s, z, g: torch._weight_int4pack_mm(x, w, g, s)),
 )
 KERNELS_BY_NAME = {k.name: k for k in KERNELS}
@@ -200,21 +255,26 @@ class KernelChoice:
 def choose_kernels(method: str, out_features: int, in_features: int, group_size: int,
                    dtype: torch.dtype, device: str) -> KernelChoice:
     """Time every kernel this device has for a random weight of this shape; the layout of the fastest
-    decode kernel, and within it the fastest kernel for decode and for prefill."""
+    decode kernel, and within it the fastest kernel for decode and for prefill. A kernel whose product
+    departs from the dequantized weight's (a layout that changed under a torch upgrade) is left out."""
     device = torch.device(device)
     rows = min(out_features, MEASURE_MAX_FEATURES)
     generator = torch.Generator().manual_seed(0)
     stored = quantize_weight(torch.randn(rows, in_features, generator=generator), QuantSpec(method, group_size))
     inputs = {n: torch.randn(n, in_features, generator=generator).to(device, dtype)
               for n in {n for ns in MEASURE_ROWS.values() for n in ns}}
+    check = inputs[max(inputs)]
+    reference = F.linear(check.float(), dequantize(stored).to(device))  # [M, rows]
     seconds: dict[tuple[str, str], float] = {}
     for layout in (l for l in LAYOUTS.values() if l.method == method and device.type in l.devices):
         try:
             tensors = layout.prepare(stored, dtype, device, group_size)
         except (RuntimeError, NotImplementedError):  # no such kernel for this device/dtype/shape
             continue
-        for kernel in (k for k in KERNELS if k.layout == layout.name):
+        for kernel in (k for k in KERNELS if k.layout == layout.name and k.supports(out_features, in_features)):
             try:
+                if _relative_error(kernel.run(check, *tensors, group_size), reference) > MAX_RELATIVE_ERROR:
+                    continue
                 for regime, counts in MEASURE_ROWS.items():
                     seconds[kernel.name, regime] = sum(_time(kernel, inputs[n], tensors, group_size) for n in counts)
             except (RuntimeError, NotImplementedError):
@@ -230,6 +290,10 @@ def choose_kernels(method: str, out_features: int, in_features: int, group_size:
     decode = fastest("decode")
     layout = KERNELS_BY_NAME[decode].layout
     return KernelChoice(layout, decode, fastest("prefill", layout), seconds)
+
+
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got.float() - want).norm() / want.norm().clamp(min=1e-30)).item()
 
 
 def _time(kernel: Kernel, x: torch.Tensor, tensors, group_size: int, repeats: int = 3) -> float:
