@@ -33,7 +33,8 @@ from torch import nn
 METHODS = ("int8", "int4")
 DEFAULT_GROUP_SIZE = 128
 DECODE_ROWS = 8  # a call with at most this many rows is a decode step (one row per loop and sequence)
-MEASURE_ROWS = {"decode": (1, 2), "prefill": (16, 128)}
+MEASURE_ROWS = {"decode": (1, 2), "prefill": (16, 128)}  # prefill: two row counts, to fit a line
+PREFILL_ROWS_FITTED = 4096  # the prefill kernel is chosen per row count up to this; the last one beyond
 MEASURE_MAX_FEATURES = 1024  # time a slice of big layers: the cost is linear in output features
 DEQUANT_BLOCK_BYTES = 4 << 20  # blocked dequantization: the scratch block of weight rows, in the activations' dtype
 MAX_RELATIVE_ERROR = 0.02  # a kernel's product vs the dequantized weight's (bf16 rounding gives ~0.003)
@@ -246,26 +247,38 @@ KERNELS_BY_NAME = {k.name: k for k in KERNELS}
 @dataclass(frozen=True)
 class KernelChoice:
     layout: str
-    decode: str  # kernel names
-    prefill: str
-    seconds: dict  # (kernel, regime) -> measured seconds, for reports
+    decode: str  # the kernel for up to DECODE_ROWS rows
+    prefill: tuple[tuple[int, str], ...]  # (up to this many rows, kernel) ascending; the last one also beyond
+    seconds: dict  # (kernel, rows) -> measured seconds, for reports
+
+    def kernel_for(self, rows: int) -> str:
+        if rows <= DECODE_ROWS:
+            return self.decode
+        return next((name for limit, name in self.prefill if rows <= limit), self.prefill[-1][1])
+
+    def describe(self) -> str:
+        """'decode kernel / prefill kernel' or '... / k1 up to 40 rows, then k2'."""
+        steps = [f"{name} up to {limit} rows" for limit, name in self.prefill[:-1]] + [self.prefill[-1][1]]
+        return f"{self.decode} / {', then '.join(steps)}"
 
 
 @functools.cache
 def choose_kernels(method: str, out_features: int, in_features: int, group_size: int,
                    dtype: torch.dtype, device: str) -> KernelChoice:
     """Time every kernel this device has for a random weight of this shape; the layout of the fastest
-    decode kernel, and within it the fastest kernel for decode and for prefill. A kernel whose product
-    departs from the dequantized weight's (a layout that changed under a torch upgrade) is left out."""
+    decode kernel, within it the fastest kernel for decode, and for more rows the fastest at each row
+    count (a cost a + b * rows fitted to the two prefill timings: the packed decode kernels cost a lot
+    per row, dequantize-then-GEMM a lot once). A kernel whose product departs from the dequantized
+    weight's (a layout that changed under a torch upgrade) is left out."""
     device = torch.device(device)
     rows = min(out_features, MEASURE_MAX_FEATURES)
     generator = torch.Generator().manual_seed(0)
     stored = quantize_weight(torch.randn(rows, in_features, generator=generator), QuantSpec(method, group_size))
-    inputs = {n: torch.randn(n, in_features, generator=generator).to(device, dtype)
-              for n in {n for ns in MEASURE_ROWS.values() for n in ns}}
-    check = inputs[max(inputs)]
+    counts = sorted({n for ns in MEASURE_ROWS.values() for n in ns})
+    inputs = {n: torch.randn(n, in_features, generator=generator).to(device, dtype) for n in counts}
+    check = inputs[counts[-1]]
     reference = F.linear(check.float(), dequantize(stored).to(device))  # [M, rows]
-    seconds: dict[tuple[str, str], float] = {}
+    seconds: dict[tuple[str, int], float] = {}
     for layout in (l for l in LAYOUTS.values() if l.method == method and device.type in l.devices):
         try:
             tensors = layout.prepare(stored, dtype, device, group_size)
@@ -275,21 +288,36 @@ def choose_kernels(method: str, out_features: int, in_features: int, group_size:
             try:
                 if _relative_error(kernel.run(check, *tensors, group_size), reference) > MAX_RELATIVE_ERROR:
                     continue
-                for regime, counts in MEASURE_ROWS.items():
-                    seconds[kernel.name, regime] = sum(_time(kernel, inputs[n], tensors, group_size) for n in counts)
+                seconds.update({(kernel.name, n): _time(kernel, inputs[n], tensors, group_size) for n in counts})
             except (RuntimeError, NotImplementedError):
                 continue
     if not seconds:
         raise RuntimeError(f"no {method} kernel runs on {device} with {dtype} activations for a "
                            f"[{out_features}, {in_features}] weight")
-
-    def fastest(regime: str, layout: str | None = None) -> str:
-        names = [k for (k, r) in seconds if r == regime and (layout is None or KERNELS_BY_NAME[k].layout == layout)]
-        return min(names, key=lambda k: seconds[k, regime])
-
-    decode = fastest("decode")
+    names = list(dict.fromkeys(name for name, _ in seconds))
+    decode = min(names, key=lambda k: sum(seconds[k, n] for n in MEASURE_ROWS["decode"]))
     layout = KERNELS_BY_NAME[decode].layout
-    return KernelChoice(layout, decode, fastest("prefill", layout), seconds)
+    return KernelChoice(layout, decode, _prefill_steps([k for k in names if KERNELS_BY_NAME[k].layout == layout],
+                                                       seconds), seconds)
+
+
+def _prefill_steps(names: list[str], seconds: dict) -> tuple[tuple[int, str], ...]:
+    """The fastest of `names` at each row count above DECODE_ROWS, from a line through the two prefill
+    timings of each: ((up to rows, kernel), ...) with the last step open-ended."""
+    low, high = MEASURE_ROWS["prefill"]
+
+    def cost(name: str, rows: int) -> float:
+        slope = (seconds[name, high] - seconds[name, low]) / (high - low)
+        return seconds[name, low] + slope * (rows - low)
+
+    steps: list[tuple[int, str]] = []
+    for rows in range(DECODE_ROWS + 1, PREFILL_ROWS_FITTED + 1):
+        best = min(names, key=lambda k: cost(k, rows))
+        if steps and steps[-1][1] == best:
+            steps[-1] = (rows, best)
+        else:
+            steps.append((rows, best))
+    return tuple(steps)
 
 
 def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -331,20 +359,18 @@ class QuantizedLinear(nn.Module):
                                      dtype, str(device))
         self.qweight, self.qscale, self.qzero = LAYOUTS[self.choice.layout].prepare(
             stored, dtype, device, self.spec.group_size)
-        self._decode = KERNELS_BY_NAME[self.choice.decode].run
-        self._prefill = KERNELS_BY_NAME[self.choice.prefill].run
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., K] -> [..., N]."""
         flat = x.reshape(-1, self.in_features)  # [M, K]
-        run = self._decode if flat.shape[0] <= DECODE_ROWS else self._prefill
+        run = KERNELS_BY_NAME[self.choice.kernel_for(flat.shape[0])].run
         out = run(flat.contiguous(), self.qweight, self.qscale, self.qzero, self.spec.group_size)
         if self.bias is not None:
             out = out + self.bias
         return out.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        kernels = f", decode={self.choice.decode}, prefill={self.choice.prefill}" if self.choice else ""
+        kernels = f", kernels={self.choice.describe()}" if self.choice else ""
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.spec.method}{kernels}"
 
 
@@ -377,6 +403,6 @@ def quantize_model(model: nn.Module, quantize: "QuantSpec | dict | str") -> nn.M
 
 
 def kernel_report(model: nn.Module) -> dict[str, str]:
-    """'[N, K]' -> 'layout: decode kernel / prefill kernel' for each quantized shape of a model."""
-    return {f"[{m.out_features}, {m.in_features}]": f"{m.choice.layout}: {m.choice.decode} / {m.choice.prefill}"
+    """'[N, K]' -> 'layout: decode kernel / prefill kernel(s)' for each quantized shape of a model."""
+    return {f"[{m.out_features}, {m.in_features}]": f"{m.choice.layout}: {m.choice.describe()}"
             for m in model.modules() if isinstance(m, QuantizedLinear) and m.choice is not None}

@@ -81,7 +81,21 @@ def test_the_kernel_choice_leaves_out_a_kernel_that_computes_something_else(monk
     quantize.choose_kernels.cache_clear()
     choice = quantize.choose_kernels("int8", 64, 128, 32, torch.float32, "cpu")
     quantize.choose_kernels.cache_clear()
-    assert wrong.name not in {choice.decode, choice.prefill} and all(k != wrong.name for k, _ in choice.seconds)
+    assert wrong.name not in {choice.decode, *(name for _, name in choice.prefill)}
+    assert all(name != wrong.name for name, _ in choice.seconds)
+
+
+def test_many_rows_go_to_the_kernel_whose_fitted_cost_is_lowest_at_that_row_count():
+    """A packed kernel costs 1 per row; dequantize-then-GEMM 40 at 16 rows, 52 at 128: equal at ~42.9 rows."""
+    low, high = quantize.MEASURE_ROWS["prefill"]
+    seconds = {("int8pack_mm", low): low, ("int8pack_mm", high): high,
+               ("int8 dequant+linear", low): 40, ("int8 dequant+linear", high): 40 + 12 * (high - low) / 112}
+    steps = quantize._prefill_steps(["int8pack_mm", "int8 dequant+linear"], seconds)
+    assert steps == ((42, "int8pack_mm"), (quantize.PREFILL_ROWS_FITTED, "int8 dequant+linear"))
+    choice = quantize.KernelChoice("int8", "int8pack_mm", steps, seconds)
+    assert [choice.kernel_for(n) for n in (1, quantize.DECODE_ROWS, 42, 43, 10**6)] == \
+        ["int8pack_mm"] * 3 + ["int8 dequant+linear"] * 2
+    assert choice.describe() == "int8pack_mm / int8pack_mm up to 42 rows, then int8 dequant+linear"
 
 
 @pytest.mark.parametrize("quantize", ["int8", INT4], ids=["int8", "int4"])
