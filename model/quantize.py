@@ -12,12 +12,13 @@ lm_head) are stored quantized:
 A checkpoint stores them device-neutrally (`X.weight` int8 [N, K] or uint8
 [N, K/2] with the even column in the high nibble, `X.weight_scale`,
 `X.weight_zero` in float32); at load each layer is converted to the layout of
-the kernel that measured fastest on this device for its shape, once for
-decode (1-2 rows) and once for prefill (many rows): on a CPU torch's
-`_weight_int8pack_mm` wins a decode step, but its cost grows with every row
-(64 rows cost 20x one), so prefill and pipelined passes dequantize: a block
-of output rows at a time into one small scratch buffer, then a GEMM (the
-whole weight dequantized at once costs 5x more, in fresh pages).
+the kernel that measured fastest on this device for its shape for decode
+(up to 8 rows), and for more rows the kernel fitted cheapest at that row
+count: on a CPU torch's `_weight_int8pack_mm` wins a decode step, but its
+cost grows with every row (64 rows cost 20x one), so a long prefill
+dequantizes a block of output rows at a time into one small scratch buffer,
+then runs a GEMM (the whole weight dequantized at once costs 5x more, in
+fresh pages).
 """
 from __future__ import annotations
 
