@@ -62,7 +62,15 @@ def ensure_checkpoint(path: Path, scale: int, layers: int) -> None:
 
 
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    """This process's peak resident size: VmHWM, which exec resets (ru_maxrss also keeps the peak of the
+    process that forked this one: the parent's, e.g. after it wrote the checkpoint)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB; macOS: bytes, close enough
 
 
 def rss_split_bytes() -> dict[str, int]:
