@@ -65,6 +65,17 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
+def rss_split_bytes() -> dict[str, int]:
+    """The resident size now, anonymous (the process's own memory) and file-backed (mapped checkpoint
+    pages, which the kernel may drop and reread): {"anon": bytes, "file": bytes}; {} off Linux."""
+    fields = {"RssAnon": "anon", "RssFile": "file"}
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {fields[k]: int(v.split()[0]) * 1024 for k, _, v in (l.partition(":") for l in lines) if k in fields}
+
+
 def weight_bytes_read(model, loops_read: int = 1) -> int:
     """Bytes of weights one decode step reads: every tensor but the embedding, the layers `loops_read` times."""
     def size(module, skip=()):
@@ -132,7 +143,7 @@ def child(args) -> dict:
                 samples.append(seconds(lambda: holder.update(out=step_fn(ids, state)), device))
                 logits = holder["out"]
             decode[path] = median(samples[1:] or samples)
-        rss_peak = peak_rss_bytes()  # before the probe's own weight
+        rss_peak, rss_split = peak_rss_bytes(), rss_split_bytes()  # before the probe's own weight
         fn, probe_bytes = probe(args.child, device, args.probe_mb)
         probe_s = median([seconds(fn, device) for _ in range(9)])
     read = {"one-pass": weight_bytes_read(plt), "loop-after-loop": weight_bytes_read(plt, config.plt_num_loops)}
@@ -141,6 +152,7 @@ def child(args) -> dict:
     bandwidth = probe_bytes / probe_s
     return {
         "variant": args.child, "load_s": load_s, "rss_after_load_gb": rss_loaded / 1e9, "peak_rss_gb": rss_peak / 1e9,
+        "rss_after_decode_gb": {k: v / 1e9 for k, v in rss_split.items()},
         "gpu_peak_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.startswith("cuda") else None,
         "prefill_tok_s": args.prompt / prefill_s,
         "decode_ms": {k: v * 1e3 for k, v in decode.items()},
@@ -213,15 +225,17 @@ def print_tables(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=170)
+    console = Console(width=190)
     table = Table(title=f"7b-shape at 1/{result['scale']} width, {result['layers']} layers, {result['device']}, "
                         f"{result['threads']} threads: prefill {result['prompt']} tokens, decode {result['tokens']}")
-    for column in ("variant", "load s", "peak RSS", "prefill tok/s", "one-pass ms/tok", "loop-after-loop ms/tok",
+    for column in ("variant", "load s", "peak RSS", "RSS anon/file", "prefill tok/s", "one-pass ms/tok", "loop-after-loop ms/tok",
                    "weights/token", "matvec GB/s", "% matvec BW", "agree w/ bf16"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for name, r in result["variants"].items():
         agree = r["agreement_with_bf16"]
-        table.add_row(name, f"{r['load_s']:.1f}", f"{r['peak_rss_gb']:.2f} GB", f"{r['prefill_tok_s']:.1f}",
+        split = r.get("rss_after_decode_gb") or {}
+        table.add_row(name, f"{r['load_s']:.1f}", f"{r['peak_rss_gb']:.2f} GB",
+                      f"{split['anon']:.2f}/{split['file']:.2f} GB" if split else "", f"{r['prefill_tok_s']:.1f}",
                       f"{r['decode_ms']['one-pass']:.1f}", f"{r['decode_ms']['loop-after-loop']:.1f}",
                       f"{r['weight_gb_per_token']['one-pass']:.2f} GB", f"{r['matvec_gb_s']:.1f}",
                       f"{100 * r['bandwidth_fraction']['one-pass']:.0f}%", "" if agree is None else f"{agree:.1%}")

@@ -12,10 +12,13 @@ lm_head) are stored quantized:
 A checkpoint stores them device-neutrally (`X.weight` int8 [N, K] or uint8
 [N, K/2] with the even column in the high nibble, `X.weight_scale`,
 `X.weight_zero` in float32); at load each layer is converted to the layout of
-the kernel that measured fastest on this device for its shape, once for
-decode (1-2 rows) and once for prefill (many rows): on a CPU torch's
-`_weight_int8pack_mm` wins a decode step but loses a prefill to dequantize-
-then-GEMM by 10x or more.
+the kernel that measured fastest on this device for its shape for decode
+(up to 8 rows), and for more rows the kernel fitted cheapest at that row
+count: on a CPU torch's `_weight_int8pack_mm` wins a decode step, but its
+cost grows with every row (64 rows cost 20x one), so a long prefill
+dequantizes a block of output rows at a time into one small scratch buffer,
+then runs a GEMM (the whole weight dequantized at once costs 5x more, in
+fresh pages).
 """
 from __future__ import annotations
 
@@ -31,8 +34,12 @@ from torch import nn
 METHODS = ("int8", "int4")
 DEFAULT_GROUP_SIZE = 128
 DECODE_ROWS = 8  # a call with at most this many rows is a decode step (one row per loop and sequence)
-MEASURE_ROWS = {"decode": (1, 2), "prefill": (64,)}
+MEASURE_ROWS = {"decode": (1, 2), "prefill": (16, 128)}  # prefill: two row counts, to fit a line
+PREFILL_ROWS_FITTED = 4096  # the prefill kernel is chosen per row count up to this; the last one beyond
 MEASURE_MAX_FEATURES = 1024  # time a slice of big layers: the cost is linear in output features
+DEQUANT_BLOCK_BYTES = 4 << 20  # blocked dequantization: the scratch block of weight rows, in the activations' dtype
+MAX_RELATIVE_ERROR = 0.02  # a kernel's product vs the dequantized weight's (bf16 rounding gives ~0.003)
+CPU_PACK_ROWS = 64  # torch's CPU int4 pack interleaves rows in blocks of 64: byte [b, k, j] = W[64b+j, k] | W[64b+32+j, k] << 4
 QUANT_BLOCK_ROWS = 1024  # quantize this many rows at a time: float32 temporaries stay small
 STORED_TENSORS = {"int8": ("weight", "weight_scale"), "int4": ("weight", "weight_scale", "weight_zero")}
 LINEAR_NAMES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -134,6 +141,7 @@ class Kernel:
     name: str
     layout: str
     run: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+    supports: Callable[[int, int], bool] = lambda out_features, in_features: True
 
 
 def _empty(device) -> torch.Tensor:
@@ -164,12 +172,59 @@ def _prepare_int4_cuda(stored, dtype, device, group_size):
     return packed, _scales_and_zeros(stored, dtype, device), _empty(device)
 
 
+def _blocked_linear(x: torch.Tensor, out_features: int, block_rows: int, dequantize_into) -> torch.Tensor:
+    """x [M, K] @ W^T [K, N], W dequantized `block_rows` output rows at a time into one reused scratch buffer
+    by `dequantize_into(scratch [n, K], start, stop)` (a whole dequantized copy costs more than the GEMM)."""
+    out = torch.empty(x.shape[0], out_features, dtype=x.dtype, device=x.device)  # [M, N]
+    scratch = torch.empty(min(block_rows, out_features), x.shape[1], dtype=x.dtype, device=x.device)  # [n, K]
+    for start in range(0, out_features, block_rows):
+        stop = min(start + block_rows, out_features)
+        out[:, start:stop] = F.linear(x, dequantize_into(scratch[:stop - start], start, stop))
+    return out
+
+
+def _block_rows(x: torch.Tensor, multiple: int = 1) -> int:
+    rows = DEQUANT_BLOCK_BYTES // (x.shape[1] * x.element_size())
+    return max(multiple, rows - rows % multiple)
+
+
 def _dequant_int8(x, w, scale, zero, group_size):
-    return F.linear(x, w.to(x.dtype) * scale[:, None])
+    """Per-channel scales commute with the product: (x q^T) * scale."""
+    out = _blocked_linear(x, w.shape[0], _block_rows(x), lambda scratch, start, stop: scratch.copy_(w[start:stop]))
+    return out.mul_(scale)
+
+
+def _scale_groups(scratch, scale, zero, group_size):
+    """scratch [n, K] holding q -> (q - 8) * scale + zero per group of inputs (scale, zero [n, K/g])."""
+    groups = scratch.view(scratch.shape[0], -1, group_size)  # [n, K/g, g]
+    return groups.sub_(8).mul_(scale[:, :, None]).add_(zero[:, :, None]).view_as(scratch)
 
 
 def _dequant_nibbles(x, w, scale, zero, group_size):
-    return F.linear(x, dequantize({"weight": w, "weight_scale": scale, "weight_zero": zero}, x.dtype))
+    def into(scratch, start, stop):  # [n, K] <- rows start..stop
+        pairs = scratch.view(stop - start, -1, 2)  # [n, K/2, 2]: the even column is the high nibble
+        pairs[..., 0].copy_(w[start:stop] >> 4)
+        pairs[..., 1].copy_(w[start:stop] & 15)
+        return _scale_groups(scratch, scale[start:stop], zero[start:stop], group_size)
+
+    return _blocked_linear(x, w.shape[0], _block_rows(x), into)
+
+
+def _dequant_cpu_pack(x, w, scales_and_zeros, zero, group_size):
+    """Dequantize torch's CPU int4 pack (bytes [N/64, K, 32], see CPU_PACK_ROWS) 64 rows at a time."""
+    in_features = x.shape[1]
+    packed = w.view(-1, in_features, CPU_PACK_ROWS // 2)  # [N/64, K, 32]
+    scale, zero = scales_and_zeros[..., 0].t(), scales_and_zeros[..., 1].t()  # [N, K/g] each
+    half = CPU_PACK_ROWS // 2
+
+    def into(scratch, start, stop):  # [n, K] <- rows start..stop
+        blocks = packed[start // CPU_PACK_ROWS:stop // CPU_PACK_ROWS].transpose(1, 2)  # [b, 32, K]
+        rows = scratch.view(-1, 2, half, in_features)  # [b, 2, 32, K]: low nibbles, then high
+        rows[:, 0].copy_(blocks & 15)
+        rows[:, 1].copy_(blocks >> 4)
+        return _scale_groups(scratch, scale[start:stop], zero[start:stop], group_size)
+
+    return _blocked_linear(x, packed.shape[0] * CPU_PACK_ROWS, _block_rows(x, CPU_PACK_ROWS), into)
 
 
 LAYOUTS = {layout.name: layout for layout in (
@@ -183,6 +238,8 @@ KERNELS = (
     Kernel("int8 dequant+linear", "int8", _dequant_int8),
     Kernel("int4 dequant+linear", "int4-nibbles", _dequant_nibbles),
     Kernel("int4pack_mm_for_cpu", "int4-cpu-pack", lambda x, w, s, z, g: torch._weight_int4pack_mm_for_cpu(x, w, g, s)),
+    Kernel("int4-cpu-pack dequant+linear", "int4-cpu-pack", _dequant_cpu_pack,
+           supports=lambda out_features, in_features: out_features % CPU_PACK_ROWS == 0),  # no tail rows
     Kernel("int4pack_mm", "int4-cuda-pack", lambda x, w, s, z, g: torch._weight_int4pack_mm(x, w, g, s)),
 )
 KERNELS_BY_NAME = {k.name: k for k in KERNELS}
@@ -191,45 +248,81 @@ KERNELS_BY_NAME = {k.name: k for k in KERNELS}
 @dataclass(frozen=True)
 class KernelChoice:
     layout: str
-    decode: str  # kernel names
-    prefill: str
-    seconds: dict  # (kernel, regime) -> measured seconds, for reports
+    decode: str  # the kernel for up to DECODE_ROWS rows
+    prefill: tuple[tuple[int, str], ...]  # (up to this many rows, kernel) ascending; the last one also beyond
+    seconds: dict  # (kernel, rows) -> measured seconds, for reports
+
+    def kernel_for(self, rows: int) -> str:
+        if rows <= DECODE_ROWS:
+            return self.decode
+        return next((name for limit, name in self.prefill if rows <= limit), self.prefill[-1][1])
+
+    def describe(self) -> str:
+        """'decode kernel / prefill kernel' or '... / k1 up to 40 rows, then k2'."""
+        steps = [f"{name} up to {limit} rows" for limit, name in self.prefill[:-1]] + [self.prefill[-1][1]]
+        return f"{self.decode} / {', then '.join(steps)}"
 
 
 @functools.cache
 def choose_kernels(method: str, out_features: int, in_features: int, group_size: int,
                    dtype: torch.dtype, device: str) -> KernelChoice:
     """Time every kernel this device has for a random weight of this shape; the layout of the fastest
-    decode kernel, and within it the fastest kernel for decode and for prefill."""
+    decode kernel, within it the fastest kernel for decode, and for more rows the fastest at each row
+    count (a cost a + b * rows fitted to the two prefill timings: the packed decode kernels cost a lot
+    per row, dequantize-then-GEMM a lot once). A kernel whose product departs from the dequantized
+    weight's (a layout that changed under a torch upgrade) is left out."""
     device = torch.device(device)
     rows = min(out_features, MEASURE_MAX_FEATURES)
     generator = torch.Generator().manual_seed(0)
     stored = quantize_weight(torch.randn(rows, in_features, generator=generator), QuantSpec(method, group_size))
-    inputs = {n: torch.randn(n, in_features, generator=generator).to(device, dtype)
-              for n in {n for ns in MEASURE_ROWS.values() for n in ns}}
-    seconds: dict[tuple[str, str], float] = {}
+    counts = sorted({n for ns in MEASURE_ROWS.values() for n in ns})
+    inputs = {n: torch.randn(n, in_features, generator=generator).to(device, dtype) for n in counts}
+    check = inputs[counts[-1]]
+    reference = F.linear(check.float(), dequantize(stored).to(device))  # [M, rows]
+    seconds: dict[tuple[str, int], float] = {}
     for layout in (l for l in LAYOUTS.values() if l.method == method and device.type in l.devices):
         try:
             tensors = layout.prepare(stored, dtype, device, group_size)
         except (RuntimeError, NotImplementedError):  # no such kernel for this device/dtype/shape
             continue
-        for kernel in (k for k in KERNELS if k.layout == layout.name):
+        for kernel in (k for k in KERNELS if k.layout == layout.name and k.supports(out_features, in_features)):
             try:
-                for regime, counts in MEASURE_ROWS.items():
-                    seconds[kernel.name, regime] = sum(_time(kernel, inputs[n], tensors, group_size) for n in counts)
+                if _relative_error(kernel.run(check, *tensors, group_size), reference) > MAX_RELATIVE_ERROR:
+                    continue
+                seconds.update({(kernel.name, n): _time(kernel, inputs[n], tensors, group_size) for n in counts})
             except (RuntimeError, NotImplementedError):
                 continue
     if not seconds:
         raise RuntimeError(f"no {method} kernel runs on {device} with {dtype} activations for a "
                            f"[{out_features}, {in_features}] weight")
-
-    def fastest(regime: str, layout: str | None = None) -> str:
-        names = [k for (k, r) in seconds if r == regime and (layout is None or KERNELS_BY_NAME[k].layout == layout)]
-        return min(names, key=lambda k: seconds[k, regime])
-
-    decode = fastest("decode")
+    names = list(dict.fromkeys(name for name, _ in seconds))
+    decode = min(names, key=lambda k: sum(seconds[k, n] for n in MEASURE_ROWS["decode"]))
     layout = KERNELS_BY_NAME[decode].layout
-    return KernelChoice(layout, decode, fastest("prefill", layout), seconds)
+    return KernelChoice(layout, decode, _prefill_steps([k for k in names if KERNELS_BY_NAME[k].layout == layout],
+                                                       seconds), seconds)
+
+
+def _prefill_steps(names: list[str], seconds: dict) -> tuple[tuple[int, str], ...]:
+    """The fastest of `names` at each row count above DECODE_ROWS, from a line through the two prefill
+    timings of each: ((up to rows, kernel), ...) with the last step open-ended."""
+    low, high = MEASURE_ROWS["prefill"]
+
+    def cost(name: str, rows: int) -> float:
+        slope = (seconds[name, high] - seconds[name, low]) / (high - low)
+        return seconds[name, low] + slope * (rows - low)
+
+    steps: list[tuple[int, str]] = []
+    for rows in range(DECODE_ROWS + 1, PREFILL_ROWS_FITTED + 1):
+        best = min(names, key=lambda k: cost(k, rows))
+        if steps and steps[-1][1] == best:
+            steps[-1] = (rows, best)
+        else:
+            steps.append((rows, best))
+    return tuple(steps)
+
+
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got.float() - want).norm() / want.norm().clamp(min=1e-30)).item()
 
 
 def _time(kernel: Kernel, x: torch.Tensor, tensors, group_size: int, repeats: int = 3) -> float:
@@ -267,20 +360,18 @@ class QuantizedLinear(nn.Module):
                                      dtype, str(device))
         self.qweight, self.qscale, self.qzero = LAYOUTS[self.choice.layout].prepare(
             stored, dtype, device, self.spec.group_size)
-        self._decode = KERNELS_BY_NAME[self.choice.decode].run
-        self._prefill = KERNELS_BY_NAME[self.choice.prefill].run
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., K] -> [..., N]."""
         flat = x.reshape(-1, self.in_features)  # [M, K]
-        run = self._decode if flat.shape[0] <= DECODE_ROWS else self._prefill
+        run = KERNELS_BY_NAME[self.choice.kernel_for(flat.shape[0])].run
         out = run(flat.contiguous(), self.qweight, self.qscale, self.qzero, self.spec.group_size)
         if self.bias is not None:
             out = out + self.bias
         return out.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        kernels = f", decode={self.choice.decode}, prefill={self.choice.prefill}" if self.choice else ""
+        kernels = f", kernels={self.choice.describe()}" if self.choice else ""
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.spec.method}{kernels}"
 
 
@@ -313,6 +404,6 @@ def quantize_model(model: nn.Module, quantize: "QuantSpec | dict | str") -> nn.M
 
 
 def kernel_report(model: nn.Module) -> dict[str, str]:
-    """'[N, K]' -> 'layout: decode kernel / prefill kernel' for each quantized shape of a model."""
-    return {f"[{m.out_features}, {m.in_features}]": f"{m.choice.layout}: {m.choice.decode} / {m.choice.prefill}"
+    """'[N, K]' -> 'layout: decode kernel / prefill kernel(s)' for each quantized shape of a model."""
+    return {f"[{m.out_features}, {m.in_features}]": f"{m.choice.layout}: {m.choice.describe()}"
             for m in model.modules() if isinstance(m, QuantizedLinear) and m.choice is not None}

@@ -5,8 +5,10 @@ linear as its tensor is read, and `loopcoder model quantize SRC DST` writes a
 checkpoint whose config.json carries `plt_quantization` and whose shards hold
 the stored tensors (model/quantize.py), which then load without any float copy.
 Either way the dense model never exists in memory: the model is built on the
-meta device and every tensor is materialized once, in its final form, so the
-peak stays near the quantized size plus one tensor. The strict checks of
+meta device and every tensor is read into its own memory (plain reads, not a
+memory map: mapped shard pages count in the process's resident size for as
+long as any tensor viewing them lives) and materialized once, in its final
+form, so the peak stays near the quantized size plus one dense tensor. The strict checks of
 model/loading.py apply unchanged: every expected tensor, nothing else, right shapes.
 """
 from __future__ import annotations
@@ -14,10 +16,11 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import struct
 from pathlib import Path
+from typing import Iterator
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -80,23 +83,22 @@ def load_quantized(cls, path, quantize=None, config: IQuestPLTCoderConfig | None
     placed = install_placeholders(model, spec)
     pending: dict[str, dict[str, torch.Tensor]] = {}
     for file in sorted({h.file for h in headers.values()}):
-        with safe_open(path / file, framework="pt") as handle:
-            for key in handle.keys():
-                if key.endswith(IGNORED_SUFFIX):
+        for key, tensor in read_tensors(path / file):
+            if key.endswith(IGNORED_SUFFIX):
+                continue
+            owner, _, leaf = canonical_key(key).rpartition(".")
+            if owner in placed and leaf != "bias":
+                if stored is None:
+                    placed[owner].load_stored(quantize_weight(tensor, spec), dtype, device)
                     continue
-                owner, _, leaf = canonical_key(key).rpartition(".")
-                tensor = handle.get_tensor(key)
-                if owner in placed and leaf != "bias":
-                    if stored is None:
-                        placed[owner].load_stored(quantize_weight(tensor, spec), dtype, device)
-                        continue
-                    parts = pending.setdefault(owner, {})
-                    parts[leaf] = tensor
-                    if len(parts) == len(STORED_TENSORS[spec.method]):
-                        placed[owner].load_stored(pending.pop(owner), dtype, device)
-                    continue
-                target = model.get_submodule(owner)
-                target._parameters[leaf] = nn.Parameter(tensor.to(device, dtype), requires_grad=False)
+                parts = pending.setdefault(owner, {})
+                parts[leaf] = tensor
+                if len(parts) == len(STORED_TENSORS[spec.method]):
+                    placed[owner].load_stored(pending.pop(owner), dtype, device)
+                continue
+            target = model.get_submodule(owner)
+            target._parameters[leaf] = nn.Parameter(tensor.to(device, dtype), requires_grad=False)
+            del tensor
     left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise CheckpointError(f"checkpoint {path} left tensors unloaded: {left[:8]}")
@@ -107,6 +109,32 @@ def load_quantized(cls, path, quantize=None, config: IQuestPLTCoderConfig | None
         model.generation_config = GenerationConfig.from_pretrained(path)
     model.config.name_or_path = str(path)
     return model.eval()
+
+
+SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
+                      "I8": torch.int8, "U8": torch.uint8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
+                      "BOOL": torch.bool}
+
+
+def read_tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) for each tensor of a safetensors file in file order, each read into memory of its own
+    (safe_open's tensors view a memory map that keeps every page read in the resident size while one lives)."""
+    with open(file, "rb") as handle:
+        header_size = struct.unpack("<Q", handle.read(8))[0]
+        header = json.loads(handle.read(header_size))
+        header.pop("__metadata__", None)
+        data = 8 + header_size
+        for key, entry in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+            start, stop = entry["data_offsets"]
+            dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
+            if dtype is None:
+                raise CheckpointError(f"{file}: tensor {key} has dtype {entry['dtype']}, which a PLT checkpoint "
+                                      "does not use; convert it to bfloat16 or float32")
+            raw = torch.empty(stop - start, dtype=torch.uint8)
+            handle.seek(data + start)
+            if handle.readinto(memoryview(raw.numpy())) != stop - start:
+                raise CheckpointError(f"{file} ends inside tensor {key}: it is truncated; copy or download it again")
+            yield key, raw.view(dtype).view(entry["shape"])
 
 
 def _torch_dtype(dtype, config) -> torch.dtype:
@@ -139,17 +167,15 @@ def write_quantized(source: Path, destination: Path, quantize) -> dict:
     weight_map, total = {}, 0
     for file in files:
         out: dict[str, torch.Tensor] = {}
-        with safe_open(source / file, framework="pt") as handle:
-            for key in handle.keys():
-                if key.endswith(IGNORED_SUFFIX):
-                    continue
-                name = canonical_key(key)
-                owner, _, leaf = name.rpartition(".")
-                tensor = handle.get_tensor(key)
-                if owner in targets and leaf == "weight":
-                    out.update({f"{owner}.{k}": v for k, v in quantize_weight(tensor, spec).items()})
-                else:
-                    out[name] = tensor.contiguous()
+        for key, tensor in read_tensors(source / file):
+            if key.endswith(IGNORED_SUFFIX):
+                continue
+            name = canonical_key(key)
+            owner, _, leaf = name.rpartition(".")
+            if owner in targets and leaf == "weight":
+                out.update({f"{owner}.{k}": v for k, v in quantize_weight(tensor, spec).items()})
+            else:
+                out[name] = tensor
         save_file(out, destination / file, metadata={"format": "pt"})
         total += sum(t.numel() * t.element_size() for t in out.values())
         weight_map.update(dict.fromkeys(out, file))

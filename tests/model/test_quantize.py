@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM
 
 from loopcoder.model import CheckpointError, IQuestPLTCoderConfig, IQuestPLTCoderForCausalLM
+from loopcoder.model import quantize
 from loopcoder.model.quantize import (KERNELS, LAYOUTS, QuantizedLinear, QuantSpec, dequantize, kernel_report,
                             quantize_model, quantize_weight)
 from loopcoder.model.quantized_loading import write_quantized
@@ -45,20 +46,56 @@ def test_dequantized_weight_is_within_half_a_step(rows, groups, method, scale, s
     assert bool((error <= step * 0.5001 + 1e-6 * scale).all())
 
 
+# [N, K]: a row count off torch's CPU int4 pack blocks (64), the 7B's FFN input at 1/32 (864: not a
+# power of two), and a tall lm_head-like one; each split into several dequantization blocks with a tail
+KERNEL_SHAPES = ((96, 256), (320, 864), (2432, 160))
+
+
 @pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.name)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_every_kernel_multiplies_by_the_dequantized_weight(kernel, dtype):
+@pytest.mark.parametrize("shape", KERNEL_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_every_kernel_multiplies_by_the_dequantized_weight(kernel, dtype, shape, monkeypatch):
     layout = LAYOUTS[kernel.layout]
     if "cpu" not in layout.devices:
         pytest.skip(f"{kernel.name} runs on {layout.devices} only")
+    out_features, in_features = shape
+    if not kernel.supports(out_features, in_features):
+        pytest.skip(f"{kernel.name} does not take a [{out_features}, {in_features}] weight")
+    monkeypatch.setattr(quantize, "DEQUANT_BLOCK_BYTES", in_features * 4 * 96)  # blocks of 96 rows (64 packed)
     generator = torch.Generator().manual_seed(1)
-    stored = quantize_weight(torch.randn(96, 256, generator=generator), QuantSpec(layout.method, 64))
-    for rows in (1, 2, 17):
-        x = torch.randn(rows, 256, generator=generator).to(dtype)
-        got = kernel.run(x, *layout.prepare(stored, dtype, torch.device("cpu"), 64), 64)
+    stored = quantize_weight(torch.randn(out_features, in_features, generator=generator), QuantSpec(layout.method, 32))
+    tensors = layout.prepare(stored, dtype, torch.device("cpu"), 32)
+    for rows in (1, 2, quantize.DECODE_ROWS, quantize.DECODE_ROWS + 1, 34, 64):  # decode, prefill, a pipelined pass
+        x = torch.randn(rows, in_features, generator=generator).to(dtype)
+        got = kernel.run(x, *tensors, 32)
         want = F.linear(x.float(), dequantize(stored))
-        tolerance = 1e-4 if dtype == torch.float32 else 0.1
-        torch.testing.assert_close(got.float(), want, rtol=tolerance, atol=tolerance * want.abs().max().item())
+        assert got.shape == want.shape
+        error = ((got.float() - want).norm() / want.norm()).item()
+        assert error < (1e-5 if dtype == torch.float32 else 0.01), f"{rows} rows: relative error {error:.2e}"
+
+
+def test_the_kernel_choice_leaves_out_a_kernel_that_computes_something_else(monkeypatch):
+    wrong = quantize.Kernel("int8 transposed scales", "int8", lambda x, w, s, z, g: torch._weight_int8pack_mm(x, w, s.flip(0)))
+    monkeypatch.setattr(quantize, "KERNELS", (wrong, *quantize.KERNELS))
+    monkeypatch.setitem(quantize.KERNELS_BY_NAME, wrong.name, wrong)
+    quantize.choose_kernels.cache_clear()
+    choice = quantize.choose_kernels("int8", 64, 128, 32, torch.float32, "cpu")
+    quantize.choose_kernels.cache_clear()
+    assert wrong.name not in {choice.decode, *(name for _, name in choice.prefill)}
+    assert all(name != wrong.name for name, _ in choice.seconds)
+
+
+def test_many_rows_go_to_the_kernel_whose_fitted_cost_is_lowest_at_that_row_count():
+    """A packed kernel costs 1 per row; dequantize-then-GEMM 40 at 16 rows, 52 at 128: equal at ~42.9 rows."""
+    low, high = quantize.MEASURE_ROWS["prefill"]
+    seconds = {("int8pack_mm", low): low, ("int8pack_mm", high): high,
+               ("int8 dequant+linear", low): 40, ("int8 dequant+linear", high): 40 + 12 * (high - low) / 112}
+    steps = quantize._prefill_steps(["int8pack_mm", "int8 dequant+linear"], seconds)
+    assert steps == ((42, "int8pack_mm"), (quantize.PREFILL_ROWS_FITTED, "int8 dequant+linear"))
+    choice = quantize.KernelChoice("int8", "int8pack_mm", steps, seconds)
+    assert [choice.kernel_for(n) for n in (1, quantize.DECODE_ROWS, 42, 43, 10**6)] == \
+        ["int8pack_mm"] * 3 + ["int8 dequant+linear"] * 2
+    assert choice.describe() == "int8pack_mm / int8pack_mm up to 42 rows, then int8 dequant+linear"
 
 
 @pytest.mark.parametrize("quantize", ["int8", INT4], ids=["int8", "int4"])
@@ -110,6 +147,34 @@ def test_sharded_checkpoint_quantizes_shard_by_shard(tmp_path):
     direct = AutoModelForCausalLM.from_pretrained(tmp_path / "dense", quantize="int8", dtype=torch.float32)
     stored = AutoModelForCausalLM.from_pretrained(tmp_path / "q", dtype=torch.float32)
     torch.testing.assert_close(_logits(direct, ids), _logits(stored, ids), rtol=0, atol=0)
+
+
+def _mapped_bytes(directory: Path) -> int:
+    """Resident bytes of this process's memory maps of files under `directory` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and "-" in fields[0] and ":" in fields[3]:  # a mapping's header line
+            inside = len(fields) > 5 and fields[5].startswith(str(directory))
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="reads Linux's /proc/self/smaps")
+@pytest.mark.parametrize("stored", [False, True], ids=["quantize-while-loading", "quantized-checkpoint"])
+def test_loading_leaves_no_checkpoint_page_in_memory(tmp_path, stored):
+    """The peak must be the quantized size: a tensor viewing a memory-mapped shard keeps every page read
+    from it resident (counted in the process's RSS) for as long as the model lives. In bf16, as the 7B
+    ships: the embedding, norms and gate need no conversion, so nothing else copies them."""
+    path = tmp_path / "dense"
+    tiny_model(2).to(torch.bfloat16).save_pretrained(path)
+    if stored:
+        write_quantized(path, tmp_path / "q", "int8")
+        path = tmp_path / "q"
+    model = AutoModelForCausalLM.from_pretrained(path, quantize=None if stored else "int8", dtype=torch.bfloat16)
+    assert _mapped_bytes(path) == 0
+    assert model.model.embed_tokens.weight.untyped_storage().nbytes() == model.model.embed_tokens.weight.nbytes
 
 
 def test_quantized_checkpoint_errors_name_the_problem(dense_dir, tmp_path):
