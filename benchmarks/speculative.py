@@ -18,9 +18,11 @@ Each model decodes each turn with `speculative` off and on (the same Session
 code, greedy, one kept KV cache per conversation; modes interleaved so machine
 load hits both alike): nano on its own replies; nano, the scaled 7B-shaped PLT
 of `benchmarks/decode.py` (random weights, width 1280, 14 layers x 2 loops,
-fp32) and the 14-layer Llama of the same width made to write the recorded
+bf16 by default) and the 14-layer Llama of the same width made to write the recorded
 replies (`Scripted`: the real forward runs, then its logits name the recorded
 next token, so a forward costs what it costs a model that writes that reply).
+The scaled PLT also runs with its drafts verified loop after loop (two passes
+over the weights) instead of pipelined (one pass; docs/plt.md §4).
 Prints per model and class: tokens/s off and on, their ratio, the acceptance
 rate (accepted / drafted) and the tokens accepted per verifying forward;
 `uptime` before and after.
@@ -131,6 +133,9 @@ class Scripted(torch.nn.Module):
 
     def supports_pipelined(self, cache) -> bool:
         return self.pipelined and getattr(self.model, "supports_pipelined", lambda cache: False)(cache)
+
+    def rows_are_cheap(self) -> bool:
+        return self.model.rows_are_cheap()
 
     def pipelined_forward(self, input_ids, cache):
         """A PLT's pipelined pass; its rows follow the positions held .. held + rows - 1."""
@@ -360,12 +365,13 @@ def run(args) -> dict:
                                   args.max_new_tokens, args.repeats, nano_before)
         results["nano_edits"] = measure("loopcoder-nano scripted on the editing conversations", make_nano, edits,
                                         stop_ids, args.max_new_tokens, args.repeats, nano_before)
-    config = plt_config("scaled", torch.float32)
-    scaled = {"scaled PLT": Scripted(build(IQuestPLTCoderForCausalLM, config, "cpu", torch.float32))}
+    dtype = getattr(torch, args.scaled_dtype)
+    config = plt_config("scaled", dtype)
+    scaled = {"scaled PLT": Scripted(build(IQuestPLTCoderForCausalLM, config, "cpu", dtype))}
     if args.llama:
         from transformers import DynamicCache, LlamaForCausalLM
 
-        llama = Scripted(build(LlamaForCausalLM, llama_config(config, 14), "cpu", torch.float32))
+        llama = Scripted(build(LlamaForCausalLM, llama_config(config, 14), "cpu", dtype))
         llama.new_cache = DynamicCache
         scaled["scaled Llama-14"] = llama
     picked = edits[: args.scaled_edits] + own[: args.scaled_own]
@@ -373,7 +379,7 @@ def run(args) -> dict:
         def before(turn: Turn, model=model) -> None:
             model.script = turn.prompt + turn.reply[: args.scaled_max_new_tokens] + [stop]
 
-        results[name] = measure(f"{name} (random weights, fp32) scripted: {args.scaled_edits} editing and "
+        results[name] = measure(f"{name} (random weights, {args.scaled_dtype}) scripted: {args.scaled_edits} editing and "
                                 f"{args.scaled_own} nano conversations", lambda model=model: Session(
                                     model, 1 << 20, model.new_cache), picked, stop_ids,
                                 args.scaled_max_new_tokens, 1, before, chunked=name == "scaled PLT")
@@ -398,6 +404,9 @@ def main() -> None:
     parser.add_argument("--scaled-max-new-tokens", type=int, default=96, help="replies cut there on the scaled shape")
     parser.add_argument("--llama", action=argparse.BooleanOptionalAction, default=True,
                         help="also the scaled 14-layer Llama (one loop: a verification costs one pass)")
+    parser.add_argument("--scaled-dtype", default="bfloat16", choices=("bfloat16", "float32"),
+                        help="the scaled models' dtype: bfloat16, the model's own (on a CPU with AMX a 1-32-row "
+                             "product costs about what a 1-row one does; float32's small GEMMs cost 3x at 8 rows)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()

@@ -18,6 +18,8 @@ dim, S ring size, R loops.
 """
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass
 
 import torch
@@ -90,10 +92,22 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Softmax attention with GQA: q [B, H, n, Dh], k/v [B, Hkv, S, Dh], mask [B|1, 1, n, S] (True = visible)."""
+    """Softmax attention with GQA: q [B, H, n, Dh], k/v [B, Hkv, S, Dh], mask [B|1, 1, n|1, S] (True = visible).
+
+    The G = H / Hkv query heads that share a key head run as G*n query rows of
+    that head, so k and v are read in place (SDPA's enable_gqa repeats them:
+    3-4x slower on a CPU for a decode step over a few thousand keys).
+    """
+    batch, heads, n, dim = q.shape
+    kv_heads = k.shape[1]
+    group = heads // kv_heads
     if mask is not None:
         mask = mask.to(q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        if group > 1:  # the same visibility for each of the G heads: [B|1, 1, G*n, S]
+            mask = mask.expand(mask.shape[0], 1, n, mask.shape[-1])[:, :, None].expand(-1, -1, group, -1, -1)
+            mask = mask.reshape(mask.shape[0], 1, group * n, mask.shape[-1])
+    out = F.scaled_dot_product_attention(q.reshape(batch, kv_heads, group * n, dim), k, v, attn_mask=mask)
+    return out.view(batch, heads, n, dim)  # [B, Hkv, G*n, Dh] holds head h = kv * G + g at rows g*n..
 
 
 @dataclass
@@ -528,6 +542,22 @@ class IQuestPLTCoderForCausalLM(IQuestPLTCoderPreTrainedModel, GenerationMixin):
     def supports_pipelined(self, cache: PLTCache) -> bool:
         return self.model.supports_pipelined(cache)
 
+    pipelined_rows_cheap: bool | None = None  # None: measured at the first call of `rows_are_cheap`
+
+    def rows_are_cheap(self, rows: int = 8, limit: float = 1.5) -> bool:
+        """Whether this model's largest shared linear costs at most `limit` x a 1-row product for `rows`
+        rows, on its device and in its dtype (or quantized format): measured once, 5 runs each. Then a
+        pipelined pass with a rejected draft costs about what a decode step does (bf16 on a CPU with AMX,
+        a GPU: yes; float32 through MKL's small GEMMs on a CPU: 3x at 8 rows, no)."""
+        if self.pipelined_rows_cheap is None:
+            mlp = self.model.layers[0].mlp
+            linear = max((mlp.gate_proj, mlp.down_proj), key=lambda m: m.in_features * m.out_features)
+            seconds = {n: _median_seconds(linear, torch.randn(n, linear.in_features, dtype=self.model.embed_tokens.weight.dtype,
+                                                            device=self.model.embed_tokens.weight.device))
+                       for n in (1, rows)}
+            self.pipelined_rows_cheap = seconds[rows] <= limit * seconds[1]
+        return self.pipelined_rows_cheap
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -617,6 +647,22 @@ class IQuestPLTCoderForCausalLM(IQuestPLTCoderPreTrainedModel, GenerationMixin):
         if logits_to_keep is not None:
             inputs["logits_to_keep"] = logits_to_keep
         return inputs
+
+
+@torch.inference_mode()
+def _median_seconds(module: nn.Module, x: torch.Tensor, runs: int = 5) -> float:
+    """Median wall time of module(x) over `runs` calls after one warm-up (synchronized on CUDA)."""
+    def once() -> float:
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+        start = time.perf_counter()
+        module(x)
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+        return time.perf_counter() - start
+
+    once()
+    return sorted(once() for _ in range(runs))[runs // 2]
 
 
 def _key_validity(attention_mask: torch.Tensor | None, batch: int, total: int) -> torch.Tensor | None:

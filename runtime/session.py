@@ -108,7 +108,7 @@ class Session:
             pipelined = drafting and getattr(self.model, "supports_pipelined", lambda cache: False)(self.cache)
             if drafting:
                 self.lookup.sync(prompt)
-            length = DraftLength(params.speculative_tokens)
+            length = DraftLength(params.speculative_tokens, floor=2 if pipelined and self.model.rows_are_cheap() else 0)
             out: list[int] = []
             unverified: list[int] = []  # drafts after `out`, in the cache (the lookup holds them too)
             checked: list[int] = []  # what the rows of `logits` are checked against: the next unverified drafts

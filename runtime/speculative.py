@@ -83,18 +83,24 @@ class DraftLength:
     lookup's guess was the token the model chose CONFIRM times in a row. One
     lucky guess is not enough: in text that copies nothing it happens often,
     and a rejected draft costs a forward.
+
+    With `floor` > 0 the length never drops below it: for a PLT's pipelined
+    verification on a device where a few more rows cost about nothing, a
+    rejected draft costs no extra forward (each pass still emits a token), so
+    drafting whenever the lookup has a guess only gains.
     """
 
     RESTART = 2
     CONFIRM = 2
 
-    def __init__(self, most: int):
+    def __init__(self, most: int, floor: int = 0):
         self.most = most
-        self.k = 0
+        self.floor = min(floor, most)
+        self.k = self.floor
         self._hits = 0  # consecutive right guesses while k == 0
 
     def verified(self, drafted: int, accepted: int) -> None:
-        self.k = min(self.most, 2 * self.k) if accepted == drafted else accepted
+        self.k = min(self.most, 2 * self.k) if accepted == drafted else max(accepted, self.floor)
 
     def observe(self, guess: int | None, chosen: int) -> None:
         if self.k:

@@ -61,6 +61,18 @@ def test_draft_length_grows_while_accepted_and_restarts_after_two_right_guesses(
     assert length.k == 0
 
 
+def test_a_draft_length_with_a_floor_never_stops_drafting():
+    length = DraftLength(most=8, floor=2)
+    assert length.k == 2
+    length.verified(drafted=2, accepted=0)
+    assert length.k == 2  # a rejection costs no extra pass in a pipelined verification: keep drafting
+    length.verified(drafted=2, accepted=2)
+    assert length.k == 4
+    length.verified(drafted=4, accepted=3)
+    assert length.k == 3
+    assert DraftLength(most=1, floor=2).k == 1
+
+
 def test_acceptance_rule_keeps_the_distribution():
     """Draft 1 of a 4-token distribution, 10k draws: every token comes out with its probability."""
     probs = torch.tensor([0.1, 0.5, 0.3, 0.1])

@@ -110,6 +110,35 @@ def test_the_plt_verifies_drafts_in_one_pass_over_its_layers():
     assert piped_passes - prefill <= len(piped.ids) - piped.accepted_tokens // 2
 
 
+def test_where_rows_are_cheap_the_plt_keeps_drafting_and_needs_fewer_passes():
+    """With cheap rows (measured per model, set here) a rejected draft costs no pass, so drafting never stops."""
+    model = MODELS["plt"][0]
+    prompt = list(range(10, 40))
+    passes = []
+    hook = model.model.layers[0].register_forward_hook(lambda *_: passes.append(1))
+    runs = {}
+    try:
+        for cheap in (True, False):
+            model.pipelined_rows_cheap = cheap
+            passes.clear()
+            gen, _, _ = generate("plt", prompt, "prompt_lookup", max_new=200)
+            runs[cheap] = (gen, len(passes))
+    finally:
+        hook.remove()
+        model.pipelined_rows_cheap = None
+    (eager, eager_passes), (careful, careful_passes) = runs[True], runs[False]
+    assert eager.ids == careful.ids
+    assert eager.drafted_tokens > careful.drafted_tokens and eager_passes < careful_passes
+
+
+def test_the_row_cost_is_measured_once_per_model():
+    model = tiny_model(2, torch.float32)
+    assert model.pipelined_rows_cheap is None
+    assert model.rows_are_cheap() in (True, False) and model.pipelined_rows_cheap is not None
+    model.pipelined_rows_cheap = False
+    assert model.rows_are_cheap() is False
+
+
 def test_the_context_window_cuts_inside_a_draft():
     prompt = list(range(10, 40))
     plain, _, _ = generate("hf", prompt, "off", max_new=200)
