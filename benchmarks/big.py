@@ -6,9 +6,11 @@ while loading, shard by shard), prefills a random prompt, decodes tokens with
 the one-pass (cross-loop-parallel) and the loop-after-loop decode from the
 same prefilled cache, and times a same-dtype matvec (the bandwidth ceiling of
 this machine for that weight format). int8/int4 are fed bf16's greedy tokens,
-so their top-1 agreement with bf16 is reported too. With --compile each variant also
-decodes through the compiled one-pass step (model/compiled.py: CUDA graphs on a GPU) from a
-static copy of the cache; its warm-up is reported, not timed in.
+so their top-1 agreement with bf16 is reported too, and the relative distance
+of their logits from bf16's (random weights have tiny top-1 margins: top-1
+flips easily). With --compile each variant also decodes through the compiled
+one-pass step (model/compiled.py: CUDA graphs on a GPU) from a static copy of
+the cache; its warm-up is reported, not timed in.
 
     .venv/bin/python benchmarks/big.py                          # the 7B shape (needs ~16 GB free RAM for bf16)
     .venv/bin/python benchmarks/big.py --scale 8 --layers 2     # the same at 1/8 width, 2 layers: a quick check
@@ -23,6 +25,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,7 +65,15 @@ def ensure_checkpoint(path: Path, scale: int, layers: int) -> None:
 
 
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    """This process's peak resident size: VmHWM, which exec resets (ru_maxrss also keeps the peak of the
+    process that forked this one: the parent's, e.g. after it wrote the checkpoint)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB; macOS: bytes, close enough
 
 
 def rss_split_bytes() -> dict[str, int]:
@@ -126,7 +137,7 @@ def child(args) -> dict:
         cache = plt.new_cache(max_length=args.prompt + args.tokens + 8 if args.compile else None)
         prefill_s = seconds(lambda: plt(prompt, **{CACHE_KWARG: cache}, logits_to_keep=1), device)
         first = plt(prompt[:, -1:], **{CACHE_KWARG: copy.deepcopy(cache)}, logits_to_keep=1).logits[0, -1]
-        decode, tokens, hits = {}, [], 0
+        decode, tokens, hits, kept = {}, [], 0, []
         paths = {"one-pass": eager_step(plt, True), "loop-after-loop": eager_step(plt, False)}
         if args.compile:
             paths["compiled"], warmup_s = compiled_step(plt, cache, prompt[:, -1:])
@@ -136,6 +147,7 @@ def child(args) -> dict:
                 own = int(logits.argmax())
                 if path == "one-pass":
                     tokens.append(own)
+                    kept.append(logits.float().cpu())
                     hits += reference is not None and own == reference[step]
                 token = reference[step] if reference else tokens[step]
                 ids = torch.tensor([[token]], device=device)
@@ -144,6 +156,7 @@ def child(args) -> dict:
                 logits = holder["out"]
             decode[path] = median(samples[1:] or samples)
         rss_peak, rss_split = peak_rss_bytes(), rss_split_bytes()  # before the probe's own weight
+        logit_error = compare_logits(torch.stack(kept), args.logits, save=reference is None)
         fn, probe_bytes = probe(args.child, device, args.probe_mb)
         probe_s = median([seconds(fn, device) for _ in range(9)])
     read = {"one-pass": weight_bytes_read(plt), "loop-after-loop": weight_bytes_read(plt, config.plt_num_loops)}
@@ -160,8 +173,23 @@ def child(args) -> dict:
         "matvec_gb_s": bandwidth / 1e9,
         "bandwidth_fraction": {k: read[k] / decode[k] / bandwidth for k in decode},
         "tokens": tokens, "agreement_with_bf16": hits / len(reference) if reference else None,
+        "logit_error_vs_bf16": logit_error,
         "kernels": kernel_report(plt), "compile_warmup_s": warmup_s if args.compile else None,
     }
+
+
+def compare_logits(logits: torch.Tensor, path: str | None, save: bool) -> float | None:
+    """The reference run saves its one-pass logits [steps, V] to `path`; a later run returns the relative
+    distance of its own (fed the same tokens) from them, each step's logits centred (softmax ignores a shift).
+    Top-1 agreement alone misleads on random weights, whose top-1 margins are tiny."""
+    if path is None:
+        return None
+    centred = logits - logits.mean(-1, keepdim=True)
+    if save:
+        torch.save(centred, path)
+        return None
+    reference = torch.load(path)
+    return ((centred - reference).norm() / reference.norm()).item()
 
 
 def eager_step(plt, one_pass: bool):
@@ -188,11 +216,12 @@ def compiled_step(plt, cache, ids):
 def parent(args) -> dict:
     ensure_checkpoint(Path(args.dir), args.scale, args.layers)
     results, reference = {}, None
+    logits = tempfile.TemporaryDirectory(prefix="big-logits-")
     for variant in args.variants:
         command = [sys.executable, __file__, "--child", variant, "--dir", args.dir, "--device", args.device,
                    "--prompt", str(args.prompt), "--tokens", str(args.tokens), "--threads", str(args.threads),
-                   "--probe-mb", str(args.probe_mb)] + (["--reference", json.dumps(reference)] if reference else []) \
-            + (["--compile"] if args.compile else [])
+                   "--probe-mb", str(args.probe_mb), "--logits", str(Path(logits.name) / "bf16.pt")] \
+            + (["--reference", json.dumps(reference)] if reference else []) + (["--compile"] if args.compile else [])
         print(f"=== {variant} ===", flush=True)
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
@@ -201,6 +230,7 @@ def parent(args) -> dict:
         results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
         if variant == "bf16":
             reference = results[variant]["tokens"]
+    logits.cleanup()
     ratios = {f"one-pass / loop-after-loop ({v})": r["decode_ms"]["one-pass"] / r["decode_ms"]["loop-after-loop"]
               for v, r in results.items()}
     targets = {name: {"bound": ONE_PASS_TARGET, "kind": "max"} for name in ratios}
@@ -229,7 +259,7 @@ def print_tables(result: dict) -> None:
     table = Table(title=f"7b-shape at 1/{result['scale']} width, {result['layers']} layers, {result['device']}, "
                         f"{result['threads']} threads: prefill {result['prompt']} tokens, decode {result['tokens']}")
     for column in ("variant", "load s", "peak RSS", "RSS anon/file", "prefill tok/s", "one-pass ms/tok", "loop-after-loop ms/tok",
-                   "weights/token", "matvec GB/s", "% matvec BW", "agree w/ bf16"):
+                   "weights/token", "matvec GB/s", "% matvec BW", "agree w/ bf16", "logit err"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for name, r in result["variants"].items():
         agree = r["agreement_with_bf16"]
@@ -238,7 +268,8 @@ def print_tables(result: dict) -> None:
                       f"{split['anon']:.2f}/{split['file']:.2f} GB" if split else "", f"{r['prefill_tok_s']:.1f}",
                       f"{r['decode_ms']['one-pass']:.1f}", f"{r['decode_ms']['loop-after-loop']:.1f}",
                       f"{r['weight_gb_per_token']['one-pass']:.2f} GB", f"{r['matvec_gb_s']:.1f}",
-                      f"{100 * r['bandwidth_fraction']['one-pass']:.0f}%", "" if agree is None else f"{agree:.1%}")
+                      f"{100 * r['bandwidth_fraction']['one-pass']:.0f}%", "" if agree is None else f"{agree:.1%}",
+                      "" if r.get("logit_error_vs_bf16") is None else f"{r['logit_error_vs_bf16']:.1%}")
     console.print(table)
     ratios = Table(title=f"ratios (load average {result['load_average'][0]:.1f})")
     for column in ("ratio", "value", "target", "met"):
@@ -268,6 +299,7 @@ def parse_args(argv=None):
     parser.add_argument("--compile", action="store_true", help="also decode through the compiled step (model/compiled.py)")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--reference", help=argparse.SUPPRESS)
+    parser.add_argument("--logits", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not args.variants or set(args.variants) - set(VARIANTS):

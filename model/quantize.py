@@ -86,20 +86,22 @@ def target_modules(config) -> list[str]:
 
 def quantize_weight(weight: torch.Tensor, spec: QuantSpec) -> dict[str, torch.Tensor]:
     """A dense weight [N, K] -> its stored tensors {"weight", "weight_scale"[, "weight_zero"]} on the CPU."""
-    blocks = [_quantize_rows(weight[i:i + QUANT_BLOCK_ROWS].float(), spec)
+    blocks = [_quantize_rows(weight[i:i + QUANT_BLOCK_ROWS].to(torch.float32, copy=True), spec)
               for i in range(0, weight.shape[0], QUANT_BLOCK_ROWS)]
     return {name: torch.cat([b[name] for b in blocks]).cpu() for name in blocks[0]}
 
 
 def _quantize_rows(w: torch.Tensor, spec: QuantSpec) -> dict[str, torch.Tensor]:
+    """A float32 block [N, K] of this call's own (overwritten in place: loading 7B weights is pass-bound)."""
     if spec.method == "int8":
-        scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)  # [N]
-        return {"weight": torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), "weight_scale": scale}
+        low, high = torch.aminmax(w, dim=1)
+        scale = (torch.maximum(-low, high) / 127).clamp(min=1e-12)  # [N]
+        return {"weight": w.div_(scale[:, None]).round_().clamp_(-127, 127).to(torch.int8), "weight_scale": scale}
     rows, cols = w.shape
     groups = w.view(rows, cols // spec.group_size, spec.group_size)  # [N, K/g, g]
-    low, high = groups.amin(-1), groups.amax(-1)
+    low, high = torch.aminmax(groups, dim=-1)
     scale = ((high - low) / 15).clamp(min=1e-12)  # [N, K/g]
-    q = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, 15).to(torch.uint8).view(rows, cols)
+    q = groups.sub_(low[..., None]).div_(scale[..., None]).round_().clamp_(0, 15).to(torch.uint8).view(rows, cols)
     return {"weight": q[:, 0::2] << 4 | q[:, 1::2], "weight_scale": scale, "weight_zero": low + 8 * scale}
 
 

@@ -318,6 +318,7 @@ def test_big_benchmark_runs_at_a_small_shape(tmp_path):
     int8 = result["variants"]["int8"]
     assert int8["weight_gb_per_token"]["one-pass"] < 0.6 * result["variants"]["bf16"]["weight_gb_per_token"]["one-pass"]
     assert int8["agreement_with_bf16"] is not None and int8["kernels"]
+    assert 0 < int8["logit_error_vs_bf16"] < 0.5 and result["variants"]["bf16"]["logit_error_vs_bf16"] is None
     assert "decode int8 speedup over bf16" in result["ratios"]
 
 
