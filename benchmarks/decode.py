@@ -125,6 +125,25 @@ def prefill(model, ids: torch.Tensor, new_cache, device: str) -> tuple[float, ob
     return seconds(lambda: model(input_ids=ids, **{CACHE_KWARG: cache}, use_cache=True, logits_to_keep=1), device), cache
 
 
+VERIFY_DRAFT = 8  # drafted tokens checked after the pending one
+
+
+def verify_step(plt, cache, draft: torch.Tensor, pipelined: bool):
+    """A step that checks `draft` [1, 1 + k] (the pending token and k drafts) on a copy of `cache`, then
+    rolls it back: a pipelined pass (loop 0 over all, loop 1 over the first) or the chunk path."""
+    cache = copy.deepcopy(cache)
+    held = cache.get_seq_length()
+
+    def step() -> None:
+        set_cross_loop(plt, True)
+        if pipelined:
+            plt.pipelined_forward(draft, cache)
+        else:
+            plt(input_ids=draft, **{CACHE_KWARG: cache}, use_cache=True)
+        cache.crop(held)
+    return step
+
+
 def run(args) -> dict:
     from transformers import DynamicCache, LlamaForCausalLM
 
@@ -174,6 +193,10 @@ def run(args) -> dict:
         compiled, warmup_s = compiled_decoder(plt, ids, args.warmup + args.steps, start)
         decoders.insert(1, compiled)
     probes = [Probe(f"matmul {rows} row", *matvec_probe(device, dtype, args.probe_mb, rows)) for rows in (1, 2)]
+    if loops == 2:  # checking a prompt-lookup draft: pipelined (one pass) and loop after loop (two)
+        probes += [Probe(f"verify {VERIFY_DRAFT} {how}", verify_step(plt, caches_2n["PLT"], ids[:, :VERIFY_DRAFT + 1],
+                                                                     how == "pipelined"), 0)
+                   for how in ("pipelined", "loop after loop")]
     for round_ in range(args.warmup + args.steps):
         for item in (*decoders, *probes):
             elapsed = seconds(item.step, device)
@@ -231,6 +254,8 @@ def report(args, config, decoders, probes, prefill_s, kv, warmup_s: float | None
                   ("decode PLT-sequential / PLT-parallel", latency["PLT sequential"] / par),
                   ("decode PLT-parallel / matvec bandwidth", decoders[0].bytes_per_step / par / bandwidth),
                   ("matmul 2 rows / 1 row (time)", probe[1] / probe[0])]
+        for probe_item, seconds_ in zip(probes[2:], probe[2:]):
+            ratios.append((f"{probe_item.name} / decode PLT-parallel", seconds_ / par))
         if "PLT compiled" in latency:
             ratios += [("decode PLT-compiled / PLT-parallel (eager)", latency["PLT compiled"] / par)]
         if peak:

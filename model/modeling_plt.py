@@ -91,6 +91,9 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos + torch.cat([-second, first], dim=-1) * sin
 
 
+GROUPED_MIN_KEYS = 256  # `attend` groups query heads from this many keys on
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Softmax attention with GQA: q [B, H, n, Dh], k/v [B, Hkv, S, Dh], mask [B|1, 1, n|1, S] (True = visible).
 
@@ -103,9 +106,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     group = heads // kv_heads
     if mask is not None:
         mask = mask.to(q.device)
-        if group > 1:  # the same visibility for each of the G heads: [B|1, 1, G*n, S]
-            mask = mask.expand(mask.shape[0], 1, n, mask.shape[-1])[:, :, None].expand(-1, -1, group, -1, -1)
-            mask = mask.reshape(mask.shape[0], 1, group * n, mask.shape[-1])
+    if group == 1 or k.shape[2] < GROUPED_MIN_KEYS:  # the ring's few keys: the reshapes would cost more
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=group > 1)
+    if mask is not None:  # the same visibility for each of the G heads: [B|1, 1, G*n, S]
+        mask = mask.expand(mask.shape[0], 1, n, mask.shape[-1])[:, :, None].expand(-1, -1, group, -1, -1)
+        mask = mask.reshape(mask.shape[0], 1, group * n, mask.shape[-1])
     out = F.scaled_dot_product_attention(q.reshape(batch, kv_heads, group * n, dim), k, v, attn_mask=mask)
     return out.view(batch, heads, n, dim)  # [B, Hkv, G*n, Dh] holds head h = kv * G + g at rows g*n..
 

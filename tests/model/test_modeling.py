@@ -146,3 +146,22 @@ def test_rotary_table_gives_the_fresh_tables_bit_for_bit_and_grows():
             for got, want in zip(table(positions, dtype, limit), rotary_cos_sin(positions, 16, 5e5, dtype)):
                 assert torch.equal(got, want)
 
+
+
+@pytest.mark.parametrize("queries, mask_rows", [(1, None), (2, 1), (7, 7), (3, None)])
+def test_grouped_attention_equals_sdpa_with_repeated_keys(queries, mask_rows):
+    """`attend` runs the query heads that share a key head as rows of it (from GROUPED_MIN_KEYS keys on):
+    the same result as SDPA repeating k and v, with or without a mask, one or many rows."""
+    import torch.nn.functional as F
+
+    from loopcoder.model.modeling_plt import GROUPED_MIN_KEYS, attend
+
+    generator = torch.Generator().manual_seed(queries)
+    keys = GROUPED_MIN_KEYS + 44
+    q = torch.randn(2, 10, queries, 16, generator=generator, dtype=torch.float64)
+    k, v = (torch.randn(2, 2, keys, 16, generator=generator, dtype=torch.float64) for _ in "kv")
+    mask = None if mask_rows is None else torch.rand(2, 1, mask_rows, keys, generator=generator) > 0.3
+    if mask is not None:
+        mask[..., 0] = True  # no empty row
+    expected = F.scaled_dot_product_attention(q, k.repeat_interleave(5, 1), v.repeat_interleave(5, 1), attn_mask=mask)
+    torch.testing.assert_close(attend(q, k, v, mask), expected, rtol=0, atol=1e-12)
