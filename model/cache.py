@@ -188,11 +188,16 @@ class PLTCache:
         ring_k[loop - 1].index_copy_(2, slots, k[:, :, -keep:])
         ring_v[loop - 1].index_copy_(2, slots, v[:, :, -keep:])
 
-    def carry(self, loop: int, like: torch.Tensor) -> torch.Tensor:
-        """Loop `loop`'s output at the last held position, [B, 1, d]; zeros for an empty cache."""
+    def _carry_buffer(self, like: torch.Tensor) -> torch.Tensor:
+        """The carry [R-1, B, ring_size, d], made (zeros) on first use like `like` [B, n, d]."""
         if self._carry is None:
             batch, _, dim = like.shape
             self._carry = like.new_zeros((self.num_loops - 1, batch, self.ring_size, dim))
+        return self._carry
+
+    def carry(self, loop: int, like: torch.Tensor) -> torch.Tensor:
+        """Loop `loop`'s output at the last held position, [B, 1, d]; zeros for an empty cache."""
+        self._carry_buffer(like)
         if self._length == 0:
             return torch.zeros_like(self._carry[loop, :, :1])
         slot = (self._length - 1) % self.ring_size
@@ -200,7 +205,7 @@ class PLTCache:
 
     def write_carry(self, loop: int, hidden: torch.Tensor) -> None:
         """Store loop `loop`'s output [B, n, d] for positions L..L+n-1 (the last ring_size of them)."""
-        self.carry(loop, hidden)
+        self._carry_buffer(hidden)
         slots, keep = self._slots(hidden.shape[1], hidden.device)
         self._carry[loop].index_copy_(1, slots, hidden[:, -keep:])
 
@@ -222,9 +227,9 @@ class PLTCache:
 
     def carry_span(self, start: int, n: int, like: torch.Tensor) -> torch.Tensor:
         """Loop 0's output at positions start..start+n-1 [B, n, d] (zeros at negative positions)."""
-        self.carry(0, like)  # make the buffer
-        positions = torch.arange(start, start + n, device=self._carry.device)
-        held = self._carry[0].index_select(1, positions % self.ring_size)
+        carry = self._carry_buffer(like)
+        positions = torch.arange(start, start + n, device=carry.device)
+        held = carry[0].index_select(1, positions % self.ring_size)
         return held * (positions >= 0).to(held.dtype)[None, :, None]
 
     def write_carry_span(self, start: int, hidden: torch.Tensor) -> None:

@@ -18,7 +18,6 @@ dim, S ring size, R loops.
 """
 from __future__ import annotations
 
-import time
 
 from dataclasses import dataclass
 
@@ -33,6 +32,7 @@ from .compat import CACHE_KWARG
 from .configuration_plt import IQuestPLTCoderConfig
 from .loading import check_checkpoint_dir, gate_key_mapping, raise_on_loading_problems
 from .quantized_loading import load_quantized, wants_quantized_loader
+from .timing import best_seconds
 
 MAX_CHUNK = 2048  # longer inputs run as consecutive chunks: masks stay O(chunk * L)
 
@@ -464,7 +464,7 @@ class IQuestPLTCoderModel(IQuestPLTCoderPreTrainedModel):
                                torch.arange(held, held + through, device=device)])  # [m+n1]
         cos, sin = self.rotary(positions[None], embeds.dtype, held + total)  # [1, 1, m+n1, Dh]
         global_mask = (torch.arange(held + total, device=device) <= positions[:, None])[None, None]  # [1, 1, m+n1, F0+m]
-        _, local_mask = _chunk_masks(cache, through, None, device)  # [1, 1, n1, S+n1]
+        local_mask = _local_chunk_mask(cache, through, device)[1][None, None]  # [1, 1, n1, S+n1]
         step = LoopStep(1, cache, cos, sin, global_mask, local_mask, loop0_rows=new)
         for layer in self.layers:
             h = layer(h, step)
@@ -551,15 +551,16 @@ class IQuestPLTCoderForCausalLM(IQuestPLTCoderPreTrainedModel, GenerationMixin):
 
     def rows_are_cheap(self, rows: int = 8, limit: float = 1.5) -> bool:
         """Whether this model's largest shared linear costs at most `limit` x a 1-row product for `rows`
-        rows, on its device and in its dtype (or quantized format): measured once, 5 runs each. Then a
+        rows, on its device and in its dtype (or quantized format): measured once, best of 3. Then a
         pipelined pass with a rejected draft costs about what a decode step does (bf16 on a CPU with AMX,
         a GPU: yes; float32 through MKL's small GEMMs on a CPU: 3x at 8 rows, no)."""
         if self.pipelined_rows_cheap is None:
             mlp = self.model.layers[0].mlp
             linear = max((mlp.gate_proj, mlp.down_proj), key=lambda m: m.in_features * m.out_features)
-            seconds = {n: _median_seconds(linear, torch.randn(n, linear.in_features, dtype=self.model.embed_tokens.weight.dtype,
-                                                            device=self.model.embed_tokens.weight.device))
-                       for n in (1, rows)}
+            like = self.model.embed_tokens.weight
+            with torch.inference_mode():
+                seconds = {n: best_seconds(linear, torch.randn(n, linear.in_features, dtype=like.dtype, device=like.device))
+                           for n in (1, rows)}
             self.pipelined_rows_cheap = seconds[rows] <= limit * seconds[1]
         return self.pipelined_rows_cheap
 
@@ -654,22 +655,6 @@ class IQuestPLTCoderForCausalLM(IQuestPLTCoderPreTrainedModel, GenerationMixin):
         return inputs
 
 
-@torch.inference_mode()
-def _median_seconds(module: nn.Module, x: torch.Tensor, runs: int = 5) -> float:
-    """Median wall time of module(x) over `runs` calls after one warm-up (synchronized on CUDA)."""
-    def once() -> float:
-        if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
-        start = time.perf_counter()
-        module(x)
-        if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
-        return time.perf_counter() - start
-
-    once()
-    return sorted(once() for _ in range(runs))[runs // 2]
-
-
 def _key_validity(attention_mask: torch.Tensor | None, batch: int, total: int) -> torch.Tensor | None:
     """attention_mask [B, L+n] -> bool [B, L+n], or None when nothing is padded."""
     if attention_mask is None:
@@ -717,9 +702,8 @@ def _chunk_masks(cache: PLTCache, n: int, key_valid, device):
     held = cache.get_seq_length()
     query = torch.arange(held, held + n, device=device)[:, None]  # [n, 1]
     columns = torch.arange(held + n, device=device)  # [L+n]
-    local_columns = torch.cat([cache.ring_positions(device=device), columns[held:]])  # [S+n], -1: empty slot
+    local_columns, local_mask = _local_chunk_mask(cache, n, device)
     global_mask = columns <= query  # [n, L+n]
-    local_mask = (local_columns >= 0) & (local_columns <= query) & (local_columns >= query - cache.window)
     if key_valid is None:
         return (None if n == 1 else global_mask[None, None]), local_mask[None, None]
     key_valid = key_valid.to(device)
@@ -727,6 +711,15 @@ def _chunk_masks(cache: PLTCache, n: int, key_valid, device):
     global_mask = (global_mask & key_valid[:, None]) | (columns == query)  # [B, n, L+n]
     local_mask = (local_mask & local_valid[:, None]) | (local_columns == query)  # [B, n, S+n]
     return global_mask[:, None], local_mask[:, None]
+
+
+def _local_chunk_mask(cache: PLTCache, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For n new tokens at columns L..L+n-1 with no padding: the column each local key holds [S+n] (the
+    ring's slots, then the new keys; -1 = empty slot) and which ones each token sees [n, S+n] (t-W..t)."""
+    held = cache.get_seq_length()
+    query = torch.arange(held, held + n, device=device)[:, None]  # [n, 1]
+    local_columns = torch.cat([cache.ring_positions(device=device), query[:, 0]])  # [S+n]
+    return local_columns, (local_columns >= 0) & (local_columns <= query) & (local_columns >= query - cache.window)
 
 
 __all__ = ["IQuestPLTCoderForCausalLM", "IQuestPLTCoderModel", "IQuestPLTCoderPreTrainedModel"]

@@ -23,13 +23,14 @@ fresh pages).
 from __future__ import annotations
 
 import functools
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .timing import best_seconds
 
 METHODS = ("int8", "int4")
 DEFAULT_GROUP_SIZE = 128
@@ -327,18 +328,8 @@ def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got.float() - want).norm() / want.norm().clamp(min=1e-30)).item()
 
 
-def _time(kernel: Kernel, x: torch.Tensor, tensors, group_size: int, repeats: int = 3) -> float:
-    kernel.run(x, *tensors, group_size)  # warm-up (and the error, if the kernel cannot run)
-    best = float("inf")
-    for _ in range(repeats):
-        if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
-        start = time.perf_counter()
-        kernel.run(x, *tensors, group_size)
-        if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
-        best = min(best, time.perf_counter() - start)
-    return best
+def _time(kernel: Kernel, x: torch.Tensor, tensors, group_size: int) -> float:
+    return best_seconds(lambda rows: kernel.run(rows, *tensors, group_size), x)
 
 
 class QuantizedLinear(nn.Module):
