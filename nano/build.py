@@ -41,6 +41,8 @@ DRILLS, FIRST_TURNS, FIRST_TURN_SEEDS = 8000, 6000, 100_000  # first-turn seeds 
 SYSTEM_FIRST_TURNS, SYSTEM_FIRST_TURN_SEEDS = 6000, 200_000  # first turns behind nano's system turn
 OPENINGS, OPENING_SEEDS = 6000, 300_000  # plan openings (openings.py)
 SCRAMBLES = 3  # phase 2: copies of each recording, each with other made-up names
+LONGEST_FOLLOW_UP = 8000  # characters: well inside phase 3's 4096-token batches
+FOLLOW_UPS = 400  # phase 3: chats of two recordings, the second request sent after the first one's submit
 FIXED_WORDS = frozenset({"test", "update"})  # name words that are also words of the fixed texts (test_*, task wording)
 _NAME_WORDS = frozenset(words.TRAIN_VERBS) | frozenset(words.TRAIN_NOUNS)
 RESERVED_WORDS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | _NAME_WORDS  # never a made-up word
@@ -179,7 +181,8 @@ def _made_up_name(rng: random.Random, pieces: list[str], shapes: int = 4) -> str
         return word().capitalize() + word().capitalize()
     if shape == 2:
         return f"{rng.choice(('MAX', 'MIN', 'DEFAULT', 'BASE', 'LIMIT'))}_{word().upper()}"
-    return f"{word()}{rng.choice(PACKAGE_SUFFIXES)}/{word()}.py"
+    package = word() + (rng.choice(PACKAGE_SUFFIXES) if rng.random() < 0.6 else "")
+    return rng.choice((f"{package}/{word()}.py", f"src/{package}/{word()}.py", f"{word()}.py"))
 
 
 def name_pieces(tokenizer) -> list[str]:
@@ -259,6 +262,25 @@ def plan_openings(renderer, count: int, start: int, tools: list[dict], pieces: l
     return rows
 
 
+def follow_ups(renderer, recorded: list[tuple[int, int, list[dict]]], pool: list[str], tools: list[dict],
+               pieces: list[str], count: int) -> list[dict]:
+    """Chat transcripts: one recording, then a second one's request and plan in the same conversation.
+
+    `loopcoder chat` sends a user's next request after the last one's submit;
+    without such rows nano had only seen a request open a conversation and
+    submitted at once. The second recording's working copy is shown as the
+    first's (one working copy per chat), and one scramble covers both."""
+    rng, rows = random.Random("nano-follow-ups"), []
+    for n in range(min(count, len(recorded) // 2)):
+        (seed, group, first), (other, other_group, second) = rng.sample(recorded, 2)
+        messages = first + with_workdir(second[1:], pool[other_group], pool[group])
+        messages = scramble(messages, pieces, random.Random(f"nano-scramble:follow-up:{seed}:{other}"))
+        text, spans = render_transcript(renderer, messages, tools)
+        if len(text) <= LONGEST_FOLLOW_UP:
+            rows.append({"text": text, "spans": spans, "group": group})
+    return rows
+
+
 def write_training_dir(out: Path, vocab_size: int) -> dict:
     """The three phases of training: short/ (copy drills and first turns), long/ (long drills, plan
     openings and first turns), train.jsonl (the good recordings plus the rows of both); tokenizer/
@@ -300,6 +322,7 @@ def write_training_dir(out: Path, vocab_size: int) -> dict:
         for k in range(SCRAMBLES):
             text, spans = render_transcript(renderer, scramble(messages, pieces, random.Random(f"nano-scramble:{seed}:{k}")), tools)
             full.append({"text": text, "spans": spans, "group": group})
+    full += follow_ups(renderer, recorded, pool, tools, pieces, FOLLOW_UPS)
     for phase, rows in ((SHORT, short), (LONG, long)):
         write_transcripts(out / phase / "train.jsonl", rows)
         shutil.copytree(out / "tokenizer", out / phase / "tokenizer", dirs_exist_ok=True)

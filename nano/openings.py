@@ -22,10 +22,11 @@ AFTER_EDITS = ("run_tests", "submit")
 
 
 def opening(task: Task, workdir: str) -> list[dict]:
-    """The user turn and the plan's turns up to and including its last edit call (which gets no
-    observation), with the working copy shown as `workdir`."""
+    """The user turn and the plan's turns up to and including its last edit before it first runs the
+    tests (that edit gets no observation), with the working copy shown as `workdir`."""
     calls = gold_calls(task)
-    last = max(i for i, (name, _) in enumerate(calls) if name not in AFTER_EDITS)
+    first_run = next(i for i, (name, _) in enumerate(calls) if name in AFTER_EDITS)
+    last = max(i for i, (name, _) in enumerate(calls[:first_run]) if name not in AFTER_EDITS)
     messages = [{"role": "user", "content": task_prompt("interactive", text=task.text)}]
     with tempfile.TemporaryDirectory(prefix="nano-opening-") as tmp:
         root = write_files(task.files, Path(tmp) / task.facts["package"])

@@ -63,9 +63,15 @@ def sed_where_named(name: str, script: str) -> str:
     return f"grep -rlw --include='*.py' {name} . | xargs sed -i '{script}'"
 
 
-def change_constant_sed(name: str, old: str, new: str) -> str:
-    """One grep|sed: the definition `NAME = OLD` and every pin `... NAME == OLD` to NEW, in the files that name it."""
-    return sed_where_named(name, f"s/\\<{name} = {old}$/{name} = {new}/; s/\\<{name} == {old}$/{name} == {new}/")
+def change_constant_sed(name: str, new: str) -> str:
+    """One grep|sed: the definition `NAME = <number>` and every pin `... NAME == <number>` to NEW, in the files
+    that name it. The old value is not needed, so a request that does not say it is solved the same way."""
+    return sed_where_named(name, f"s/\\<{name} = [0-9][0-9]*$/{name} = {new}/; s/\\<{name} == [0-9][0-9]*$/{name} == {new}/")
+
+
+def follow_test_sed(test_path: str, line: int, before, after) -> str:
+    """One sed: the assert at `line` of `test_path` now expects `after` instead of `before`."""
+    return f"sed -i '{line}s/== {before}$/== {after}/' {test_path}"
 
 
 def function_lines(function: str) -> str:
@@ -89,7 +95,11 @@ def gold_calls(task: Task) -> list[tuple[str, dict]]:
         # (`\\bpolish` -> `\\ bp ol ish`), which would make the name other tokens than in the task.
         edits = [("bash", {"command": sed_where_named(old, f"s/\\<{old}\\>/{new}/g")})]
     elif task.kind == "change_constant":
-        edits = [("bash", {"command": change_constant_sed(f["name"], f["value"], f["new_value"])})]
+        # Tests that pin values computed from the constant fail after its change: run them, and for each first
+        # failure, set the assert's expected value to what the code now returns, at the line the failure names.
+        edits = [("bash", {"command": change_constant_sed(f["name"], f["new_value"])})]
+        for line, before, after in f.get("follow", []):
+            edits += [("run_tests", {}), ("bash", {"command": follow_test_sed(f["test_path"], line, before, after)})]
     elif task.kind == "add_parameter":
         edits = [("bash", {"command": add_parameter_sed(f["function"], f["param"], f["multiply"], f["path"])})]
     else:

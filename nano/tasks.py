@@ -11,6 +11,7 @@ this generator and is never used for training: keep it out of every data build.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import re
@@ -21,7 +22,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nano import words
+from nano import phrasing, words
+from nano.phrasing import phrase
 
 KINDS = ("rename", "change_constant", "fix_off_by_one", "add_parameter")
 SPLITS = {
@@ -29,7 +31,14 @@ SPLITS = {
     "heldout": (words.HELDOUT_VERBS, words.HELDOUT_NOUNS),
 }
 CHECK_TEST = "tests/test_nano_check.py"
-PACKAGE_SUFFIXES = ("kit", "lib", "ops", "tools")  # a package is a noun plus one of these
+PACKAGE_SUFFIXES = ("kit", "lib", "ops", "tools")  # a package is a noun, alone or plus one of these
+# Name parts of real code that are no list's words (both splits use them; they are never scrambled).
+SHORT_HEADS = ("first", "last", "top", "max", "min", "get", "to", "is", "as", "next")
+SHORT_TAILS = ("n", "x", "id", "all", "one", "key", "at", "by", "list", "str")
+GENERIC_NAMES = ("helper", "process", "handle", "run", "main_loop", "do_work", "do_it", "util", "go", "fn2")
+CLASS_TAILS = ("List", "Parser", "Error", "Config", "Base")
+CONST_TAILS = ("SIZE", "PERCENT", "TOTAL", "WIDTH", "DEPTH", "STEPS", "TIMEOUT")
+SIBLING_TAILS = ("s", "_all", "2", "_list")  # a sibling's name is another function's name plus one of these
 
 
 @dataclass(frozen=True)
@@ -73,15 +82,38 @@ class _Namer:
     def noun(self) -> str:
         return self._fresh(lambda: self.rng.choice(self.nouns))
 
+    def module(self) -> str:
+        """A module name no standard module has (a flat layout puts modules at the import root)."""
+        return self._fresh(lambda: next(n for n in iter(lambda: self.rng.choice(self.nouns), None)
+                                        if n not in sys.stdlib_module_names))
+
     def func(self) -> str:
-        return self._fresh(lambda: f"{self.rng.choice(self.verbs)}_{self.rng.choice(self.nouns)}")
+        """Mostly verb_noun; also the shapes of real code: a digit, a short generic word, one word alone."""
+        rng, verb, noun = self.rng, lambda: self.rng.choice(self.verbs), lambda: self.rng.choice(self.nouns)
+        shapes = (
+            lambda: f"{verb()}_{noun()}",
+            lambda: f"{verb()}_{noun()}{rng.randint(2, 9)}",
+            lambda: f"{rng.choice(SHORT_HEADS)}_{rng.choice(SHORT_TAILS)}",
+            lambda: f"{verb()}_{rng.choice(SHORT_TAILS)}",
+            lambda: rng.choice(GENERIC_NAMES),
+            lambda: verb(),
+            lambda: f"{verb()}_{noun()}_{noun()}",
+        )
+        weights = (10, 1, 1, 1, 1, 1, 1)
+        return self._fresh(lambda: rng.choices(shapes, weights)[0]())
 
     def cls(self) -> str:
-        return self._fresh(lambda: "".join(w.capitalize() for w in self.rng.sample(self.nouns, 2)))
+        rng = self.rng
+        shapes = (lambda: "".join(w.capitalize() for w in rng.sample(self.nouns, 2)),
+                  lambda: rng.choice(self.nouns).capitalize(),
+                  lambda: rng.choice(self.nouns).capitalize() + rng.choice(CLASS_TAILS))
+        return self._fresh(lambda: rng.choices(shapes, (4, 1, 1))[0]())
 
     def const(self) -> str:
-        prefix = self.rng.choice(("MAX", "MIN", "DEFAULT", "BASE", "LIMIT"))
-        return self._fresh(lambda: f"{prefix}_{self.rng.choice(self.nouns).upper()}")
+        rng = self.rng
+        shapes = (lambda: f"{rng.choice(('MAX', 'MIN', 'DEFAULT', 'BASE', 'LIMIT'))}_{rng.choice(self.nouns).upper()}",
+                  lambda: f"{rng.choice(self.nouns).upper()}_{rng.choice(CONST_TAILS)}")
+        return self._fresh(lambda: rng.choices(shapes, (3, 1))[0]())
 
 
 # --- code items --------------------------------------------------------------
@@ -100,6 +132,8 @@ class _Item:
     unary: bool = False  # a numeric function of one int argument, usable by wrappers
     returns_number: bool = False  # ends in `return EXPR` with a number; can take a new parameter
     method: str = ""  # a class's method, for wrappers that use the class
+    sibling_of: str = ""  # the function whose name this one's starts with (a rename must keep this one)
+    uses: str = ""  # the module constant this function's value depends on
 
     @property
     def source(self) -> str:
@@ -189,16 +223,42 @@ class _Module:
     items: list[_Item]
 
 
+def _sibling(nm: _Namer, rng: random.Random, of: _Item) -> _Item | None:
+    """A function whose name is `of`'s plus a tail (`total` and `totals`): a rename of `of` must keep it."""
+    name = f"{of.name}{rng.choice(SIBLING_TAILS)}"
+    if name in nm.used:
+        return None
+    nm.used.add(name)
+    x, k = nm.noun(), rng.randint(2, 9)
+    lines = [f"def {name}({x}):", f"    return [v * {k} for v in {x}]"]
+    return _Item("function", name, lines, [f"{name}({[rng.randint(1, 9) for _ in range(3)]})"], sibling_of=of.name)
+
+
+def _uses_constant(nm: _Namer, rng: random.Random, const: _Item) -> _Item:
+    """A function of the module's constant: changing the constant breaks its test until the test follows."""
+    f, x = nm.func(), nm.noun()
+    op = rng.choice(("*", "+"))
+    lines = [f"def {f}({x}):", f"    return {x} {op} {const.name}"]
+    return _Item("function", f, lines, [f"{f}({rng.randint(2, 9)})"], uses=const.name)
+
+
 def _make_modules(nm: _Namer, rng: random.Random) -> list[_Module]:
     modules: list[_Module] = []
     for _ in range(rng.randint(2, 4)):
         earlier = [it for m in modules for it in m.items]
         items = [_constant(nm, rng)] if rng.random() < 0.6 else []
+        for _ in range(rng.choice((0, 1, 1, 2)) if items else 0):
+            items.append(_uses_constant(nm, rng, items[0]))
         for template in rng.sample(FUNCTION_TEMPLATES, rng.randint(2, 3)):
             item = template(nm, rng, earlier)
             if item is not None:
                 items.append(item)
-        modules.append(_Module(nm.noun(), items))
+        functions = [it for it in items if it.kind == "function"]
+        if functions and rng.random() < 0.3:
+            sibling = _sibling(nm, rng, rng.choice(functions))
+            if sibling is not None:
+                items.append(sibling)
+        modules.append(_Module(nm.module(), items))
     return modules
 
 
@@ -215,7 +275,50 @@ def _owner(modules: list[_Module], name: str) -> _Module:
     return next(m for m in modules if any(it.name == name for it in m.items))
 
 
-def _render_module(pkg: str, module: _Module, modules: list[_Module]) -> str:
+@dataclass(frozen=True)
+class Layout:
+    """Where a repo keeps its modules and tests, and how pytest finds them."""
+
+    kind: str  # "package": pkg/ at the root | "src": src/pkg/ | "flat": modules at the root, no package
+    name: str  # the package (for "flat", the project's name)
+    config: str  # "pyproject" | "setup.cfg" | "pytest.ini" | "conftest" (pytest puts the root on sys.path)
+    root_tests: bool = False  # "flat" only: test_*.py beside the modules instead of in tests/
+
+    def module(self, name: str) -> str:
+        return name if self.kind == "flat" else f"{self.name}.{name}"
+
+    def path(self, name: str) -> str:
+        return {"package": f"{self.name}/{name}.py", "src": f"src/{self.name}/{name}.py", "flat": f"{name}.py"}[self.kind]
+
+    def test_path(self, name: str) -> str:
+        return f"test_{name}.py" if self.root_tests else f"tests/test_{name}.py"
+
+    def config_files(self) -> dict[str, str]:
+        where = "src" if self.kind == "src" else "."
+        tests = "" if self.root_tests else "tests"
+        if self.config == "pyproject":
+            return {"pyproject.toml": f'[project]\nname = "{self.name}"\nversion = "0.1.0"\n\n'
+                    f'[tool.pytest.ini_options]\npythonpath = ["{where}"]\n'
+                    + (f'testpaths = ["{tests}"]\n' if tests else "")}
+        if self.config == "setup.cfg":
+            return {"setup.cfg": f"[metadata]\nname = {self.name}\nversion = 0.1.0\n\n[tool:pytest]\n"
+                    f"pythonpath = {where}\n" + (f"testpaths = {tests}\n" if tests else "")}
+        if self.config == "pytest.ini":
+            return {"pytest.ini": f"[pytest]\npythonpath = {where}\n"}
+        return {"conftest.py": '"""pytest puts this directory on sys.path, so the tests import the code."""\n'}
+
+
+def _layout(nm: _Namer, rng: random.Random) -> Layout | None:
+    name = nm.noun() + (rng.choice(PACKAGE_SUFFIXES) if rng.random() < 0.6 else "")
+    if name in sys.stdlib_module_names:  # "pathlib" would import the standard library's
+        return None
+    kind = rng.choices(("package", "src", "flat"), (5, 2, 2))[0]
+    configs = ("pyproject", "setup.cfg", "pytest.ini") + (() if kind == "src" else ("conftest",))
+    config = rng.choices(configs, (6, 2, 1, 1)[:len(configs)])[0]
+    return Layout(kind, name, config, root_tests=kind == "flat" and rng.random() < 0.5)
+
+
+def _render_module(layout: Layout, module: _Module, modules: list[_Module]) -> str:
     deps = sorted({d for it in module.items for d in it.deps})
     by_module: dict[str, list[str]] = {}
     for d in deps:
@@ -223,7 +326,7 @@ def _render_module(pkg: str, module: _Module, modules: list[_Module]) -> str:
     head = [f'"""{module.name.capitalize()} helpers."""']
     if by_module:
         head.append("")
-        head += [f"from {pkg}.{mod} import {', '.join(names)}" for mod, names in sorted(by_module.items())]
+        head += [f"from {layout.module(mod)} import {', '.join(names)}" for mod, names in sorted(by_module.items())]
     blocks = ["\n".join(head)]
     consts = [line for it in module.items if it.kind == "constant" for line in it.lines]
     if consts:
@@ -236,97 +339,113 @@ def _test_name(item: _Item) -> str:
     return f"test_{item.name.lower()}"
 
 
-def _render_tests(pkg: str, module: _Module, values: dict) -> str:
+def _render_tests(layout: Layout, module: _Module, values: dict) -> str:
     names = ", ".join(it.name for it in module.items)
-    parts = [f"from {pkg}.{module.name} import {names}"]
+    parts = [f"from {layout.module(module.name)} import {names}"]
     for it in module.items:
         body = "\n".join(f"    assert {call} == {values[call]!r}" for call in it.calls)
         parts.append(f"def {_test_name(it)}():\n{body}")
     return "\n\n\n".join(parts) + "\n"
 
 
-def _render_repo(pkg: str, modules: list[_Module]) -> dict[str, str]:
+def _render_repo(layout: Layout, modules: list[_Module]) -> dict[str, str]:
     values = _evaluate(modules)
-    files = {
-        "pyproject.toml": f'[project]\nname = "{pkg}"\nversion = "0.1.0"\n\n'
-        '[tool.pytest.ini_options]\npythonpath = ["."]\ntestpaths = ["tests"]\n',
-        f"{pkg}/__init__.py": f'"""The {pkg} package."""\n',
-    }
+    files = layout.config_files()
+    if layout.kind != "flat":
+        files[layout.path("__init__")] = f'"""The {layout.name} package."""\n'
     for m in modules:
-        files[f"{pkg}/{m.name}.py"] = _render_module(pkg, m, modules)
-        files[f"tests/test_{m.name}.py"] = _render_tests(pkg, m, values)
+        files[layout.path(m.name)] = _render_module(layout, m, modules)
+        files[layout.test_path(m.name)] = _render_tests(layout, m, values)
     return files
 
 
 # --- tasks -------------------------------------------------------------------
 
 
-def _check_header(pkg: str, module: str, names: list[str]) -> str:
-    return f"import inspect\nimport pathlib\nimport re\n\nfrom {pkg}.{module} import {', '.join(names)}\n\nROOT = pathlib.Path(__file__).resolve().parents[1]\n"
+def _check_header(layout: Layout, module: str, names: list[str]) -> str:
+    return (f"import inspect\nimport pathlib\nimport re\n\nfrom {layout.module(module)} import {', '.join(names)}\n\n"
+            "ROOT = pathlib.Path(__file__).resolve().parents[1]\n")
 
 
-def _rename(nm, rng, pkg, modules, files, values) -> tuple[str, dict, str, dict] | None:
-    targets = [it for m in modules for it in m.items if it.kind in ("function", "class")]
+def _rename(nm, rng, layout, modules, files, values) -> tuple[str, dict, str, dict] | None:
+    targets = [it for m in modules for it in m.items if it.kind in ("function", "class") and not it.sibling_of]
+    with_sibling = [it for it in targets if any(s.sibling_of == it.name for m in modules for s in m.items)]
     used_elsewhere = [it for it in targets if any(it.name in d.deps for m in modules for d in m.items)]
-    item = rng.choice(used_elsewhere or targets)
+    item = rng.choice(with_sibling if with_sibling and rng.random() < 0.7 else used_elsewhere or targets)
     new = nm.cls() if item.kind == "class" else nm.func()
     word = re.compile(rf"\b{item.name}\b")
     solution = {p: word.sub(new, text) for p, text in files.items() if word.search(text)}
-    text = (
-        f"Rename the {item.kind} `{item.name}` to `{new}` everywhere in the repository "
-        "(definition, imports, uses and tests)."
-    )
     owner = _owner(modules, item.name).name
+    sibling = next((s.name for m in modules for s in m.items if s.sibling_of == item.name), None)
+    text = phrase(phrasing.RENAME, rng, {"old": item.name, "new": new, "path": layout.path(owner)},
+                  {"symbol": item.kind})
+    if sibling and rng.random() < 0.5:
+        text += phrase(phrasing.KEEP_SIBLING, rng, {"sibling": sibling}, {})
     calls = "\n".join(f"    assert {word.sub(new, c)} == {values[c]!r}" for c in item.calls)
-    check = _check_header(pkg, owner, [new]) + (
+    kept = (f"    assert re.search(r'\\b{sibling}\\b', (ROOT / {layout.path(owner)!r}).read_text())\n"
+            if sibling else "")
+    check = _check_header(layout, owner, [new]) + (
         f"\n\ndef test_renamed():\n{calls}\n"
         "    hits = [str(p) for p in ROOT.rglob('*.py')\n"
         f"            if p.name != 'test_nano_check.py' and re.search(r'\\b{item.name}\\b', p.read_text())]\n"
-        "    assert not hits, hits\n"
+        f"    assert not hits, hits\n{kept}"
     )
     return text, solution, check, {"symbol": item.kind, "old": item.name, "new": new}
 
 
-def _change_constant(nm, rng, pkg, modules, files, values):
+def _change_constant(nm, rng, layout, modules, files, values):
     consts = [(m, it) for m in modules for it in m.items if it.kind == "constant"]
     if not consts:
         return None
     module, item = rng.choice(consts)
     old = int(item.lines[0].split(" = ")[1])
     new = rng.choice([v for v in range(2, 100) if v != old])
-    path, test_path = f"{pkg}/{module.name}.py", f"tests/test_{module.name}.py"
+    path, test_path = layout.path(module.name), layout.test_path(module.name)
     line, new_line = f"{item.name} = {old}", f"{item.name} = {new}"
     pin, new_pin = f"assert {item.name} == {old}", f"assert {item.name} == {new}"
-    solution = {path: files[path].replace(line, new_line), test_path: files[test_path].replace(pin, new_pin)}
-    text = f"Change the constant `{item.name}` in `{path}` from {old} to {new}, and update the test that pins its value."
-    check = _check_header(pkg, module.name, [item.name]) + (
+    changed = [_Module(m.name, [dataclasses.replace(it, lines=[new_line]) if it is item else it for it in m.items])
+               for m in modules]
+    new_values = _evaluate(changed)
+    tests = files[test_path].replace(pin, new_pin)
+    follow = []  # (line number, expected before, value after) of each test assert the change breaks, in file order
+    for it in module.items:
+        for call in it.calls:
+            if it.uses == item.name:
+                assert_line = f"assert {call} == {values[call]!r}"
+                number = tests.splitlines().index(f"    {assert_line}") + 1
+                follow.append((number, values[call], new_values[call]))
+                tests = tests.replace(assert_line, f"assert {call} == {new_values[call]!r}")
+    solution = {path: files[path].replace(line, new_line), test_path: tests}
+    text = phrase(phrasing.CHANGE_CONSTANT, rng, {"name": item.name, "path": path}, {"old": str(old), "new": str(new)})
+    check = _check_header(layout, module.name, [item.name]) + (
         f"\n\ndef test_constant():\n    assert {item.name} == {new}\n"
         f"    assert {new_pin!r} in (ROOT / {test_path!r}).read_text()\n"
     )
     facts = {"name": item.name, "path": path, "test_path": test_path, "value": old, "new_value": new,
-             "line": line, "new_line": new_line, "pin": pin, "new_pin": new_pin}
+             "line": line, "new_line": new_line, "pin": pin, "new_pin": new_pin, "follow": follow}
     return text, solution, check, facts
 
 
-def _fix_off_by_one(nm, rng, pkg, modules, files, values):
+def _fix_off_by_one(nm, rng, layout, modules, files, values):
     buggy = [(m, it) for m in modules for it in m.items if it.bug]
     if not buggy:
         return None
     module, item = rng.choice(buggy)
     index, bad, detail = item.bug
     good = item.lines[index]
-    path = f"{pkg}/{module.name}.py"
+    path = layout.path(module.name)
     if files[path].count(good) != 1:
         return None
     files[path] = files[path].replace(good, bad)  # the base repo carries the bug; its test fails
     solution = {path: files[path].replace(bad, good)}
-    text = f"Fix the off-by-one error in `{item.name}` in `{path}`: {detail}. The test `{_test_name(item)}` fails."
+    text = phrase(phrasing.FIX_OFF_BY_ONE, rng, {"function": item.name, "path": path, "test": _test_name(item)},
+                  {"detail": detail})
     calls = "\n".join(f"    assert {c} == {values[c]!r}" for c in item.calls)
-    check = _check_header(pkg, module.name, [item.name]) + f"\n\ndef test_fixed():\n{calls}\n"
+    check = _check_header(layout, module.name, [item.name]) + f"\n\ndef test_fixed():\n{calls}\n"
     return text, solution, check, {"function": item.name, "path": path, "bad_line": bad, "good_line": good}
 
 
-def _add_parameter(nm, rng, pkg, modules, files, values):
+def _add_parameter(nm, rng, layout, modules, files, values):
     candidates = [(m, it) for m in modules for it in m.items if it.returns_number]
     if not candidates:
         return None
@@ -339,15 +458,16 @@ def _add_parameter(nm, rng, pkg, modules, files, values):
     new_lines[0] = item.lines[0].replace("):", f", {param}={default}):")
     new_lines[-1] = f"    return ({expr}) * {param}" if multiply else f"    return {expr} + {param}"
     old_src, new_src = "\n".join(item.lines), "\n".join(new_lines)
-    path = f"{pkg}/{module.name}.py"
+    path = layout.path(module.name)
     solution = {path: files[path].replace(old_src, new_src)}
     use = "multiply the returned value by it" if multiply else "add it to the returned value"
-    text = f"Add a parameter `{param}` with default value {default} to `{item.name}` in `{path}`, and {use}."
+    text = phrase(phrasing.ADD_PARAMETER, rng, {"function": item.name, "path": path, "param": param},
+                  {"default": str(default), "use": use})
     call = item.calls[0]
     base = values[call]
     expected = base * factor if multiply else base + factor
     with_param = f"{call[:-1]}, {param}={factor})"
-    check = _check_header(pkg, module.name, [item.name]) + (
+    check = _check_header(layout, module.name, [item.name]) + (
         f"\n\ndef test_parameter():\n"
         f"    assert inspect.signature({item.name}).parameters[{param!r}].default == {default}\n"
         f"    assert {call} == {base!r}\n    assert {with_param} == {expected!r}\n"
@@ -373,16 +493,17 @@ def generate_task(split: str, seed: int, kind: str | None = None) -> Task:
     for attempt in range(100):
         rng = random.Random(f"loopcoder-nano:{split}:{seed}:{attempt}")
         nm = _Namer(rng, split)
-        pkg = nm.noun() + rng.choice(PACKAGE_SUFFIXES)
-        if pkg in sys.stdlib_module_names:  # "pathlib" would import the standard library's
+        layout = _layout(nm, rng)
+        if layout is None:
             continue
         modules = _make_modules(nm, rng)
-        files = _render_repo(pkg, modules)
+        files = _render_repo(layout, modules)
         values = _evaluate(modules)
-        made = _MAKERS[kind](nm, rng, pkg, modules, files, values)
+        made = _MAKERS[kind](nm, rng, layout, modules, files, values)
         if made is not None:
             text, solution, check, facts = made
-            return Task(f"{split}-{seed}", kind, text, files, solution, check, {"package": pkg, **facts})
+            return Task(f"{split}-{seed}", kind, text, files, solution, check,
+                        {"package": layout.name, "layout": f"{layout.kind}/{layout.config}", **facts})
     raise RuntimeError(f"no {kind} task found for {split} seed {seed}")
 
 

@@ -64,6 +64,9 @@ def test_workdirs_look_like_working_copies_and_replace_everywhere():
 PIECES = ["ab", "cde", "fo", "gul", "ix", "mon", "zel"]
 
 
+from nano.phrasing import fixed_words  # noqa: E402
+
+
 def _scrambled_recording(seed: int) -> tuple[list[dict], list[dict]]:
     from nano.build import scramble
 
@@ -93,7 +96,7 @@ def test_scrambled_conversations_name_no_training_word_and_stay_consistent(seed)
     call, = parse_tool_calls(scrambled[2]["content"]).calls  # a call stays a valid call with the same arguments
     original_call, = parse_tool_calls(original[2]["content"]).calls
     assert call.name == original_call.name and call.arguments.keys() == original_call.arguments.keys()
-    task_names = re.findall(r"`([^`]+)`", scrambled[1]["content"])
+    task_names = [w for w in re.findall(r"\w{3,}", scrambled[1]["content"]) if w.lower() not in fixed_words()]
     assert any(name in scrambled[2]["content"] for name in task_names)  # the first call still names the task's name
     assert "\\b" in scrambled[4]["content"]  # escapes are not taken for words
 
@@ -118,10 +121,36 @@ def test_plan_openings_end_at_the_last_edit_with_names_made_up():
     for seed, row in enumerate(rows, 700):
         task, text = generate_task("train", seed), row["text"]
         replies = [text[start:end].removesuffix("<|im_end|>") for start, end in row["spans"]]
-        plan = gold_script(task)[:-2]  # up to the last edit: run_tests and submit are not in the opening
+        script = gold_script(task)  # up to the last edit before the tests first run
+        plan = script[:next(i for i, r in enumerate(script) if '"run_tests"' in r)]
         assert [c.name for r in replies for c in parse_tool_calls(r).calls] == \
             [c.name for r in plan for c in parse_tool_calls(r).calls]
         assert row["group"] == seed % len(workdir_pool())
         names = [task.facts[key] for key in ("old", "new", "name", "function", "package") if key in task.facts]
+        names = [n for n in names if set(re.findall("[a-z]+", n.lower())) & (set(words.TRAIN_VERBS) | set(words.TRAIN_NOUNS))]
         assert names and not any(name in text for name in names)  # made up anew in the whole conversation
     assert "<tool_response>\ndef " in rows[2]["text"]  # the off-by-one's function, as the real sed printed it
+
+
+def test_follow_ups_send_a_second_request_after_the_first_ones_submit():
+    """A chat: one recording, then another's request and plan in the same conversation and working copy."""
+    from nano.build import follow_ups, with_nano_system
+    from nano.data import nano_renderer
+    from nano.record import record
+
+    pool = workdir_pool()
+    recorded = []
+    for seed in (3, 6):
+        rec = record(generate_task("train", seed))
+        assert rec.ok
+        recorded.append((seed, seed % len(pool), with_nano_system(with_workdir(rec.messages, rec.workdir, pool[seed % len(pool)]))))
+    [row] = follow_ups(nano_renderer(), recorded, pool, rec.tools, PIECES, 1)
+    text = row["text"]
+    turns = text.split("<|im_start|>user\n")[1:]  # tool responses are user turns of <tool_response> blocks
+    requests = [i for i, turn in enumerate(turns) if not turn.startswith("<tool_response>")]
+    assert len(requests) == 2
+    first, second = "".join(turns[:requests[1]]), "".join(turns[requests[1]:])
+    assert '"submit"' in first and '"run_tests"' in second  # the second request comes after the first's submit
+    groups = {row["group"]}
+    assert groups <= {3 % len(pool), 6 % len(pool)} and sum(p in text for p in pool) == 1  # one working copy
+    assert len(row["spans"]) == sum(m["role"] == "assistant" for _, _, ms in recorded for m in ms)

@@ -53,11 +53,16 @@ def test_gold_calls_parse_back_to_themselves(split):
 @pytest.mark.parametrize("split", ["train", "heldout"])
 @pytest.mark.parametrize("kind", ["rename", "change_constant", "add_parameter"])
 def test_one_command_plans_write_the_reference_solution(kind, split, tmp_path):
-    """The plan's one shell command, run by a real shell, gives the solved repo byte for byte."""
+    """The plan's shell commands (one, or for a constant also one per test that follows it), run in order by a
+    real shell, give the solved repo byte for byte."""
+    follows = 0
     for seed in range(30):
         task = generate_task(split, seed, kind=kind)
         root = write_files(task.files, tmp_path / task.id)
-        [(name, arguments)] = gold_calls(task)[:-2]
-        assert name == "bash"
-        subprocess.run(arguments["command"], shell=True, cwd=root, check=True)
+        edits = [(name, arguments) for name, arguments in gold_calls(task) if name not in ("run_tests", "submit")]
+        assert [name for name, _ in edits] == ["bash"] * (1 + len(task.facts.get("follow", [])))
+        follows += len(edits) > 1
+        for _, arguments in edits:
+            subprocess.run(arguments["command"], shell=True, cwd=root, check=True)
         assert {path: (root / path).read_text() for path in task.solved_files()} == task.solved_files()
+    assert (follows > 0) == (kind == "change_constant")

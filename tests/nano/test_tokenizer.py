@@ -28,7 +28,8 @@ def test_a_name_is_the_same_tokens_in_every_context(tokenizer, name):
 
 def test_a_plain_byte_level_bpe_splits_names_by_context():
     """The reason for isolate_words: without it the piece before a name swallows the space."""
-    plain = build_test_tokenizer([generate_task("train", s).text for s in range(40)] * 2, 600)
+    plain = build_test_tokenizer([f"Rename the function `polish_{w}` to `{w}_polish` in def polish(x)"
+                                  for w in ("almond", "maple", "heron", "acorn")] * 20, 600)
     name = plain("polish", add_special_tokens=False)["input_ids"]
     spaced = plain("def polish", add_special_tokens=False)["input_ids"]
     assert spaced[-len(name):] != name
