@@ -19,7 +19,7 @@ from typing import Iterable
 from transformers import PreTrainedTokenizerFast
 
 from loopcoder.agent.prompting import MODEL_SYSTEM, PROMPTS_DIR, render
-from nano.tiny_tokenizer import build_test_tokenizer
+from nano.tiny_tokenizer import build_test_tokenizer, save_portable
 from loopcoder.runtime.tokenizer import default_chat_template, render_chat
 
 END = "<|im_end|>"
@@ -87,7 +87,7 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int, out: Path) -> PreTrai
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_test_tokenizer(texts, vocab_size, isolate_words=True)
     tokenizer.chat_template = compact_chat_template()
-    tokenizer.save_pretrained(str(out), save_jinja_files=False)
+    save_portable(tokenizer, out)
     save_prompt_files(out)
     return tokenizer
 

@@ -7,6 +7,7 @@ and tool tokens as single ids.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable
 
@@ -133,7 +134,26 @@ def save_test_tokenizer(out_dir: str | Path, texts: Iterable[str] | None = None,
     """Write tokenizer.json, tokenizer_config.json (with the chat template) and special_tokens_map.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # The template goes inside tokenizer_config.json, where checkpoints (and older transformers) keep it.
-    build_test_tokenizer(texts, vocab_size).save_pretrained(str(out), save_jinja_files=False)
+    save_portable(build_test_tokenizer(texts, vocab_size), out)
     return out
+
+
+def save_portable(tokenizer, out: str | Path) -> None:
+    """save_pretrained, with tokenizer_config.json written the way transformers 4 and 5 both read it.
+
+    The chat template goes inside tokenizer_config.json, where checkpoints (and
+    transformers 4) keep it. transformers 5 writes `TokenizersBackend` as the
+    class and the extra special tokens as a list; 4.x cannot load either, and
+    5.x reads the 4.x form (PreTrainedTokenizerFast, additional_special_tokens).
+    """
+    tokenizer.save_pretrained(str(out), save_jinja_files=False)
+    path = Path(out) / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config.pop("backend", None)
+    if isinstance(config.get("extra_special_tokens"), list):
+        config["additional_special_tokens"] = config["extra_special_tokens"]
+        config["extra_special_tokens"] = {}
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 

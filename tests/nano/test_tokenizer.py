@@ -47,3 +47,22 @@ def test_build_tokenizer_saves_a_word_isolating_tokenizer(tmp_path):
     build_tokenizer([generate_task("train", s).text for s in range(20)], 400, tmp_path / "tok")
     loaded = AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
     assert "Ġ" in loaded.tokenize("def polish")  # the space stands alone
+
+
+def test_a_saved_tokenizer_config_is_one_both_transformers_majors_read(tmp_path):
+    """transformers 5 writes `TokenizersBackend` and a list of extra special tokens, which 4.x cannot load:
+    the saved config is the 4.x form, which 5.x reads as well (the suite runs under both)."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from nano.tiny_tokenizer import save_test_tokenizer
+
+    save_test_tokenizer(tmp_path, ["Rename `polish_almond` to `carve_maple`."] * 4, 300)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast" and "backend" not in config
+    assert config["additional_special_tokens"] == ["<|im_start|>", "<|im_end|>"] and config.get("extra_special_tokens", {}) == {}
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    ids = loaded("<|im_start|>user<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert ids[0] == loaded.convert_tokens_to_ids("<|im_start|>") and ids[-1] == loaded.convert_tokens_to_ids("<|im_end|>")
+    assert loaded.chat_template
