@@ -2,9 +2,9 @@
 # Reproduce checkpoints/loopcoder-nano from scratch on a CPU (2 cores):
 #   1. data (~30 min, resumes where it stopped): record gold trajectories for 1600 generated training tasks
 #      through the real agent and tools, train the tokenizer, render the rows as nano sees them;
-#   2. phase 1 (~22 min): short copy drills and first turns: a copy head forms;
-#   3. phase 2 (~10 min): long copy drills, first turns and plan openings: copies from far back;
-#   4. phase 3 (~21 min): the recorded trajectories (names scrambled) with phase 2's rows;
+#   2. phase 1 (~16 min): short copy drills and first turns: a copy head forms;
+#   3. phase 2 (~6 min): long copy drills, first turns and plan openings: copies from far back;
+#   4. phase 3 (~22 min): the recorded trajectories (names scrambled) with phase 2's rows;
 #   5. evaluate on the 50 held-out tasks.
 #   scripts/train-nano.sh [OUT_DIR]        (default build/nano; rerun to resume an interrupted step)
 set -euo pipefail
