@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from loopcoder.agent.config import Config
 from loopcoder.agent.environment import Environment
 from loopcoder.agent.interrupts import deferred_interrupts
-from loopcoder.agent.outcome import EXIT_CODES, Status, TestTally, submit_status, tests_words
+from loopcoder.agent.outcome import (EXIT_CODES, Status, TestTally, edited_tests, edited_tests_words, submit_status,
+                                     tests_words)
 from loopcoder.agent.trajectory import Trajectory
 from loopcoder.runtime.backends.base import Backend, Completion, GenerationParams
 from loopcoder.runtime.toolcalls import EXPECTED_FORMAT, ParseResult, ToolCall, parse_tool_calls
@@ -68,7 +69,8 @@ class RunResult:
     def summary(self) -> str:
         """The outcome in one line: 'submitted: the model called submit; tests: 2 passed (4 steps)'."""
         malformed = f", {self.malformed} with malformed calls" if self.malformed else ""
-        return f"{self.status}: {self.reason}; {tests_words(self.tests)} ({self.steps} steps{malformed})"
+        return (f"{self.status}: {self.reason}; {tests_words(self.tests)}{edited_tests_words(edited_tests(self.patch))}"
+                f" ({self.steps} steps{malformed})")
 
 
 class Agent:
@@ -147,7 +149,8 @@ class Agent:
                 if status == Status.NO_CHANGE:
                     reason = "the model called submit without changing any file"
             self.trajectory.finish(status, reason, patch, self.messages, error_traceback,
-                                   tests=self.tests.to_dict() if self.tests else None, malformed=self.malformed)
+                                   tests=self.tests.to_dict() if self.tests else None, malformed=self.malformed,
+                                   edited_tests=edited_tests(patch))
         return RunResult(status, reason, patch, len(self.trajectory.steps), self.tests, self.malformed)
 
     # -- one step -------------------------------------------------------------------

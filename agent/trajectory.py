@@ -124,8 +124,10 @@ class Trajectory:
         self._append({"event": "step", "step": step, "totals": totals, "messages": self._changes(messages)})
 
     def finish(self, status: str, reason: str, patch: str | None, messages: list[dict],
-               error_traceback: str | None = None, tests: dict | None = None, malformed: int = 0) -> None:
-        self.data["exit"] = {"status": status, "reason": reason, "tests": tests, "malformed": malformed}
+               error_traceback: str | None = None, tests: dict | None = None, malformed: int = 0,
+               edited_tests: list[str] | None = None) -> None:
+        self.data["exit"] = {"status": status, "reason": reason, "tests": tests, "malformed": malformed,
+                             "edited_tests": edited_tests or []}
         if error_traceback:
             self.data["exit"]["traceback"] = error_traceback
         self.data["patch"] = patch

@@ -35,7 +35,8 @@ def test_fixes_a_failing_test_and_submits(repo, script, make_config, copies_root
     assert result.status == Status.SUBMITTED and result.exit_code == 0 and result.steps == 5
     assert "-    return a - b\n+    return a + b\n" in result.patch
     assert traj["exit"] == {"status": "submitted", "reason": "the model called submit", "malformed": 0,
-                            "tests": {"passed": 2, "failed": 0, "errors": 0, "skipped": 0, "timed_out": False}}
+                            "tests": {"passed": 2, "failed": 0, "errors": 0, "skipped": 0, "timed_out": False},
+                            "edited_tests": []}
     assert result.summary() == "submitted: the model called submit; tests: 2 passed (5 steps)"
     assert traj["patch"] == result.patch
     first, last = traj["steps"][0]["observations"][0], traj["steps"][3]["observations"][0]
@@ -50,6 +51,16 @@ def test_fixes_a_failing_test_and_submits(repo, script, make_config, copies_root
     assert tool_message["name"] == "run_tests" and tool_message["tool_call_id"] == "call_0_0"
     assert (repo / "calc.py").read_text().count("a - b") == 1  # the user's repository is untouched
     assert not any(copies_root.iterdir())  # the working copy is gone
+
+
+def test_a_run_that_passes_by_editing_the_test_says_so(repo, script, make_config):
+    # The code stays wrong; the test is bent to match it. The tests pass, and the outcome names the test file.
+    bend = {"command": "str_replace", "path": "test_calc.py", "old_str": "add(2, 3) == 5", "new_str": "add(2, 3) == -1"}
+    outputs = [call("str_replace_editor", **bend), call("run_tests"), call("submit")]
+    result, traj = run(repo, make_config(script(outputs)))
+    assert result.status == Status.SUBMITTED and result.tests.passed == 2 and result.tests.failed == 0
+    assert result.summary() == "submitted: the model called submit; tests: 2 passed; edits tests: test_calc.py (3 steps)"
+    assert traj["exit"]["edited_tests"] == ["test_calc.py"]
 
 
 def test_several_calls_in_one_turn_answer_in_order(repo, script, make_config):
