@@ -61,6 +61,7 @@ class RunResult:
     steps: int
     tests: TestTally | None = None  # the last test result the agent saw in this run
     malformed: int = 0  # turns with a malformed call in this run
+    edited_tests: tuple[str, ...] = ()  # test files the patch changes (outcome.edited_tests)
 
     @property
     def exit_code(self) -> int:
@@ -69,7 +70,7 @@ class RunResult:
     def summary(self) -> str:
         """The outcome in one line: 'submitted: the model called submit; tests: 2 passed (4 steps)'."""
         malformed = f", {self.malformed} with malformed calls" if self.malformed else ""
-        return (f"{self.status}: {self.reason}; {tests_words(self.tests)}{edited_tests_words(edited_tests(self.patch))}"
+        return (f"{self.status}: {self.reason}; {tests_words(self.tests)}{edited_tests_words(self.edited_tests)}"
                 f" ({self.steps} steps{malformed})")
 
 
@@ -148,10 +149,11 @@ class Agent:
                 status = submit_status(patch)
                 if status == Status.NO_CHANGE:
                     reason = "the model called submit without changing any file"
+            touched = tuple(edited_tests(patch))
             self.trajectory.finish(status, reason, patch, self.messages, error_traceback,
                                    tests=self.tests.to_dict() if self.tests else None, malformed=self.malformed,
-                                   edited_tests=edited_tests(patch))
-        return RunResult(status, reason, patch, len(self.trajectory.steps), self.tests, self.malformed)
+                                   edited_tests=list(touched))
+        return RunResult(status, reason, patch, len(self.trajectory.steps), self.tests, self.malformed, touched)
 
     # -- one step -------------------------------------------------------------------
 

@@ -9,9 +9,9 @@ pass by editing them, and the reader should see that without reading the diff.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
-from pathlib import PurePosixPath
+
+from loopcoder.workspace.patching import looks_like_test, patch_files
 
 
 class Status:
@@ -79,28 +79,12 @@ def tally_from_dict(data: dict | None) -> TestTally | None:
     return TestTally(**{k: data[k] for k in ("passed", "failed", "errors", "skipped", "timed_out") if k in data})
 
 
-_DIFF_PATHS = re.compile(r"^diff --git a/(.*) b/(.*)$", re.MULTILINE)
-
-
-def is_test_path(path: str) -> bool:
-    """pytest's default discovery: test_*.py, *_test.py, conftest.py, or anything under a tests/ or test/ folder."""
-    parts = PurePosixPath(path).parts
-    name = parts[-1] if parts else ""
-    return (name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py")
-            or any(part in ("tests", "test") for part in parts[:-1]))
-
-
 def edited_tests(patch: str) -> list[str]:
-    """The test files a unified git diff touches (added, changed, deleted or renamed), in diff order."""
-    seen: list[str] = []
-    for match in _DIFF_PATHS.finditer(patch):
-        for path in match.groups():
-            if is_test_path(path) and path not in seen:
-                seen.append(path)
-    return seen
+    """The test files (and test configuration) a git diff touches: added, changed, deleted or renamed, in order."""
+    return [path for path in patch_files(patch) if looks_like_test(path)]
 
 
-def edited_tests_words(paths: list[str], shown: int = 3) -> str:
+def edited_tests_words(paths: list[str] | tuple[str, ...], shown: int = 3) -> str:
     """'; edits tests: a.py, b.py' (the first `shown`, then 'and N more'), or '' when there are none."""
     if not paths:
         return ""

@@ -43,8 +43,8 @@ from loopcoder.agent.prompting import task_prompt, task_template
 from loopcoder.agent.session import open_workspace, start_agent
 from loopcoder.batch.swebench.backends import BackendProvider
 from loopcoder.batch.swebench.executors import ExecutorOptions, Job, Lost, execute
-from loopcoder.batch.swebench.specs import patch_files
 from loopcoder.tools.test_report import TestStatus, parse_log_pytest
+from loopcoder.workspace.patching import patch_files
 from loopcoder.workspace.repo import GIT_IDENTITY, RepoError, open_repo, resolve_commit
 from loopcoder.workspace.sandbox import Sandbox
 

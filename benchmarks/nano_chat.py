@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import ast
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from loopcoder.agent.session import make_backend, open_workspace, start_agent  # noqa: E402
 from nano.evaluate import eval_config  # noqa: E402
 from nano.record import check_patch, make_repo  # noqa: E402
-from nano.tasks import generate_task  # noqa: E402
+from nano.tasks import generate_task, run_pytest  # noqa: E402
 
 
 def rename_target(repo: Path, avoid: set[str]) -> tuple[str, str] | None:
@@ -44,9 +43,7 @@ def rename_target(repo: Path, avoid: set[str]) -> tuple[str, str] | None:
 
 def renamed(workdir: str, old: str, new: str) -> bool:
     text = "".join(p.read_text() for p in Path(workdir).rglob("*.py") if ".git" not in p.parts)
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=workdir,
-                           capture_output=True, text=True)
-    return not re.search(rf"\b{old}\b", text) and re.search(rf"\b{new}\b", text) is not None and tests.returncode == 0
+    return not re.search(rf"\b{old}\b", text) and re.search(rf"\b{new}\b", text) is not None and run_pytest(workdir).ok
 
 
 def main() -> None:

@@ -40,7 +40,8 @@ from loopcoder.batch.swebench.grading import (APPLY_PATCH_FAIL, APPLY_PATCH_PASS
                                     merge_summaries, run_summary)
 from loopcoder.batch.swebench.instances import Instance
 from loopcoder.batch.swebench.log_parsers import get_parser
-from loopcoder.batch.swebench.specs import looks_like_test, patch_files, test_command, test_directives
+from loopcoder.batch.swebench.specs import test_command, test_directives
+from loopcoder.workspace.patching import looks_like_test, patch_files
 from loopcoder.workspace.patching import apply_patch
 
 # pytest's words for tests that never ran: with a missing module these point at the environment.

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from loopcoder.batch.swebench.instances import Instance
+from loopcoder.workspace.patching import deleted_files, patch_files
 
 TEST_PYTEST = "pytest --no-header -rA --tb=no -p no:cacheprovider"
 MAP_REPO_TO_TEST_CMD = {
@@ -36,7 +37,6 @@ PACKAGING_FILES = ("pyproject.toml", "setup.py", "setup.cfg")
 DEFAULT_INSTALL = ("if [ -f pyproject.toml ] || [ -f setup.py ] || [ -f setup.cfg ]; "
                    "then python -m pip install -e .; fi")
 TESTS_PLACEHOLDER = "{tests}"
-_DIFF_HEADER = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
 
 
 class SpecError(ValueError):
@@ -154,45 +154,6 @@ def load_specs(path: str | Path | None) -> SpecMap:
 
 
 # -- test directives and the command -------------------------------------------------
-
-def _file_blocks(patch: str) -> list[tuple[str, str, str]]:
-    """(old path, new path, header block) per file of a git diff."""
-    heads = list(_DIFF_HEADER.finditer(patch))
-    out = []
-    for n, m in enumerate(heads):
-        end = heads[n + 1].start() if n + 1 < len(heads) else len(patch)
-        hunk = patch.find("\n@@", m.end(), end)
-        out.append((m.group(1), m.group(2), patch[m.end():hunk if hunk >= 0 else end]))
-    return out
-
-
-def patch_files(patch: str) -> list[str]:
-    """Paths a unified git diff touches (new side, and old side for renames/deletes), in order."""
-    seen: dict[str, None] = {}
-    for old, new, _ in _file_blocks(patch):
-        seen.setdefault(old)
-        seen.setdefault(new)
-    return list(seen)
-
-
-def deleted_files(patch: str) -> set[str]:
-    """Paths a git diff deletes (and the old side of renames): they do not exist once it is applied."""
-    gone = set()
-    for old, new, header in _file_blocks(patch):
-        if "\ndeleted file mode" in header:
-            gone.add(old)
-        elif old != new:
-            gone.add(old)
-    return gone
-
-
-def looks_like_test(path: str) -> bool:
-    """Test code or test configuration, which a fix has no business changing."""
-    name = posixpath.basename(path)
-    parts = path.split("/")[:-1]
-    return (name.startswith("test_") or name.endswith(("_test.py", "_tests.py")) or name == "tests.py"
-            or name in ("conftest.py", "pytest.ini", "tox.ini") or any(p in ("test", "tests", "testing") for p in parts))
-
 
 def test_directives(instance: Instance) -> list[str]:
     gone = deleted_files(instance.test_patch)

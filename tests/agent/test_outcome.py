@@ -1,17 +1,18 @@
-"""Which files of a patch are tests: pytest's discovery rules, on real git diffs and on generated paths."""
+"""Which files of a patch are tests (workspace.patching.looks_like_test), on real git diffs and on generated paths."""
 from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from loopcoder.agent.outcome import edited_tests, edited_tests_words, is_test_path
+from loopcoder.agent.outcome import edited_tests, edited_tests_words
+from loopcoder.workspace.patching import looks_like_test
 from tests.conftest import git
 
 
-def test_test_paths_follow_pytest_discovery():
+def test_test_paths_are_test_code_or_test_configuration():
     for path in ("test_calc.py", "pkg/calc_test.py", "conftest.py", "tests/helpers.py", "src/pkg/test/data.json"):
-        assert is_test_path(path), path
+        assert looks_like_test(path), path
     for path in ("calc.py", "testing.py", "pkg/contest.py", "docs/tests.md", "latest_test.txt", "tests"):
-        assert not is_test_path(path), path
+        assert not looks_like_test(path), path
 
 
 def test_a_real_diff_names_its_test_files_once(tmp_path):
@@ -47,4 +48,4 @@ def file_diff(path: str, content: str) -> str:
 @given(st.lists(st.lists(segment, min_size=1, max_size=4).map("/".join), max_size=6), st.text(max_size=200))
 def test_any_diff_lists_exactly_its_test_paths(paths, content):
     patch = "".join(file_diff(path, content) for path in paths)
-    assert edited_tests(patch) == list(dict.fromkeys(p for p in paths if is_test_path(p)))
+    assert edited_tests(patch) == list(dict.fromkeys(p for p in paths if looks_like_test(p)))

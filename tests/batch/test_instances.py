@@ -8,6 +8,7 @@ import pytest
 
 from loopcoder.batch.swebench import specs
 from loopcoder.batch.swebench.instances import InstanceError, load_instances, parse_instance
+from loopcoder.workspace.patching import looks_like_test
 
 RECORD = {
     "instance_id": "acme__calc-1", "repo": "acme/calc", "base_commit": "a" * 40,
@@ -110,6 +111,6 @@ def test_directives_and_commands_follow_the_harness():
 
 def test_test_like_paths():
     for path in ("conftest.py", "pkg/tests/helpers.py", "test_x.py", "src/x_test.py", "tox.ini", "a/testing/b.py"):
-        assert specs.looks_like_test(path), path
+        assert looks_like_test(path), path
     for path in ("calc/ops.py", "attest.py", "contest.py", "docs/testing.md"):
-        assert not specs.looks_like_test(path), path
+        assert not looks_like_test(path), path

@@ -1,13 +1,16 @@
 """nano's tokenizer: no piece crosses a word's edge, so names copy token for token; any text round-trips."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from transformers import AutoTokenizer
 
 from nano.data import build_tokenizer
 from nano.tasks import generate_task
-from nano.tiny_tokenizer import build_test_tokenizer
+from nano.tiny_tokenizer import build_test_tokenizer, save_test_tokenizer
 
 CONTEXTS = ("Rename `{}` to", '"pattern": "{}"', "def {}(x):", "    return {} + 1", "x.{}\n", "\t{}]", "\\n{}")
 
@@ -42,8 +45,6 @@ def test_any_text_round_trips(tokenizer, text):
 
 
 def test_build_tokenizer_saves_a_word_isolating_tokenizer(tmp_path):
-    from transformers import AutoTokenizer
-
     build_tokenizer([generate_task("train", s).text for s in range(20)], 400, tmp_path / "tok")
     loaded = AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
     assert "Ġ" in loaded.tokenize("def polish")  # the space stands alone
@@ -52,12 +53,6 @@ def test_build_tokenizer_saves_a_word_isolating_tokenizer(tmp_path):
 def test_a_saved_tokenizer_config_is_one_both_transformers_majors_read(tmp_path):
     """transformers 5 writes `TokenizersBackend` and a list of extra special tokens, which 4.x cannot load:
     the saved config is the 4.x form, which 5.x reads as well (the suite runs under both)."""
-    import json
-
-    from transformers import AutoTokenizer
-
-    from nano.tiny_tokenizer import save_test_tokenizer
-
     save_test_tokenizer(tmp_path, ["Rename `polish_almond` to `carve_maple`."] * 4, 300)
     config = json.loads((tmp_path / "tokenizer_config.json").read_text())
     assert config["tokenizer_class"] == "PreTrainedTokenizerFast" and "backend" not in config
