@@ -84,11 +84,21 @@ def docker_client(timeout: int = 120):
 def remove_leftovers(client=None, labels: dict[str, str] | None = None) -> int:
     """Remove the containers labelled loopcoder=1 (and `labels`) that killed runs left; returns how many."""
     client = client or docker_client()
+    from docker.errors import NotFound
+
     wanted = [f"{k}={v}" for k, v in {**LABEL, **(labels or {})}.items()]
-    containers = client.containers.list(all=True, filters={"label": wanted})
-    for container in containers:
-        container.remove(force=True)
-    return len(containers)
+    removed = 0
+    for container in _listed(client, wanted):
+        with contextlib.suppress(NotFound):  # removed meanwhile by its owner
+            container.remove(force=True)
+            removed += 1
+    return removed
+
+
+def _listed(client, labels: list[str]) -> list:
+    """The containers with all of `labels`. Another run may remove one of them between the engine's list
+    and the SDK's inspect of each (its sandbox closing): that one is left out, not an error."""
+    return client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
 
 
 def _owner_labels() -> dict[str, str]:
@@ -100,8 +110,7 @@ def reap_containers(client=None) -> list[str]:
     client = client or docker_client()
     host = _owner_labels()["loopcoder.host"]
     removed = []
-    for container in client.containers.list(all=True, filters={"label": [*(f"{k}={v}" for k, v in LABEL.items()),
-                                                                          f"loopcoder.host={host}"]}):
+    for container in _listed(client, [*(f"{k}={v}" for k, v in LABEL.items()), f"loopcoder.host={host}"]):
         pid = container.labels.get("loopcoder.pid", "")
         if pid.isdigit() and not owner_alive(int(pid)):
             with contextlib.suppress(Exception):  # gone already, or being removed by its owner's exit

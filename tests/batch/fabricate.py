@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import sys
+import uuid
 from pathlib import Path
 from unittest import mock
 
@@ -92,10 +93,17 @@ MALFORMED = "diff --git a/text.py b/text.py\n--- a/text.py\n+++ b/text.py\n@@ -1
 OPS_TESTS = "from calc.ops import add, mul\n\ndef test_mul():\n    assert mul(2, 3) == 6\n"
 
 
-def standard_instances(cache: Path) -> list[dict]:
+def unique_owner() -> str:
+    """A repository owner no other test run uses. Docker image names and labels come from the repository,
+    so the images built for its instances are this run's alone: two suites at once do not remove or
+    rebuild each other's images."""
+    return f"acme{uuid.uuid4().hex[:8]}"
+
+
+def standard_instances(cache: Path, owner: str = "acme") -> list[dict]:
     """Three instances over two repos: a modified test file, a second bug on the same repo, a new test file."""
     first = fabricate(
-        cache, "acme/calc", 1,
+        cache, f"{owner}/calc", 1,
         base={"calc/__init__.py": "", "calc/ops.py": "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n",
               "tests/test_ops.py": OPS_TESTS},
         fix={"calc/ops.py": "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n"},
@@ -103,13 +111,13 @@ def standard_instances(cache: Path) -> list[dict]:
         fail_to_pass=["tests/test_ops.py::test_add"], pass_to_pass=["tests/test_ops.py::test_mul"],
     )
     second = fabricate(
-        cache, "acme/calc", 2,
+        cache, f"{owner}/calc", 2,
         base={"calc/neg.py": "def neg(a):\n    return a\n"},
         fix={"calc/neg.py": "def neg(a):\n    return -a\n"},
         tests={"tests/test_neg.py": "from calc.neg import neg\n\ndef test_neg():\n    assert neg(2) == -2\n"},
         fail_to_pass=["tests/test_neg.py::test_neg"], pass_to_pass=[],
     )
-    return [first, second, shout_instance(cache, "acme/text", 3)]
+    return [first, second, shout_instance(cache, f"{owner}/text", 3)]
 
 
 def shout_instance(cache: Path, repo: str, number: int) -> dict:
@@ -130,16 +138,16 @@ def call(name: str, **arguments) -> str:
     return f"Let me act.\n<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
 
 
-FIXES = {  # instance_id prefix -> the edit that fixes it
-    "acme__calc-1": ("calc/ops.py", "return a - b", "return a + b"),
-    "acme__calc-2": ("calc/neg.py", "return a\n", "return -a\n"),
+FIXES = {  # instance_id after the owner -> the edit that fixes it
+    "calc-1": ("calc/ops.py", "return a - b", "return a + b"),
+    "calc-2": ("calc/neg.py", "return a\n", "return -a\n"),
     "shout": ("text.py", "def shout(s):\n    return s.lower()", "def shout(s):\n    return s.upper()"),
 }
 
 
 def fix_script(instance_id: str, pause: float = 0.0) -> list[str]:
     """A replay script that (optionally waits, then) makes the gold fix with the editor and submits."""
-    path, old, new = FIXES.get(instance_id) or FIXES["shout"]
+    path, old, new = FIXES.get(instance_id.split("__", 1)[-1]) or FIXES["shout"]
     turns = [call("bash", command=f"sleep {pause}")] if pause else []
     return turns + [call("str_replace_editor", command="str_replace", path=path, old_str=old, new_str=new),
                     call("submit")]
@@ -150,16 +158,16 @@ NOOP = "diff --git a/NOTES.md b/NOTES.md\nnew file mode 100644\n--- /dev/null\n+
 
 
 # A src/ layout library whose tests need `six` from the registry; test_patch deletes tests/test_legacy.py.
-SRCLIB_SPEC = {"acme/srclib": {"1.0": {"pip_packages": ["pytest", "six"], "install": "python -m pip install -e ."}}}
+SRCLIB_SPEC = {"1.0": {"pip_packages": ["pytest", "six"], "install": "python -m pip install -e ."}}  # per version
 _CORE_TESTS = "import six\n\nfrom acmelib.core import double\n\n\ndef test_six():\n    assert six.PY3\n"
 # On PYTHONPATH in the tests: a same-named package with the fix, which must never be the one imported.
 SHADOW = {"acmelib/__init__.py": "import sys\nprint('SHADOW acmelib IMPORTED', file=sys.stderr)\n",
           "acmelib/core.py": "def double(x):\n    return 2 * x\n"}
 
 
-def srclib_instance(cache: Path, number: int = 7) -> dict:
+def srclib_instance(cache: Path, number: int = 7, owner: str = "acme") -> dict:
     return fabricate(
-        cache, "acme/srclib", number,
+        cache, f"{owner}/srclib", number,
         base={"pyproject.toml": '[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n\n'
                                 '[project]\nname = "acmelib"\nversion = "1.0"\n\n[tool.setuptools.packages.find]\nwhere = ["src"]\n',
               "src/acmelib/__init__.py": "", "src/acmelib/core.py": "def double(x):\n    return x + x + 1\n",

@@ -13,16 +13,17 @@ from loopcoder.batch.swebench.eval import EvalOptions, evaluate
 from loopcoder.batch.swebench.instances import parse_instance
 from loopcoder.batch.swebench.predictions import load_predictions, read_jsonl
 from loopcoder.batch.swebench.run import run_batch
-from tests.batch.fabricate import CHEAT, MALFORMED, MINI_RUNNER, fix_script, standard_instances
+from tests.batch.fabricate import CHEAT, MALFORMED, MINI_RUNNER, fix_script, standard_instances, unique_owner
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
 def fabricated(tmp_path, base_image, docker_client):
-    yield [parse_instance(r, r["instance_id"]) for r in standard_instances(tmp_path / "cache")]
+    owner = unique_owner()
+    yield [parse_instance(r, r["instance_id"]) for r in standard_instances(tmp_path / "cache", owner)]
     for image in docker_client.images.list(filters={"label": "loopcoder.swebench.repo"}):
-        if image.labels["loopcoder.swebench.repo"].startswith("acme/"):  # the instance images these tests built
+        if image.labels["loopcoder.swebench.repo"].startswith(f"{owner}/"):  # the instance images this test built
             docker_client.images.remove(image.id, force=True)
 
 

@@ -22,7 +22,7 @@ from loopcoder.batch.swebench.environments import EnvOptions, build_environment,
 from loopcoder.batch.swebench.eval import EvalOptions, evaluate
 from loopcoder.batch.swebench.instances import parse_instance
 from loopcoder.batch.swebench.specs import load_specs
-from tests.batch.fabricate import NOOP, SHADOW, SRCLIB_SPEC, srclib_instance
+from tests.batch.fabricate import NOOP, SHADOW, SRCLIB_SPEC, srclib_instance, unique_owner
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def srclib(tmp_path_factory):
     root = tmp_path_factory.mktemp("srclib")
-    instance = parse_instance(srclib_instance(root / "cache"), "srclib")
-    (root / "specs.yaml").write_text(yaml.safe_dump(SRCLIB_SPEC))
+    instance = parse_instance(srclib_instance(root / "cache", owner=unique_owner()), "srclib")  # its own image tag
+    (root / "specs.yaml").write_text(yaml.safe_dump({instance.repo: SRCLIB_SPEC}))
     return root, instance
 
 
@@ -102,7 +102,7 @@ def test_env_build_command_reports_each_environment(srclib, env_cache, tmp_path)
                         timeout=600)
     assert ok.returncode == 0 and "1/1 environments ready" in ok.stdout, ok.stdout + ok.stderr
     bad = tmp_path / "bad.yaml"
-    bad.write_text("acme/srclib:\n  '1.0':\n    pip_pakages: [six]\n")
+    bad.write_text(f"{instance.repo}:\n  '1.0':\n    pip_pakages: [six]\n")
     wrong = subprocess.run([*base, "--specs", str(bad)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 2 and "unknown key(s) pip_pakages" in wrong.stderr and "Traceback" not in wrong.stderr
 
@@ -125,7 +125,7 @@ def test_broken_environments_are_errors_with_a_reason(srclib, env_cache, tmp_pat
     assert summary["failure_reasons"] == {instance.instance_id: "missing_module"}
     # a build that fails is an error naming its log, never "unresolved"
     failing = tmp_path / "failing.yaml"
-    failing.write_text(yaml.safe_dump({"acme/srclib": {"1.0": {"pre_install": ["echo no compiler here; exit 3"]}}}))
+    failing.write_text(yaml.safe_dump({instance.repo: {"1.0": {"pre_install": ["echo no compiler here; exit 3"]}}}))
     env_options = EnvOptions(repo_cache=root / "cache", work_root=tmp_path / "work", env_cache=tmp_path / "envs",
                              specs=load_specs(failing))
     with pytest.raises(EnvBuildError, match=r"failed at pre_install \(exit 3\); full log: .*\.log\n(.|\n)*no compiler here"):

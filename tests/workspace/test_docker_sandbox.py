@@ -5,9 +5,11 @@ scripts/test.sh) starts one and builds the image, so in CI they run.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+import uuid
 
 import pytest
 
@@ -131,7 +133,7 @@ def test_working_copy_in_container_diff_and_patch(docker_client, base_image, git
 
 def test_image_repo_mode_and_bind_mount(docker_client, base_image, git_repo, tmp_path):
     with DockerSandbox(base_image, copy_from=git_repo, client=docker_client) as sb:
-        image = sb.container.commit(repository="loopcoder-test/repo-image", tag=tmp_path.name.lower()[-20:])
+        image = sb.container.commit(repository="loopcoder-test/repo-image", tag=uuid.uuid4().hex)  # this run's
     try:
         with DockerSandbox(image.id, client=docker_client) as sb:  # the SWE-bench way: /testbed is in the image
             assert sb.base_commit == git(git_repo, "rev-parse", "HEAD").strip()
@@ -203,3 +205,27 @@ def test_leftovers_are_found_by_label(docker_client, base_image, docker_label):
 def test_swebench_image_names():
     assert swebench_image("django__django-11099") == "swebench/sweb.eval.x86_64.django_1776_django-11099"
     assert swebench_image("astropy__astropy-12907") == "swebench/sweb.eval.x86_64.astropy_1776_astropy-12907"
+
+
+def test_opening_survives_a_container_removed_while_listing(docker_client, base_image, docker_label, tmp_path):
+    """Another run's sandbox may close between the engine listing its container and the SDK inspecting it.
+    The removal is made by the real engine at exactly that moment: opening a sandbox goes on."""
+    import socket
+
+    victim = docker_client.containers.create(base_image, command=["true"], labels={
+        "loopcoder": "1", "loopcoder.host": socket.gethostname(), "loopcoder.pid": str(os.getpid()), **docker_label})
+    inspect = docker_client.api.inspect_container
+
+    def removed_first(resource_id, *args, **kwargs):
+        if resource_id == victim.id:
+            docker_client.api.remove_container(victim.id, force=True)  # the other run's close
+        return inspect(resource_id, *args, **kwargs)
+
+    docker_client.api.inspect_container = removed_first
+    try:
+        with DockerSandbox(base_image, copy_from=tmp_path, client=docker_client) as sb:
+            assert sb.run("echo up", timeout=30).output.strip() == "up"
+        assert remove_leftovers(docker_client, docker_label) == 0
+    finally:
+        docker_client.api.inspect_container = inspect
+    assert containers(docker_client, docker_label) == []
