@@ -427,8 +427,10 @@ def _env_options(sandbox: str, repo_cache: str | None, specs: str | None, env_ca
 
 
 def _check_sandbox(sandbox: str | None) -> None:
-    if sandbox not in (None, "local", "docker"):
-        fail(f"--sandbox must be local or docker, not {sandbox!r}")
+    from loopcoder.batch.swebench.environments import SANDBOXES
+
+    if sandbox is not None and sandbox not in SANDBOXES:
+        fail(f"--sandbox must be {' or '.join(SANDBOXES)}, not {sandbox!r}")
 
 
 def _executor(kind: str, workers: int, address: str = "auto", cpus: float = 1.0, gpus: float = 0.0):

@@ -80,6 +80,19 @@ def resolve_commit(repo: git.Repo, rev: str) -> str:
                         "Check it with `git log --oneline`, or fetch it first.") from None
 
 
+def clone_at(source: Path, dest: Path, commit: str, what: str = "commit") -> str:
+    """Into the empty `dest`: a `git clone --shared` of `source` (its objects borrowed, read-only), checked out
+    detached at `commit`, with no remote (nothing can be pushed back by accident); returns the full commit.
+    A RepoError says what failed; the caller removes `dest`. `what` names the commit in that message."""
+    _git(dest, "clone", "--quiet", "--shared", "--no-checkout", str(source), ".")
+    try:
+        _git(dest, "checkout", "--quiet", "--detach", commit)
+    except RepoError:
+        raise RepoError(f"{what} {commit} is not in {source}; fetch it there (git -C {source} fetch --all)") from None
+    _git(dest, "remote", "remove", "origin")
+    return _git(dest, "rev-parse", "HEAD").decode().strip()
+
+
 @dataclass
 class UncommittedChanges:
     staged: bytes  # git diff --cached --binary
@@ -131,9 +144,7 @@ class WorkingCopy:
         reap_dirs(parent)
         dest = Path(tempfile.mkdtemp(prefix=f"{top.name}-{base[:10]}-", suffix=owner_suffix(), dir=parent))
         try:
-            _git(dest, "clone", "--quiet", "--shared", "--no-checkout", str(top), ".")
-            _git(dest, "checkout", "--quiet", "--detach", base)
-            _git(dest, "remote", "remove", "origin")  # nothing can be pushed back by accident
+            clone_at(top, dest, base)
             if changes is not None:
                 _carry(changes, top, dest)
         except BaseException:

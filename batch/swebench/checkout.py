@@ -10,12 +10,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import git
-
 from loopcoder.batch.swebench.cleanup import tracked_tempdir, untrack
 from loopcoder.batch.swebench.instances import Instance
 from loopcoder.workspace.leftovers import owner_suffix, reap_dirs
-from loopcoder.workspace.repo import RepoError, WorkingCopy
+from loopcoder.workspace.repo import RepoError, WorkingCopy, clone_at
 
 
 def cached_repo(cache: Path, instance: Instance) -> Path:
@@ -36,17 +34,10 @@ def checkout(cache: Path, instance: Instance, root: Path) -> WorkingCopy:
     reap_dirs(root)
     dest = tracked_tempdir(f"{instance.instance_id}-", root, suffix=owner_suffix())  # the signal handler removes it too
     try:
-        with git.Repo.clone_from(str(source), dest, shared=True, no_checkout=True, quiet=True) as repo:
-            try:
-                repo.git.checkout("--quiet", "--detach", instance.base_commit)
-            except git.GitCommandError:
-                raise RepoError(f"instance {instance.instance_id}: base_commit {instance.base_commit} is not in "
-                                f"{source}; fetch it there (git -C {source} fetch --all)") from None
-            repo.delete_remote("origin")  # nothing can be pushed back by accident
-            commit = repo.head.commit.hexsha
-    except git.GitCommandError as exc:
+        commit = clone_at(source, dest, instance.base_commit, what="base_commit")
+    except RepoError as exc:
         _remove(dest)
-        raise RepoError(f"instance {instance.instance_id}: cannot clone {source}: {exc.stderr.strip()}") from None
+        raise RepoError(f"instance {instance.instance_id}: {exc}") from None
     except BaseException:
         _remove(dest)
         raise

@@ -34,9 +34,12 @@ CONDA_PREAMBLE = "if [ -f /opt/miniconda3/bin/activate ]; then . /opt/miniconda3
 OVERLAY = '"${TMPDIR:-/tmp}/loopcoder-overlay"'  # the sandbox's private /tmp
 
 
+SANDBOXES = ("local", "docker")  # what an instance runs in: bubblewrap over a clone, or a container
+
+
 @dataclass
 class EnvOptions:
-    sandbox: str = "local"  # "local" or "docker"
+    sandbox: str = "local"  # one of SANDBOXES
     repo_cache: Path | None = None
     work_root: Path | None = None  # where local working copies go (default: workspace's); removed after use
     image: str | None = None  # docker: the base image instance images are built from (default: the local base image)
@@ -86,8 +89,8 @@ def open_instance(instance: Instance, options: EnvOptions) -> Iterator[InstanceE
         if options.sandbox == "docker":
             yield _docker_env(instance, spec, options, stack)
             return
-        if options.sandbox != "local":
-            raise ValueError(f"unknown sandbox kind {options.sandbox!r}; use local or docker")
+        if options.sandbox not in SANDBOXES:
+            raise ValueError(f"unknown sandbox kind {options.sandbox!r}; use {' or '.join(SANDBOXES)}")
         env = local_env(instance, spec, options.env_cache, options.repo_cache, _work_root(options))
         copy = stack.enter_context(_cache_copy(instance, options))
         sandbox = stack.enter_context(LocalSandbox(copy.path, network=options.network, output_limit=OUTPUT_LIMIT,
