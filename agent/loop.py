@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from loopcoder.agent.config import Config
 from loopcoder.agent.environment import Environment
 from loopcoder.agent.interrupts import deferred_interrupts
-from loopcoder.agent.outcome import (EXIT_CODES, Status, TestTally, edited_tests, edited_tests_words, submit_status,
-                                     tests_words)
+from loopcoder.agent.outcome import EXIT_CODES, Status, TestTally, edited_tests, outcome_words, submit_status
 from loopcoder.agent.trajectory import Trajectory
 from loopcoder.runtime.backends.base import Backend, Completion, GenerationParams
 from loopcoder.runtime.toolcalls import EXPECTED_FORMAT, ParseResult, ToolCall, parse_tool_calls
@@ -70,8 +69,7 @@ class RunResult:
     def summary(self) -> str:
         """The outcome in one line: 'submitted: the model called submit; tests: 2 passed (4 steps)'."""
         malformed = f", {self.malformed} with malformed calls" if self.malformed else ""
-        return (f"{self.status}: {self.reason}; {tests_words(self.tests)}{edited_tests_words(self.edited_tests)}"
-                f" ({self.steps} steps{malformed})")
+        return f"{outcome_words(self.status, self.reason, self.tests, self.edited_tests)} ({self.steps} steps{malformed})"
 
 
 class Agent:

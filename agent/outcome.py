@@ -72,6 +72,13 @@ def tests_words(tally: TestTally | None) -> str:
     return "tests: " + (tally.words() if tally else "not run")
 
 
+def outcome_words(status: str, reason: str, tests: TestTally | None, edited: list[str] | tuple[str, ...],
+                  tests_recorded: bool = True) -> str:
+    """A run's outcome in words: 'submitted: the model called submit; tests: 2 passed; edits tests: t.py'.
+    tests_recorded=False (a trajectory written before runs recorded their tests) leaves the tests out."""
+    return f"{status}: {reason}" + (f"; {tests_words(tests)}" if tests_recorded else "") + edited_tests_words(edited)
+
+
 def tally_from_dict(data: dict | None) -> TestTally | None:
     """The inverse of `TestTally.to_dict` for a trajectory's `exit.tests` (None stays None)."""
     if not isinstance(data, dict):

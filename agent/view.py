@@ -15,7 +15,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from loopcoder.agent.loop import Listener, RunResult
-from loopcoder.agent.outcome import Status, edited_tests_words, tally_from_dict, tests_words
+from loopcoder.agent.outcome import Status, outcome_words, tally_from_dict
 from loopcoder.runtime.holdback import held_back
 from loopcoder.runtime.toolcalls import CLOSE, OPEN, ToolCall
 from loopcoder.tools.base import Observation
@@ -201,9 +201,9 @@ def show_trajectory(console: Console, data: dict, full: bool = False) -> None:
         ("task", (task.get("text") or "").strip().splitlines()[0][:200] if task.get("text") else task.get("kind", "")),
         ("repo", f"{repo.get('path')} @ {str(repo.get('base_commit'))[:12]}"),
         ("backend", str((data.get("backend") or {}).get("name"))),
-        ("status", f"{exit_.get('status') or 'running'}: {exit_.get('reason') or ''}"
-                   + (f"; {tests_words(tally_from_dict(exit_['tests']))}" if "tests" in exit_ else "")
-                   + edited_tests_words(exit_.get("edited_tests") or [])),
+        ("status", outcome_words(exit_.get("status") or "running", exit_.get("reason") or "",
+                                 tally_from_dict(exit_.get("tests")), exit_.get("edited_tests") or [],
+                                 tests_recorded="tests" in exit_)),
         ("totals", f"{totals.get('steps', 0)} steps, {totals.get('prompt_tokens', 0)} prompt / "
                    f"{totals.get('completion_tokens', 0)} generated tokens, {totals.get('seconds', 0):.1f} s"),
     ]

@@ -38,7 +38,7 @@ from rich.table import Table
 from rich.text import Text
 
 from loopcoder.agent.config import Config
-from loopcoder.agent.outcome import Status, TestTally, tally_from_dict, tests_words
+from loopcoder.agent.outcome import Status, TestTally, edited_tests_words, tally_from_dict, tests_words
 from loopcoder.agent.prompting import task_prompt, task_template
 from loopcoder.agent.session import open_workspace, start_agent
 from loopcoder.batch.swebench.backends import BackendProvider
@@ -88,6 +88,7 @@ class RepoOutcome:
     task: str
     status: str  # the run's outcome (agent.outcome.Status): submitted, no_change, a limit, error, ...
     files: list[str] = field(default_factory=list)
+    edited_tests: list[str] = field(default_factory=list)  # the test files among them (outcome.edited_tests)
     tests_seen: dict | None = None  # the last test counts the agent saw (TestTally.to_dict())
     tests_before: TestRun | None = None
     tests_after: TestRun | None = None
@@ -235,7 +236,7 @@ def refactor_repo(task: RefactorTask, repo_path: str, provider: BackendProvider,
         if result.status == Status.ERROR:
             outcome.error = result.reason
             return outcome
-        outcome.files = patch_files(result.patch)
+        outcome.files, outcome.edited_tests = patch_files(result.patch), list(result.edited_tests)
         if not result.patch.strip():
             return outcome
         patch_path = out_dir / "patch.diff"
@@ -296,16 +297,21 @@ def run_refactors(tasks: list[RefactorTask], provider: BackendProvider | None, c
     return outcomes
 
 
+FILES_WIDTH = 24  # the files column: a count, then the test files among them on lines of their own
+
+
 def refactor_table(outcomes: list[RepoOutcome]) -> Table:
-    """One row per repo: the outcome and the tests the agent saw, then the tests run before and after it."""
+    """One row per repo: the outcome, the files changed (naming the test files among them), the tests the agent
+    saw, then the tests run before and after it."""
     table = Table(title="refactor", title_justify="left")
     for name in ("repo", "outcome", "files", "agent saw", "before", "after", "committed on", "patch"):
-        table.add_column(name, overflow="fold")
+        table.add_column(name, overflow="fold", max_width=FILES_WIDTH if name == "files" else None)
     for o in outcomes:
         status = Text(o.status, style={Status.SUBMITTED: "green", Status.ERROR: "bold red"}.get(o.status, "yellow"))
         if o.error:
             status.append(f"\n{o.error.splitlines()[0][:160]}", style="red")
         seen = "-" if o.status == Status.ERROR else tests_words(tally_from_dict(o.tests_seen))
-        table.add_row(o.repo, status, str(len(o.files)) if o.files else "-", seen, str(o.tests_before or "-"),
+        files = f"{len(o.files)}\n{edited_tests_words(o.edited_tests).removeprefix('; ')}".strip() if o.files else "-"
+        table.add_row(o.repo, status, files, seen, str(o.tests_before or "-"),
                       str(o.tests_after or "-"), f"{o.branch} {o.commit[:10]}" if o.commit else "-", o.patch_path or "-")
     return table

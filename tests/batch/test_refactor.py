@@ -57,9 +57,11 @@ def test_refactor_plan_over_three_repos_reports_all(three_repos, tmp_path, monke
     assert [o["status"] for o in outcomes] == ["submitted", "error", "submitted"]
     assert [bool(o["commit"]) for o in outcomes] == [True, False, True]
     assert f"results: {tmp_path / 'out' / 'refactor.json'}" in result.output
+    assert result.output.count("edits tests:") == result.output.count("test_util.py") == 2  # each refactored repo's
     assert "not inside a git repository" in outcomes[1]["error"] and "not-a-repo" in result.output
     for o in (outcomes[0], outcomes[2]):
         assert o["files"] == ["test_util.py", "util.py"] and o["branch"] == "loopcoder/assist"
+        assert o["edited_tests"] == ["test_util.py"]  # a rename reaches the tests too: shown, not hidden
         assert o["tests_before"]["passed"] == o["tests_after"]["passed"] == 1 and o["tests_after"]["exit_code"] == 0
 
     for repo in (a, b):
