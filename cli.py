@@ -204,6 +204,7 @@ def generate(
 
     from loopcoder.runtime.backends import IN_PROCESS, BackendError, create_backend
     from loopcoder.runtime.backends.base import GenerationParams
+    from loopcoder.runtime.sampling import check_params
 
     def on_text(piece: str) -> None:
         sys.stdout.write(piece)
@@ -214,6 +215,10 @@ def generate(
     params = GenerationParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                               max_new_tokens=max_new_tokens, stop=list(stop), speculative=speculative,
                               speculative_tokens=speculative_tokens)
+    try:
+        check_params(params)  # before the model loads (minutes for a 7B)
+    except ValueError as error:
+        fail(str(error))
     try:
         lm = create_backend(backend, model_path=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                             **({"quantize": quantize} if quantize else {}), **({"compile": True} if compile_decode else {}))
@@ -710,7 +715,7 @@ def serve(
     model: str = typer.Option(..., "--model", help="Checkpoint directory (config.json, weights, tokenizer)."),
     backend: str = typer.Option("plt", help="plt (our LoopCoder-V2 implementation) or hf (any causal LM)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on; anything but loopback is reachable by others."),
-    port: int = typer.Option(8000, help="Port to listen on (0: any free port)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on (0: any free port)."),
     model_name: str = typer.Option(None, help="Name clients pass as `model` (default: the directory's name)."),
     sessions: int = typer.Option(4, help="Conversations whose KV cache is kept between requests."),
     max_body_bytes: int = typer.Option(8 * 1024 * 1024, help="Largest request body accepted (413 above)."),

@@ -21,7 +21,7 @@ from loopcoder.agent.trajectory import TrajectoryError, load
 from loopcoder.agent.view import LiveView, show_patch, show_trajectory
 from loopcoder.runtime.backends.base import BackendError
 from loopcoder.runtime.backends.replay import ReplayScriptError
-from loopcoder.workspace.repo import RepoError, WorkingCopy
+from loopcoder.workspace.repo import RepoError, WorkingCopy, check_repository
 from loopcoder.workspace.sandbox import SandboxError
 
 USER_ERRORS = (ConfigError, RepoError, BackendError, PromptError, ReplayScriptError, TrajectoryError, SandboxError)
@@ -69,6 +69,7 @@ def run_command(task: str, repo: str, config: Config, yes: bool, output: str | N
     console = Console()
     view = LiveView(console)
     traj_path = Path(trajectory) if trajectory else default_trajectory_path(config, repo)
+    check_repository(repo)
     try:
         with interrupt_once():
             with console.status("loading the model..."):
@@ -119,6 +120,7 @@ def chat_command(repo: str, config: Config, yes: bool, trajectory: str | None) -
     """A multi-turn session: one backend (and its KV cache) and one working copy for every turn."""
     console = Console()
     traj_path = Path(trajectory) if trajectory else default_trajectory_path(config, repo)
+    check_repository(repo)
     try:
         with interrupt_once() as interrupts:
             with console.status("loading the model..."):

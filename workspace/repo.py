@@ -93,6 +93,13 @@ def clone_at(source: Path, dest: Path, commit: str, what: str = "commit") -> str
     return _git(dest, "rev-parse", "HEAD").decode().strip()
 
 
+def check_repository(repo_path: str | os.PathLike) -> None:
+    """RepoError unless `repo_path` is in a git repository with a commit: checked before a model loads,
+    which for a 7B takes minutes."""
+    with open_repo(repo_path) as repo:
+        resolve_commit(repo, "HEAD")
+
+
 @dataclass
 class UncommittedChanges:
     staged: bytes  # git diff --cached --binary

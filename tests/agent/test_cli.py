@@ -251,3 +251,31 @@ def test_submitting_nothing_exits_5_and_says_what_the_tests_showed(repo, script,
     assert done.exit_code == 5, done.output
     assert "no_change: the model called submit without changing any file; tests: 1 failed, 1 passed (2 steps)" \
         in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "fix", "--repo", "{plain}"], "is not inside a git repository"),
+    (["chat", "--repo", "{plain}"], "is not inside a git repository"),
+    (["run", "fix", "--repo", "{empty}"], "has no commits yet"),
+    (["generate", "x", "--temperature", "-1"], "temperature must be >= 0"),
+    (["generate", "x", "--speculative-tokens", "40"], "speculative_tokens must be in 1..16"),
+])
+def test_input_errors_come_before_the_model_loads(tmp_path, args, message):
+    """A checkpoint whose weights cannot load: the error the user gets is about their input, so it was
+    checked first (loading a 7B takes minutes)."""
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "iquest_plt_coder"}))
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    for name in ("plain", "empty"):
+        (tmp_path / name).mkdir()
+    git(tmp_path / "empty", "init", "-q")
+    args = [a.format(plain=tmp_path / "plain", empty=tmp_path / "empty") for a in args]
+    done = invoke(*args, "--model", str(broken))
+    assert done.exit_code == 2 and message in done.stderr, done.output
+    assert "safetensors" not in done.stderr and "config" not in done.stderr
+
+
+def test_a_port_out_of_range_is_refused_by_the_option():
+    done = invoke("serve", "--model", "anything", "--port", "99999")
+    assert done.exit_code == 2 and "--port" in done.output and "Traceback" not in done.output
