@@ -143,7 +143,7 @@ def _converse(console: Console, backend, repo: str, config: Config, traj_path: P
     view = LiveView(console)
     with open_workspace(repo, config) as ws:
         agent = start_agent(backend, ws, config, traj_path, {"kind": "chat"}, view, chat=True)
-        console.print(f"[dim]working copy: {escape(ws.workdir)} - /diff shows the changes, /exit or Ctrl-D ends[/]")
+        console.print(f"[dim]working copy: {escape(str(ws.copy.path))} - /diff shows the changes, /exit or Ctrl-D ends[/]")
         while (text := _ask(console)) is not None and text != "/exit":
             if text == "/diff":
                 show_patch(console, ws.env.diff())

@@ -67,8 +67,9 @@ def make_backend(config: Config):
     return create_backend(b.name, model_path=b.model, device=b.device, dtype=b.dtype, **extra)
 
 
-def make_sandbox(config: Config, path: Path):
-    """The configured sandbox over the working copy at `path` (bind-mounted at /testbed in Docker).
+def make_sandbox(config: Config, path: Path, shown_as: str | None = None):
+    """The configured sandbox over the working copy at `path` (bind-mounted at /testbed in Docker, at
+    `shown_as` in bubblewrap when given).
 
     kind "none" runs commands as plain processes: the same environment allow-list and limits, no isolation.
     In-place runs get the repository's .git read-only, so nothing in it (config, hooks) can be planted.
@@ -89,7 +90,7 @@ def make_sandbox(config: Config, path: Path):
         return DockerSandbox(s.image or BASE_IMAGE, copy_from=path, mount=True, **common)
     from loopcoder.workspace.local import LocalSandbox
 
-    return LocalSandbox(path, isolate=s.kind != "none", **common)
+    return LocalSandbox(path, isolate=s.kind != "none", shown_as=shown_as, **common)
 
 
 @contextlib.contextmanager
@@ -115,7 +116,7 @@ def open_workspace(repo: str | Path, config: Config, commit: str | None = None,
                 raise RepoError(f"the recorded uncommitted changes do not apply to {head[:12]}: {result.summary()}")
         copy.base_commit = copy.snapshot()
         carried = "" if copy.base_commit == head else copy.diff(against=head)
-        sandbox = make_sandbox(config, copy.path)
+        sandbox = make_sandbox(config, copy.path, copy.shown_as)
         stack.callback(sandbox.close)
         base = copy.base_commit
         # from here on the copy's .git is the model's: the diff is computed inside the sandbox

@@ -41,7 +41,7 @@ def rename_target(repo: Path, avoid: set[str]) -> tuple[str, str] | None:
     return None if new in names else (old, new)
 
 
-def renamed(workdir: str, old: str, new: str) -> bool:
+def renamed(workdir: str | Path, old: str, new: str) -> bool:
     text = "".join(p.read_text() for p in Path(workdir).rglob("*.py") if ".git" not in p.parts)
     return not re.search(rf"\b{old}\b", text) and re.search(rf"\b{new}\b", text) is not None and run_pytest(workdir).ok
 
@@ -70,11 +70,11 @@ def main() -> None:
                     first_status = agent.run(task.text).status
                     first = check_patch(task, ws.env.diff(), Path(tmp) / "verify").ok
                     follow_status = agent.run(second).status
-                    follow = renamed(ws.workdir, old, new)
+                    follow = renamed(ws.copy.path, old, new)
                 with open_workspace(repo, config) as ws:
                     agent = start_agent(backend, ws, config, None, {"kind": "chat"}, None, chat=True)
                     alone_status = agent.run(second).status
-                    alone = renamed(ws.workdir, old, new)
+                    alone = renamed(ws.copy.path, old, new)
             counts["runs"] += 1
             counts["first"] += first
             counts["follow-up"] += follow

@@ -127,10 +127,14 @@ class PacedReplay(ReplayBackend):
         return super().complete(*args, **kwargs)
 
 
+FIXED_DATE = {"GIT_AUTHOR_DATE": "2025-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2025-01-01T00:00:00Z"}
+
+
 def make_repo(files: dict[str, str], root: Path) -> Path:
-    """The task's files committed as a git repository at `root`."""
+    """The task's files committed as a git repository at `root`; the same files give the same commit (a
+    fixed date), so the working copy's path, and with it every run of the task, repeats exactly."""
     write_files(files, root)
-    env = {**os.environ, **GIT_IDENTITY}
+    env = {**os.environ, **GIT_IDENTITY, **FIXED_DATE}
     for argv in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "base"]):
         subprocess.run(argv, cwd=root, env=env, check=True, capture_output=True)
     return root

@@ -35,7 +35,7 @@ _LINGER_POLLS = 20  # x 0.05 s the wrapper waits for background processes to rel
 _READ_TIMEOUT = 30.0
 _SETUP_FAILED = 97
 
-_numbers = count(1)
+_numbers: PerSandbox[count] = PerSandbox(lambda: count(1))  # output files, numbered per sandbox (its private /tmp)
 
 
 class TimeoutStreak:
@@ -122,6 +122,13 @@ def _wrapped(command: str, name: str, token: str) -> str:
     )
 
 
+def _unwrapped(output: str, command: str, name: str, token: str) -> str:
+    """A syntax error message quotes the line it failed on, and line 1 holds the wrapper before the command:
+    the model reads its own line only (and never the wrapper's random names, so a run repeats exactly)."""
+    wrapped = _wrapped(command, name, token)
+    return output.replace(wrapped[:wrapped.index("( :; ") + len("( :; ")], "")
+
+
 def _parse(output: str, token: str) -> tuple[str, str | None, bool] | None:
     """(text for the model, saved path or None, lingering) from the wrapper's output; None without a trailer."""
     body, marker, meta = output.rpartition(f"\n{token} size=")
@@ -144,7 +151,7 @@ def _parse(output: str, token: str) -> tuple[str, str | None, bool] | None:
 def run_captured(sandbox: Sandbox, command: str, timeout: float, kind: str = "bash") -> Captured:
     """Run `command` in the sandbox; output capped, saved when long, partial output kept on timeout."""
     token = f"@@loopcoder-{secrets.token_hex(6)}"
-    name = f"{kind}-{next(_numbers)}-{secrets.token_hex(3)}.txt"
+    name = f"{kind}-{next(_numbers.get(sandbox))}.txt"  # what the model may read back: the same on every run
     result = sandbox.run(_wrapped(command, name, token), timeout=timeout)
     if result.exit_code == _SETUP_FAILED and f"{token}-setup" in result.output:
         result = sandbox.run(command, timeout=timeout)  # no writable /tmp: show what the sandbox caught
@@ -154,7 +161,8 @@ def run_captured(sandbox: Sandbox, command: str, timeout: float, kind: str = "ba
         output = sandbox.run(f"{{ {_locate(name)}\n{_show(token)}\n}}", timeout=_READ_TIMEOUT).output
     parsed = _parse(output, token)
     if parsed is None:  # the shell rejected the wrapper (a syntax error in the command): show what it said
-        return Captured(truncate(printable(result.output)), result.exit_code, result.timed_out)
+        return Captured(truncate(printable(_unwrapped(result.output, command, name, token))), result.exit_code,
+                        result.timed_out)
     text, saved_to, lingering = parsed
     if result.killed:
         text = f"{text.rstrip(chr(10))}\n[{result.killed}]"

@@ -69,7 +69,8 @@ def bwrap_works() -> bool:
 
 
 class LocalSandbox:
-    """Runs commands in a host directory; `workdir` is that directory's real path.
+    """Runs commands in a host directory, `root` (its real path). Commands and the model see it at
+    `workdir`: `shown_as` when given and bubblewrap can mount it there, else `root`.
 
     ro_binds: extra host paths visible read-only at the same path; env: variables every command gets;
     path_prepend: directories put first on PATH (and made visible); passthrough_env: names of host
@@ -79,13 +80,14 @@ class LocalSandbox:
     def __init__(self, path: str | os.PathLike, *, isolate: bool = True, network: bool = False,
                  output_limit: int = 1 << 20, ro_binds: list[str] | None = None, env: dict[str, str] | None = None,
                  path_prepend: list[str] | None = None, passthrough_env: list[str] | tuple[str, ...] = (),
-                 limits: Limits | None = Limits(), command_timeout: float | None = None, protect_git: bool = False):
+                 limits: Limits | None = Limits(), command_timeout: float | None = None, protect_git: bool = False,
+                 shown_as: str | None = None):
         root = Path(path).resolve()
         if not root.is_dir():
             raise SandboxError(f"The working copy {path} is not a directory.")
         if isolate and not bwrap_works():
             raise SandboxError(INSTALL_HINT + ".")
-        self.workdir = str(root)
+        self.root = self.workdir = str(root)
         self.network = network
         self.output_limit = output_limit
         self.isolated = isolate
@@ -102,7 +104,9 @@ class LocalSandbox:
         prepend = [p for p in path_prepend or [] if os.path.isabs(p)]
         self._path = os.pathsep.join(dict.fromkeys(prepend + _python_bin() + _host_path()))
         visible = [*(ro_binds or []), *prepend, *_python_env(), *_host_path(), *_git_object_dirs(root)]
-        self._bwrap = _bwrap_args(self.workdir, self._tmp, visible, network, protect_git) if isolate else []
+        if isolate:
+            self.workdir = _mount_point(shown_as, visible) or self.root
+        self._bwrap = _bwrap_args(self.root, self.workdir, self._tmp, visible, network, protect_git) if isolate else []
 
     # -- commands ---------------------------------------------------------------
 
@@ -113,7 +117,7 @@ class LocalSandbox:
         check_command(command, env)
         argv = self._bwrap + ["bash", "-c", command]
         before = self._cgroup.counters() if self._cgroup else (0, 0)
-        result = run_process(argv, self.workdir, self._environment(env), timeout, limit or self.output_limit,
+        result = run_process(argv, self.root, self._environment(env), timeout, limit or self.output_limit,
                              self._enter_limits)
         if self._cgroup:
             self._cgroup.kill_all()
@@ -157,14 +161,16 @@ class LocalSandbox:
     # -- files ------------------------------------------------------------------
 
     def resolve(self, path: str) -> str:
+        """`path` as the model gives it (relative, or absolute under `workdir`) -> relative to the root, once
+        its real location on the host is inside the root (no symbolic link leads out)."""
         rel = relative_inside(path, self.workdir)
-        target = os.path.realpath(os.path.join(self.workdir, rel))
-        if target != self.workdir and not target.startswith(self.workdir + os.sep):
+        target = os.path.realpath(os.path.join(self.root, rel))
+        if target != self.root and not target.startswith(self.root + os.sep):
             raise SandboxError(outside_message(path, target, self.workdir))
         return rel
 
     def _host(self, path: str) -> str:
-        return os.path.join(self.workdir, self.resolve(path))
+        return os.path.join(self.root, self.resolve(path))
 
     def read_file(self, path: str) -> bytes:
         host = self._host(path)
@@ -200,7 +206,7 @@ class LocalSandbox:
 
     def list_dir(self, path: str = ".", depth: int = 2) -> list[str]:
         rel = self.resolve(path)
-        base = os.path.join(self.workdir, rel)
+        base = os.path.join(self.root, rel)
         if not os.path.isdir(base):
             raise SandboxError(f"The path {path} is not a directory.")
         found: list[str] = []
@@ -213,7 +219,7 @@ class LocalSandbox:
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
-                found.append(os.path.relpath(entry.path, self.workdir))
+                found.append(os.path.relpath(entry.path, self.root))
                 if level < depth and entry.is_dir(follow_symlinks=False):
                     walk(entry.path, level + 1)
 
@@ -279,8 +285,22 @@ def _etc_secrets() -> tuple[tuple[str, bool], ...]:
     return tuple(found)
 
 
-def _bwrap_args(workdir: str, tmp: str, visible: list[str], network: bool, protect_git: bool) -> list[str]:
-    """bwrap's arguments: namespaces, then mounts parents-first, then the aliases of symlinked paths."""
+def _mount_point(shown_as: str | None, visible: list[str]) -> str | None:
+    """`shown_as` if bubblewrap can mount the working copy there: an absolute path that is neither inside
+    nor above anything else the sandbox mounts (system directories, /tmp, /proc, /dev, the visible
+    paths), so nothing hides the copy or part of it. None otherwise (the copy stays at its own path)."""
+    if not shown_as or not os.path.isabs(shown_as) or os.path.normpath(shown_as) != shown_as or shown_as == "/":
+        return None
+    taken = ["/" + name for name in SYSTEM_DIRS] + ["/tmp", "/var/tmp", *HIDDEN_ROOTS]
+    taken += [p for v in visible for p in {os.path.abspath(v), os.path.realpath(v)}]
+    if _under(shown_as, taken) or any(_under(path, [shown_as]) for path in taken):
+        return None
+    return shown_as
+
+
+def _bwrap_args(root: str, workdir: str, tmp: str, visible: list[str], network: bool, protect_git: bool) -> list[str]:
+    """bwrap's arguments: namespaces, then mounts parents-first (the working copy `root` at `workdir`),
+    then the aliases of symlinked paths."""
     args = ["bwrap", *_NS] + ([] if network else ["--unshare-net"])
     mounts: list[tuple[str, str, str]] = []  # (option, source, destination)
     shown = []
@@ -308,9 +328,9 @@ def _bwrap_args(workdir: str, tmp: str, visible: list[str], network: bool, prote
         spelled = os.path.abspath(path)
         if spelled != real and not _under(spelled, shown + ["/" + name for name in SYSTEM_DIRS]):
             aliases[spelled] = real
-    mounts.append(("--bind", workdir, workdir))
-    if protect_git and os.path.isdir(os.path.join(workdir, ".git")):
-        mounts.append(("--ro-bind", os.path.join(workdir, ".git"), os.path.join(workdir, ".git")))
+    mounts.append(("--bind", root, workdir))
+    if protect_git and os.path.isdir(os.path.join(root, ".git")):
+        mounts.append(("--ro-bind", os.path.join(root, ".git"), os.path.join(workdir, ".git")))
     mounts.sort(key=lambda m: m[2].rstrip("/").count("/"))  # stable: a parent before what is mounted in it
     for option, source, dest in mounts:
         args += [option, source, dest] if source else [option, dest]

@@ -20,6 +20,7 @@ removes those whose process is gone (workspace.leftovers).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -32,6 +33,8 @@ from loopcoder.workspace.leftovers import owner_suffix, reap_dirs
 from loopcoder.workspace.patching import ApplyResult, apply_patch, diff_command, finish_patch
 
 DEFAULT_ROOT = Path(os.environ.get("LOOPCODER_WORKTREES", "~/.cache/loopcoder/worktrees")).expanduser()
+# Where a sandbox shows a copy to commands and the model, wherever the copy really is (stable_name).
+SHOWN_ROOT = Path("~/.cache/loopcoder/worktrees").expanduser()
 _READ_ONLY_ENV = {"GIT_OPTIONAL_LOCKS": "0"}  # `git status`/`diff` must not refresh the user's index
 # Who signs the commits LoopCoder writes itself: start snapshots, task repositories, and refactor
 # branches in a repository with no user.name/user.email.
@@ -100,6 +103,15 @@ def check_repository(repo_path: str | os.PathLike) -> None:
         resolve_commit(repo, "HEAD")
 
 
+def stable_name(source: Path, commit: str) -> str:
+    """The name a copy of `source` at `commit` has inside the sandbox: the shape of the copy's own name
+    (repository, commit, 8 characters), with a hash of the repository's name and commit in place of the
+    random part and the owner pid. The model then reads the same path on every run of a task (greedy
+    runs repeat, a prompt cache can reuse the system prompt), and never the host's temporary name;
+    concurrent copies do not clash, each sandbox shows only its own."""
+    return f"{source.name}-{commit[:10]}-{hashlib.sha256(f'{source.name} {commit}'.encode()).hexdigest()[:8]}"
+
+
 @dataclass
 class UncommittedChanges:
     staged: bytes  # git diff --cached --binary
@@ -128,6 +140,7 @@ class WorkingCopy:
     base_commit: str  # full hash the diff is taken against
     source: Path  # the user's repository (its top level)
     in_place: bool = False
+    shown_as: str | None = None  # where a sandbox shows it to commands (stable_name); None: at `path`
 
     @classmethod
     def create(cls, repo_path: str | os.PathLike, commit: str | None = None, *, carry_changes: bool = False,
@@ -157,7 +170,7 @@ class WorkingCopy:
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise
-        return cls(dest, base, top)
+        return cls(dest, base, top, shown_as=str(SHOWN_ROOT / stable_name(top, base)))
 
     def diff(self, against: str | None = None) -> str:
         """The patch against base_commit (or `against`), SWE-bench style (binary-safe, new files, no junk,

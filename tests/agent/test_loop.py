@@ -277,3 +277,25 @@ def test_a_backend_failure_ends_with_status_error_and_keeps_the_work(repo, scrip
     data = json.loads(path.read_text())
     assert result.status == Status.ERROR and result.exit_code == 1 and "device lost" in result.reason
     assert "RuntimeError" in data["exit"]["traceback"] and "+    return a + b" in data["patch"]
+
+
+def test_two_runs_of_a_task_read_the_same_and_never_the_copys_host_name(repo, script, make_config, copies_root,
+                                                                       monkeypatch):
+    """The copy is shown at a path made from the repository and commit (bubblewrap): the same task on the
+    same commit gives the model the same bytes, and the random host directory never reaches it."""
+    from loopcoder.workspace import repo as repo_module
+
+    made = []
+    create = repo_module.WorkingCopy.create.__func__
+    monkeypatch.setattr(repo_module.WorkingCopy, "create",
+                        classmethod(lambda cls, *a, **k: made.append(create(cls, *a, **k)) or made[-1]))
+    outputs = [call("bash", command="pwd && ls"), call("str_replace_editor", **FIX), call("run_tests"), call("submit")]
+    runs = [run(repo, make_config(script(outputs)), trajectory=copies_root.parent / f"t{n}.json")[1] for n in (1, 2)]
+    first, second = runs
+    assert first["messages"] == second["messages"] and first["repo"]["workdir"] == second["repo"]["workdir"]
+    shown = first["repo"]["workdir"]
+    assert shown.startswith(str(Path.home() / ".cache" / "loopcoder" / "worktrees" / "proj-"))
+    assert first["steps"][0]["observations"][0]["text"].splitlines()[0] == shown  # pwd
+    text = json.dumps(runs)
+    assert len(made) == 2 and made[0].path != made[1].path
+    assert not any(copy.path.name in text or str(copies_root) in text for copy in made)

@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from loopcoder.cli import app
+from tests.agent.conftest import make_calc_repo
 
 LOOPCODER = str(Path(sys.executable).parent / "loopcoder")
 
@@ -110,8 +111,9 @@ def test_truncated_weights_are_one_line_naming_the_file(tmp_path, keep, reason):
 @pytest.mark.slow
 def test_truncated_weights_are_one_line_in_every_command_that_loads_a_model(tmp_path):
     ckpt, weights = _truncated_checkpoint(tmp_path, 0.5)
-    for args in (["generate", "hi", "--model", ckpt], ["run", "x", "--model", ckpt, "--repo", str(tmp_path)],
-                 ["chat", "--model", ckpt], ["serve", "--model", ckpt, "--port", "0"]):
+    repo = make_calc_repo(tmp_path / "repo")  # a usable repository: the model is what fails
+    for args in (["generate", "hi", "--model", ckpt], ["run", "x", "--model", ckpt, "--repo", str(repo)],
+                 ["chat", "--model", ckpt, "--repo", str(repo)], ["serve", "--model", ckpt, "--port", "0"]):
         done = subprocess.run([sys.executable, "-m", "loopcoder.cli", *args], capture_output=True, text=True, timeout=120,
                               stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[2])
         errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]

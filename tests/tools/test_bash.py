@@ -82,6 +82,13 @@ def test_syntax_error_is_reported(call):
     assert obs.exit_code == 2 and "unexpected EOF" in obs.text
 
 
+def test_a_syntax_error_quotes_the_models_line_not_the_wrapper(call):
+    """The quoted line is the command's own: none of the wrapper's random names, so a run repeats exactly."""
+    obs = bash(call, "echo a; if then")
+    assert obs.exit_code == 2 and obs.text.splitlines()[-2] == "bash: -c: line 1: `echo a; if then'"
+    assert "@@loopcoder" not in obs.text and "loopcoder-outputs" not in obs.text
+
+
 def test_each_call_starts_in_the_repository_root(call, sandbox):
     assert bash(call, "cd pkg && pwd").text == f"{sandbox.workdir}/pkg"
     assert bash(call, "pwd").text == sandbox.workdir

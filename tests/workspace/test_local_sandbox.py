@@ -214,3 +214,58 @@ def test_a_working_copy_whose_path_has_spaces(git_repo, tmp_path):
         r = sb.run("pwd && echo new > 'a file.txt' && python -c 'print(1)'", timeout=60)
         assert r.exit_code == 0 and r.output.splitlines() == [str(copy.path), "1"]
         assert "+new" in sb.diff(copy.base_commit) and " b/a file.txt" in sb.diff(copy.base_commit)
+
+
+@needs_bwrap
+def test_the_copy_is_shown_at_a_stable_path_and_host_files_stay_the_truth(tmp_path):
+    """bubblewrap mounts the copy at `shown_as`: commands and file tools use that path, the bytes land in
+    the host directory, and a link that leaves the copy is refused by where it really points on the host."""
+    work = tmp_path / "work-k3j9.pid1"
+    work.mkdir()
+    (work / "a.py").write_text("x = 1\n")
+    shown = "/home/dev/.cache/loopcoder/worktrees/proj-0123456789-abcdef01"
+    with LocalSandbox(work, shown_as=shown) as sb:
+        assert (sb.workdir, sb.root) == (shown, str(work))
+        r = sb.run("pwd; cat a.py; echo 'y = 2' > b.py; ls " + str(work) + " 2>&1 | head -1", timeout=10)
+        assert r.output.splitlines()[:2] == [shown, "x = 1"]
+        assert "No such file" in r.output  # the host's own path is not there
+        assert (work / "b.py").read_text() == "y = 2\n"
+        sb.write_file(f"{shown}/c.py", b"z = 3\n")
+        assert (work / "c.py").read_bytes() == b"z = 3\n" and sb.read_file("b.py") == b"y = 2\n"
+        assert sb.list_dir(shown) == ["a.py", "b.py", "c.py"]
+        os.symlink("/etc/hostname", work / "out")
+        os.symlink(f"{shown}/a.py", work / "inner_absolute")  # fine in the sandbox; on the host it points nowhere
+        for link in ("out", "inner_absolute"):
+            with pytest.raises(SandboxError, match="outside the repository"):
+                sb.read_file(link)
+        with pytest.raises(SandboxError, match="outside the repository"):
+            sb.resolve(str(work / "a.py"))  # the host path is not a path the model can use
+
+
+@needs_bwrap
+@pytest.mark.parametrize("shown_as", ["/usr/local/loopcoder-copy", "/tmp/copy", "relative/path", "/", "/a/../b"])
+def test_a_mount_point_that_would_clash_or_is_not_a_clean_absolute_path_keeps_the_host_path(tmp_path, shown_as):
+    work = tmp_path / "work"
+    work.mkdir()
+    with LocalSandbox(work, shown_as=shown_as) as sb:
+        assert sb.workdir == str(work.resolve())
+        assert sb.run("pwd", timeout=10).output.strip() == sb.workdir
+
+
+@needs_bwrap
+def test_a_mount_point_above_a_visible_path_keeps_the_host_path(tmp_path):
+    """Mounted at .../tools the copy would hide a directory the sandbox shows (outside /tmp, which clashes
+    anyway); and one under it is not shown at all."""
+    work = tmp_path / "work"
+    work.mkdir()
+    tools = Path.home() / ".cache" / f"loopcoder-test-{os.getpid()}-{tmp_path.name}" / "tools"
+    (tools / "bin").mkdir(parents=True)
+    try:
+        for shown_as in (str(tools), str(tools / "bin" / "copy")):
+            with LocalSandbox(work, shown_as=shown_as, ro_binds=[str(tools / "bin")]) as sb:
+                assert sb.workdir == str(work.resolve())
+        with LocalSandbox(work, shown_as=str(tools.parent / "elsewhere"), ro_binds=[str(tools / "bin")]) as sb:
+            assert sb.workdir == str(tools.parent / "elsewhere")  # a sibling is fine
+            assert sb.run(f"test -d {tools / 'bin'} && pwd", timeout=10).output.strip() == sb.workdir
+    finally:
+        shutil.rmtree(tools.parent)
