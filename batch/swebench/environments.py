@@ -1,7 +1,7 @@
 """Where an instance runs: its own environment (built from its spec) over a working copy at base_commit.
 
-Local: a clone from the repo cache in a LocalSandbox (bubblewrap) whose
-commands see the spec's venv first on PATH: no host site-packages, no user
+Local: a clone from the repo cache in a LocalSandbox (bubblewrap), shown at
+/testbed as in the official images, whose commands see the spec's venv first on PATH: no host site-packages, no user
 site-packages, no inherited PYTHONPATH. The venv is shared and read-only; the
 spec's `install` runs again at open, offline, into an overlay prefix in the
 sandbox's private /tmp, so the repository's package is this working copy's.
@@ -34,6 +34,7 @@ CONDA_PREAMBLE = "if [ -f /opt/miniconda3/bin/activate ]; then . /opt/miniconda3
 OVERLAY = '"${TMPDIR:-/tmp}/loopcoder-overlay"'  # the sandbox's private /tmp
 
 
+TESTBED = "/testbed"  # where an instance's repository is, to the model and the tests, in either sandbox
 SANDBOXES = ("local", "docker")  # what an instance runs in: bubblewrap over a clone, or a container
 
 
@@ -94,7 +95,8 @@ def open_instance(instance: Instance, options: EnvOptions) -> Iterator[InstanceE
         env = local_env(instance, spec, options.env_cache, options.repo_cache, _work_root(options))
         copy = stack.enter_context(_cache_copy(instance, options))
         sandbox = stack.enter_context(LocalSandbox(copy.path, network=options.network, output_limit=OUTPUT_LIMIT,
-                                                   ro_binds=[str(env.venv.parent), env.base_prefix]))
+                                                   ro_binds=[str(env.venv.parent), env.base_prefix],
+                                                   shown_as=TESTBED))  # where the official images have it
         shell = _Prefixed(sandbox, local_preamble(env))
         if spec.install:
             _install_offline(shell, spec, instance)
@@ -130,12 +132,12 @@ def _docker_env(instance: Instance, spec: Spec, options: EnvOptions, stack: Exit
     if client.images.list(name=image):
         # The image holds the repo at /testbed with its setup committed on top of base_commit:
         # diffs are taken against that HEAD, test files are reset to base_commit.
-        sandbox = stack.enter_context(DockerSandbox(image, workdir="/testbed", network=options.network,
+        sandbox = stack.enter_context(DockerSandbox(image, workdir=TESTBED, network=options.network,
                                                     output_limit=OUTPUT_LIMIT, client=client))
         return InstanceEnv(_Prefixed(sandbox, CONDA_PREAMBLE), sandbox.diff, f"image {image}", spec)
     image = docker_env(instance, spec, options.env_cache, options.repo_cache, _work_root(options),
                        options.image or BASE_IMAGE, client)
-    sandbox = stack.enter_context(DockerSandbox(image, workdir="/testbed", base_commit=instance.base_commit,
+    sandbox = stack.enter_context(DockerSandbox(image, workdir=TESTBED, base_commit=instance.base_commit,
                                                 network=options.network, output_limit=OUTPUT_LIMIT, client=client))
     return InstanceEnv(sandbox, sandbox.diff, f"image {image}", spec)
 

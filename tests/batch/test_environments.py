@@ -84,7 +84,8 @@ def test_local_env_gold_resolves_noop_does_not_shadow_never_seen(srclib, shadowe
                                 " && command -v pytest && echo PYTHONPATH=$PYTHONPATH")
         assert probe.exit_code == 0, probe.output
         file, no_user_site, pytest_path, pythonpath = probe.output.split()
-        assert file == f"{env.sandbox.workdir}/src/acmelib/__init__.py" and no_user_site == "1"
+        assert file == "/testbed/src/acmelib/__init__.py" and no_user_site == "1"  # where the official images have it
+        assert env.sandbox.workdir == "/testbed" and env.sandbox.root.startswith(str(tmp_path / "work"))
         assert pytest_path.startswith(str(env_cache)) and pythonpath == "PYTHONPATH="
         assert env.diff() == ""  # what the offline install built is no part of a patch
     assert not any((tmp_path / "work").iterdir())
