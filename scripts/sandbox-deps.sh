@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install and start what the sandboxes need; idempotent, each step skipped
 # when already done:
-#   1. apt packages: bubblewrap, docker.io, debootstrap, ripgrep, patch, git
+#   1. apt packages: bubblewrap, libseccomp2 (the local sandbox's seccomp filter), docker.io, debootstrap,
+#      ripgrep, patch, git
 #   2. a Docker engine: dockerd started in the background when none answers
 #      (log: $LOOPCODER_DOCKERD_LOG), with fallback configurations
 #      (--iptables=false --bridge=none, then vfs storage) when the default fails
@@ -33,13 +34,14 @@ missing=()
 for pair in bwrap:bubblewrap dockerd:docker.io debootstrap:debootstrap rg:ripgrep patch:patch git:git; do
   PATH=$PATH:/usr/sbin:/sbin command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
+PATH=$PATH:/usr/sbin:/sbin ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || missing+=(libseccomp2)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   as_root apt-get update -qq
   as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
-  say "packages present (bubblewrap, docker.io, debootstrap, ripgrep, patch, git)"
+  say "packages present (bubblewrap, libseccomp2, docker.io, debootstrap, ripgrep, patch, git)"
 fi
 export PATH=$PATH:/usr/sbin:/sbin
 

@@ -18,6 +18,7 @@ nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -34,6 +35,7 @@ from loopcoder.workspace.patching import diff_shell, finish_patch
 from loopcoder.workspace.paths import check_command, outside_message, relative_inside
 from loopcoder.workspace.process import run_process
 from loopcoder.workspace.sandbox import CommandResult, SandboxError
+from loopcoder.workspace.seccomp import write_program
 
 # What every command sees, whatever the caller's environment says.
 FIXED_ENV = {
@@ -107,6 +109,8 @@ class LocalSandbox:
         if isolate:
             self.workdir = _mount_point(shown_as, visible) or self.root
         self._bwrap = _bwrap_args(self.root, self.workdir, self._tmp, visible, network, protect_git) if isolate else []
+        self._seccomp = os.path.join(self._state, "seccomp.bpf")
+        self.seccomp = isolate and write_program(self._seccomp)  # whether commands run under the filter
 
     # -- commands ---------------------------------------------------------------
 
@@ -115,10 +119,15 @@ class LocalSandbox:
         if self._state is None:
             raise SandboxError("The sandbox is closed.")
         check_command(command, env)
-        argv = self._bwrap + ["bash", "-c", command]
-        before = self._cgroup.counters() if self._cgroup else (0, 0)
-        result = run_process(argv, self.root, self._environment(env), timeout, limit or self.output_limit,
-                             self._enter_limits)
+        with contextlib.ExitStack() as stack:
+            argv, fds = self._bwrap + ["bash", "-c", command], ()
+            if self.seccomp:  # bwrap reads the program from a descriptor: a fresh one for each command
+                program = stack.enter_context(open(self._seccomp, "rb"))
+                fds = (program.fileno(),)
+                argv = [argv[0], "--seccomp", str(fds[0]), *argv[1:]]
+            before = self._cgroup.counters() if self._cgroup else (0, 0)
+            result = run_process(argv, self.root, self._environment(env), timeout, limit or self.output_limit,
+                                 self._enter_limits, fds)
         if self._cgroup:
             self._cgroup.kill_all()
         counts = (now - then for now, then in zip(self._cgroup.counters(), before)) if self._cgroup else (0, 0)

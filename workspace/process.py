@@ -22,13 +22,14 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 def run_process(argv: list[str], cwd: str, env: dict[str, str], timeout: float, limit: int,
-                preexec=None) -> CommandResult:
-    """preexec: run in the child before exec (joining a cgroup, setting rlimits)."""
+                preexec=None, pass_fds: tuple[int, ...] = ()) -> CommandResult:
+    """preexec: run in the child before exec (joining a cgroup, setting rlimits); pass_fds: descriptors the
+    child inherits (bwrap's --seccomp program)."""
     start = time.monotonic()
     deadline = start + max(float(timeout), 0.0)
     proc = subprocess.Popen(
         argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec,
+        stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec, pass_fds=pass_fds,
     )
     cap = OutputCap(limit)
     fd = proc.stdout.fileno()

@@ -1,6 +1,7 @@
 """LocalSandbox against the escapes and floods model output produces."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -269,3 +270,45 @@ def test_a_mount_point_above_a_visible_path_keeps_the_host_path(tmp_path):
             assert sb.run(f"test -d {tools / 'bin'} && pwd", timeout=10).output.strip() == sb.workdir
     finally:
         shutil.rmtree(tools.parent)
+
+
+SYSCALL_PROBE = """
+import ctypes, errno, json, platform, sys
+numbers = {"x86_64": {"io_uring_setup": 425, "bpf": 321, "keyctl": 250, "unshare": 272, "perf_event_open": 298,
+                      "userfaultfd": 323, "getppid": 110},
+           "aarch64": {"io_uring_setup": 425, "bpf": 280, "keyctl": 219, "unshare": 97, "perf_event_open": 241,
+                       "userfaultfd": 282, "getppid": 173}}[platform.machine()]
+libc = ctypes.CDLL(None, use_errno=True)
+seen = {}
+for name, number in numbers.items():
+    ctypes.set_errno(0)
+    result = libc.syscall(number, 0, 0, 0, 0, 0)
+    seen[name] = "EPERM" if result == -1 and ctypes.get_errno() == errno.EPERM else f"{result}/{ctypes.get_errno()}"
+open(sys.argv[1], "w").write(json.dumps(seen))
+"""
+
+
+@needs_bwrap
+def test_the_seccomp_filter_refuses_the_kernels_attack_surface(tmp_path):
+    """Each call's result, written by the process that made it into a file read on the host: with the filter
+    every listed call is refused with EPERM (getppid, not listed, works); without it the same calls reach
+    the kernel (it answers EFAULT or EINVAL to their empty arguments)."""
+    from loopcoder.workspace import seccomp
+
+    if not seccomp.available():
+        pytest.skip("libseccomp is not installed here (scripts/sandbox-deps.sh installs it)")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "probe.py").write_text(SYSCALL_PROBE)
+    seen = {}
+    for filtered in (True, False):
+        with LocalSandbox(work) as sb:
+            assert sb.seccomp is True
+            sb.seccomp = filtered
+            done = sb.run(f"python3 probe.py seen-{filtered}.json", timeout=30)
+            assert done.exit_code == 0, done.output
+        seen[filtered] = json.loads((work / f"seen-{filtered}.json").read_text())
+    refused = {name for name, result in seen[True].items() if result == "EPERM"}
+    assert refused == set(seen[True]) - {"getppid"}, seen[True]
+    unfiltered = {name for name, result in seen[False].items() if result == "EPERM"}  # userfaultfd may be off anyway
+    assert not unfiltered & {"io_uring_setup", "bpf", "keyctl", "unshare", "getppid"}, seen[False]
