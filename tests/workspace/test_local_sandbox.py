@@ -312,3 +312,32 @@ def test_the_seccomp_filter_refuses_the_kernels_attack_surface(tmp_path):
     assert refused == set(seen[True]) - {"getppid"}, seen[True]
     unfiltered = {name for name, result in seen[False].items() if result == "EPERM"}  # userfaultfd may be off anyway
     assert not unfiltered & {"io_uring_setup", "bpf", "keyctl", "unshare", "getppid"}, seen[False]
+
+
+I386_GETPID = """
+import ctypes, mmap
+code = bytes([0xb8, 0x14, 0, 0, 0, 0xcd, 0x80, 0xc3])  # mov eax, 20 (getpid in the i386 table); int 0x80; ret
+buf = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+buf.write(code)
+pid = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(buf)))()
+open("i386.txt", "w").write(str(pid))
+"""
+
+
+@needs_bwrap
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the 32-bit ABI of x86-64")
+def test_the_32_bit_system_call_table_cannot_bypass_the_filter(tmp_path):
+    """A call through int 0x80 (other numbers, same kernel) kills the process under the filter; without it,
+    it works and leaves its result on the host."""
+    from loopcoder.workspace import seccomp
+
+    if not seccomp.available():
+        pytest.skip("libseccomp is not installed here (scripts/sandbox-deps.sh installs it)")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "i386.py").write_text(I386_GETPID)
+    with LocalSandbox(work) as sb:
+        assert sb.run("python3 i386.py", timeout=30).exit_code == 128 + 31  # SIGSYS
+        assert not (work / "i386.txt").exists()
+        sb.seccomp = False
+        assert sb.run("python3 i386.py", timeout=30).exit_code == 0 and (work / "i386.txt").read_text().isdigit()
