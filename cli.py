@@ -689,6 +689,8 @@ def refactor_cmd(
     for t in tasks:  # flags fill what a plan entry leaves open
         t.branch, t.test_command = t.branch or branch, t.test_command or test_cmd
     commit = commit or plan_commit or bool(branch)
+    if executor == "local":  # (Ray workers may see repositories this machine does not)
+        _check_some_repository([repo for t in tasks for repo in t.repos])
     console = Console()
     cfg, provider = _batch_backend(console, config, sets, load=executor == "local", model=model, backend=backend,
                                    script=script, sandbox=sandbox, max_steps=max_steps)
@@ -705,6 +707,21 @@ def refactor_cmd(
                   highlight=False, soft_wrap=True)
     if any(o.status == Status.ERROR for o in outcomes):
         raise typer.Exit(1)
+
+
+def _check_some_repository(repos: list[str]) -> None:
+    """Before a model loads: a bad repository is that repository's error in the results, but when every one
+    is bad there is nothing to load the model for."""
+    from loopcoder.workspace.repo import RepoError, check_repository
+
+    errors = []
+    for repo in repos:
+        try:
+            check_repository(repo)
+            return
+        except RepoError as error:
+            errors.append(str(error))
+    fail("no repository to work on: " + " ".join(dict.fromkeys(errors)))
 
 
 # --- serve: the OpenAI-compatible HTTP API (server/) -----------------------------------------

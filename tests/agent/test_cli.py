@@ -259,6 +259,7 @@ def test_submitting_nothing_exits_5_and_says_what_the_tests_showed(repo, script,
     (["run", "fix", "--repo", "{empty}"], "has no commits yet"),
     (["generate", "x", "--temperature", "-1"], "temperature must be >= 0"),
     (["generate", "x", "--speculative-tokens", "40"], "speculative_tokens must be in 1..16"),
+    (["refactor", "--task", "rename a to b", "{plain}", "{empty}"], "no repository to work on: "),
 ])
 def test_input_errors_come_before_the_model_loads(tmp_path, args, message):
     """A checkpoint whose weights cannot load: the error the user gets is about their input, so it was
