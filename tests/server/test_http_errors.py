@@ -23,13 +23,19 @@ def post(port: int, body, path: str = "/v1/chat/completions", headers: dict | No
     return resp.status, json.loads(payload)
 
 
-def raw(port: int, data: bytes) -> bytes:
+def raw(port: int, data: bytes, reset_ok: bool = False) -> bytes | None:
+    """What the server sends back to `data`; None when it reset the connection (only with reset_ok)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(data)
         sock.shutdown(socket.SHUT_WR)
         chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            if not reset_ok:
+                raise
+            return None
     return b"".join(chunks)
 
 
@@ -129,7 +135,11 @@ def test_transport_level_abuse(server):
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"model\"",  # body cut short
         b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
     ):
-        reply = raw(server.port, garbage)
+        # A request line over h11's limit is answered (431/400) before all of it is read; closing with input
+        # unread makes the kernel send a reset, which may reach the client before it reads the answer.
+        reply = raw(server.port, garbage, reset_ok=len(garbage) > 65_536)
+        if reply is None:
+            continue
         status_line = reply.split(b"\r\n", 1)[0]
         assert status_line.startswith(b"HTTP/1.1 4"), (garbage[:40], reply[:200])
         assert b'"error"' in reply
