@@ -122,11 +122,11 @@ def _wrapped(command: str, name: str, token: str) -> str:
     )
 
 
-def _unwrapped(output: str, command: str, name: str, token: str) -> str:
-    """A syntax error message quotes the line it failed on, and line 1 holds the wrapper before the command:
-    the model reads its own line only (and never the wrapper's random names, so a run repeats exactly)."""
-    wrapped = _wrapped(command, name, token)
-    return output.replace(wrapped[:wrapped.index("( :; ") + len("( :; ")], "")
+def _unwrapped(output: str, script: str) -> str:
+    """A syntax error message quotes the line it failed on, and line 1 of `script` (the `_wrapped` command)
+    holds the wrapper before the command: the model reads its own line only (and never the wrapper's random
+    names, so a run repeats exactly)."""
+    return output.replace(script[:script.index("( :; ") + len("( :; ")], "")
 
 
 def _parse(output: str, token: str) -> tuple[str, str | None, bool] | None:
@@ -152,7 +152,8 @@ def run_captured(sandbox: Sandbox, command: str, timeout: float, kind: str = "ba
     """Run `command` in the sandbox; output capped, saved when long, partial output kept on timeout."""
     token = f"@@loopcoder-{secrets.token_hex(6)}"
     name = f"{kind}-{next(_numbers.get(sandbox))}.txt"  # what the model may read back: the same on every run
-    result = sandbox.run(_wrapped(command, name, token), timeout=timeout)
+    script = _wrapped(command, name, token)
+    result = sandbox.run(script, timeout=timeout)
     if result.exit_code == _SETUP_FAILED and f"{token}-setup" in result.output:
         result = sandbox.run(command, timeout=timeout)  # no writable /tmp: show what the sandbox caught
         return Captured(truncate(printable(result.output)), result.exit_code, result.timed_out)
@@ -161,8 +162,7 @@ def run_captured(sandbox: Sandbox, command: str, timeout: float, kind: str = "ba
         output = sandbox.run(f"{{ {_locate(name)}\n{_show(token)}\n}}", timeout=_READ_TIMEOUT).output
     parsed = _parse(output, token)
     if parsed is None:  # the shell rejected the wrapper (a syntax error in the command): show what it said
-        return Captured(truncate(printable(_unwrapped(result.output, command, name, token))), result.exit_code,
-                        result.timed_out)
+        return Captured(truncate(printable(_unwrapped(result.output, script))), result.exit_code, result.timed_out)
     text, saved_to, lingering = parsed
     if result.killed:
         text = f"{text.rstrip(chr(10))}\n[{result.killed}]"

@@ -32,9 +32,9 @@ import git
 from loopcoder.workspace.leftovers import owner_suffix, reap_dirs
 from loopcoder.workspace.patching import ApplyResult, apply_patch, diff_command, finish_patch
 
-DEFAULT_ROOT = Path(os.environ.get("LOOPCODER_WORKTREES", "~/.cache/loopcoder/worktrees")).expanduser()
 # Where a sandbox shows a copy to commands and the model, wherever the copy really is (stable_name).
 SHOWN_ROOT = Path("~/.cache/loopcoder/worktrees").expanduser()
+DEFAULT_ROOT = Path(os.environ.get("LOOPCODER_WORKTREES", str(SHOWN_ROOT))).expanduser()  # where copies are
 _READ_ONLY_ENV = {"GIT_OPTIONAL_LOCKS": "0"}  # `git status`/`diff` must not refresh the user's index
 # Who signs the commits LoopCoder writes itself: start snapshots, task repositories, and refactor
 # branches in a repository with no user.name/user.email.
