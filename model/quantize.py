@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import native
 from .timing import best_seconds
 
 METHODS = ("int8", "int4")
@@ -37,9 +38,13 @@ DEFAULT_GROUP_SIZE = 128
 DECODE_ROWS = 8  # a call with at most this many rows is a decode step (one row per loop and sequence)
 MEASURE_ROWS = {"decode": (1, 2), "prefill": (16, 128)}  # prefill: two row counts, to fit a line
 PREFILL_ROWS_FITTED = 4096  # the prefill kernel is chosen per row count up to this; the last one beyond
-MEASURE_MAX_FEATURES = 1024  # time a slice of big layers: the cost is linear in output features
+MEASURE_WEIGHTS = 32 << 20  # time a slice of big layers (the cost is linear in output features) of this many
+# weights (32 MB in int8): a few MB stay in the CPU's cache between calls, which ranks decode kernels by their
+# per-call overhead and by noise rather than by how fast they stream the weight from memory
+CHECK_FEATURES = 256  # the slice each kernel's product is checked on
 DEQUANT_BLOCK_BYTES = 4 << 20  # blocked dequantization: the scratch block of weight rows, in the activations' dtype
 MAX_RELATIVE_ERROR = 0.02  # a kernel's product vs the dequantized weight's (bf16 rounding gives ~0.003)
+VNNI_DTYPES = (torch.bfloat16, torch.float16)  # int8_vnni_mm's 16-bit activations err far below these dtypes' rounding
 CPU_PACK_ROWS = 64  # torch's CPU int4 pack interleaves rows in blocks of 64: byte [b, k, j] = W[64b+j, k] | W[64b+32+j, k] << 4
 QUANT_BLOCK_ROWS = 1024  # quantize this many rows at a time: float32 temporaries stay small
 STORED_TENSORS = {"int8": ("weight", "weight_scale"), "int4": ("weight", "weight_scale", "weight_zero")}
@@ -87,9 +92,15 @@ def target_modules(config) -> list[str]:
 
 def quantize_weight(weight: torch.Tensor, spec: QuantSpec) -> dict[str, torch.Tensor]:
     """A dense weight [N, K] -> its stored tensors {"weight", "weight_scale"[, "weight_zero"]} on the CPU."""
-    blocks = [_quantize_rows(weight[i:i + QUANT_BLOCK_ROWS].to(torch.float32, copy=True), spec)
-              for i in range(0, weight.shape[0], QUANT_BLOCK_ROWS)]
-    return {name: torch.cat([b[name] for b in blocks]).cpu() for name in blocks[0]}
+    rows, columns = weight.shape
+    codes = torch.int8 if spec.method == "int8" else torch.uint8
+    stored = {name: torch.empty(shape, dtype=codes if name == "weight" else torch.float32)
+              for name, shape in stored_shapes(spec.method, rows, columns, spec.group_size).items()}
+    for start in range(0, rows, QUANT_BLOCK_ROWS):  # each block written in place: no list of blocks, no concatenation
+        block = _quantize_rows(weight[start:start + QUANT_BLOCK_ROWS].to("cpu", torch.float32, copy=True), spec)
+        for name, values in block.items():
+            stored[name][start:start + QUANT_BLOCK_ROWS] = values
+    return stored
 
 
 def _quantize_rows(w: torch.Tensor, spec: QuantSpec) -> dict[str, torch.Tensor]:
@@ -175,6 +186,23 @@ def _prepare_int4_cuda(stored, dtype, device, group_size):
     return packed, _scales_and_zeros(stored, dtype, device), _empty(device)
 
 
+def _prepare_int8_vnni(stored, dtype, device, group_size):
+    """int8 [N, K], float32 scales [N], and each row's sum [N] (int8_vnni.c's correction for its offset)."""
+    if dtype not in VNNI_DTYPES:
+        raise NotImplementedError(f"int8_vnni_mm rounds activations to 16 bits, too coarse for {dtype}")
+    why = native.int8_vnni_unavailable()
+    if why:
+        raise NotImplementedError(why)
+    weight = stored["weight"].to(device).contiguous()
+    return weight, stored["weight_scale"].to(device, torch.float32).contiguous(), native.int8_row_sums(weight)
+
+
+def _int8_vnni(x, w, scale, rowsum, group_size):
+    if x.dtype == torch.bfloat16:
+        return native.int8_vnni_mm(x, w, scale, rowsum)
+    return native.int8_vnni_mm(x.float(), w, scale, rowsum).to(x.dtype)
+
+
 def _blocked_linear(x: torch.Tensor, out_features: int, block_rows: int, dequantize_into) -> torch.Tensor:
     """x [M, K] @ W^T [K, N], W dequantized `block_rows` output rows at a time into one reused scratch buffer
     by `dequantize_into(scratch [n, K], start, stop)` (a whole dequantized copy costs more than the GEMM)."""
@@ -232,6 +260,7 @@ def _dequant_cpu_pack(x, w, scales_and_zeros, zero, group_size):
 
 LAYOUTS = {layout.name: layout for layout in (
     Layout("int8", "int8", ("cpu", "cuda"), _prepare_int8),
+    Layout("int8-vnni", "int8", ("cpu",), _prepare_int8_vnni),
     Layout("int4-nibbles", "int4", ("cpu", "cuda"), _prepare_nibbles),
     Layout("int4-cpu-pack", "int4", ("cpu",), _prepare_int4_cpu),
     Layout("int4-cuda-pack", "int4", ("cuda",), _prepare_int4_cuda),
@@ -239,6 +268,8 @@ LAYOUTS = {layout.name: layout for layout in (
 KERNELS = (
     Kernel("int8pack_mm", "int8", lambda x, w, s, z, g: torch._weight_int8pack_mm(x, w, s)),
     Kernel("int8 dequant+linear", "int8", _dequant_int8),
+    Kernel("int8_vnni_mm", "int8-vnni", _int8_vnni),
+    Kernel("int8-vnni dequant+linear", "int8-vnni", _dequant_int8),
     Kernel("int4 dequant+linear", "int4-nibbles", _dequant_nibbles),
     Kernel("int4pack_mm_for_cpu", "int4-cpu-pack", lambda x, w, s, z, g: torch._weight_int4pack_mm_for_cpu(x, w, g, s)),
     Kernel("int4-cpu-pack dequant+linear", "int4-cpu-pack", _dequant_cpu_pack,
@@ -275,26 +306,32 @@ def choose_kernels(method: str, out_features: int, in_features: int, group_size:
     per row, dequantize-then-GEMM a lot once). A kernel whose product departs from the dequantized
     weight's (a layout that changed under a torch upgrade) is left out."""
     device = torch.device(device)
-    rows = min(out_features, MEASURE_MAX_FEATURES)
     generator = torch.Generator().manual_seed(0)
-    stored = quantize_weight(torch.randn(rows, in_features, generator=generator), QuantSpec(method, group_size))
+    check = quantize_weight(torch.randn(min(out_features, CHECK_FEATURES), in_features, generator=generator),
+                            QuantSpec(method, group_size))
+    timed_rows = min(out_features, max(CHECK_FEATURES, MEASURE_WEIGHTS // in_features))
+    if timed_rows < out_features:
+        timed_rows -= timed_rows % CPU_PACK_ROWS  # a slice whole in torch's CPU int4 pack blocks
+    timed = _random_stored(method, timed_rows, in_features, group_size, generator)
     counts = sorted({n for ns in MEASURE_ROWS.values() for n in ns})
     inputs = {n: torch.randn(n, in_features, generator=generator).to(device, dtype) for n in counts}
-    check = inputs[counts[-1]]
-    reference = F.linear(check.float(), dequantize(stored).to(device))  # [M, rows]
+    check_x = inputs[counts[-1]]
+    reference = F.linear(check_x.float(), dequantize(check).to(device))  # [M, rows]
     seconds: dict[tuple[str, int], float] = {}
     for layout in (l for l in LAYOUTS.values() if l.method == method and device.type in l.devices):
         try:
-            tensors = layout.prepare(stored, dtype, device, group_size)
+            checked = layout.prepare(check, dtype, device, group_size)
+            tensors = layout.prepare(timed, dtype, device, group_size)
         except (RuntimeError, NotImplementedError):  # no such kernel for this device/dtype/shape
             continue
         for kernel in (k for k in KERNELS if k.layout == layout.name and k.supports(out_features, in_features)):
             try:
-                if _relative_error(kernel.run(check, *tensors, group_size), reference) > MAX_RELATIVE_ERROR:
+                if _relative_error(kernel.run(check_x, *checked, group_size), reference) > MAX_RELATIVE_ERROR:
                     continue
                 seconds.update({(kernel.name, n): _time(kernel, inputs[n], tensors, group_size) for n in counts})
             except (RuntimeError, NotImplementedError):
                 continue
+        del tensors
     if not seconds:
         raise RuntimeError(f"no {method} kernel runs on {device} with {dtype} activations for a "
                            f"[{out_features}, {in_features}] weight")
@@ -303,6 +340,19 @@ def choose_kernels(method: str, out_features: int, in_features: int, group_size:
     layout = KERNELS_BY_NAME[decode].layout
     return KernelChoice(layout, decode, _prefill_steps([k for k in names if KERNELS_BY_NAME[k].layout == layout],
                                                        seconds), seconds)
+
+
+def _random_stored(method: str, rows: int, in_features: int, group_size: int, generator) -> dict[str, torch.Tensor]:
+    """Stored tensors of a [rows, in_features] weight with random codes: what the timings run on (quantizing
+    a float weight this large would cost more than timing it)."""
+    scale_shape = (rows,) if method == "int8" else (rows, in_features // group_size)
+    stored = {"weight_scale": torch.rand(scale_shape, generator=generator) * 0.01 + 1e-3}
+    if method == "int8":
+        stored["weight"] = torch.randint(-127, 128, (rows, in_features), generator=generator, dtype=torch.int8)
+    else:
+        stored["weight"] = torch.randint(0, 256, (rows, in_features // 2), generator=generator, dtype=torch.uint8)
+        stored["weight_zero"] = torch.rand(scale_shape, generator=generator) * 0.01
+    return stored
 
 
 def _prefill_steps(names: list[str], seconds: dict) -> tuple[tuple[int, str], ...]:

@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .configuration_plt import IQuestPLTCoderConfig
+from .native import release_free_memory
 from .loading import (IGNORED_SUFFIX, INDEX_FILE, SINGLE_FILE, CheckpointError, canonical_key, check_checkpoint,
                       expected_shapes, read_headers)
 from .quantize import STORED_TENSORS, QuantSpec, install_placeholders, quantize_weight, stored_shapes, target_modules
@@ -90,11 +91,14 @@ def load_quantized(cls, path, quantize=None, config: IQuestPLTCoderConfig | None
             if owner in placed and leaf != "bias":
                 if stored is None:
                     placed[owner].load_stored(quantize_weight(tensor, spec), dtype, device)
+                    del tensor
+                    release_free_memory()
                     continue
                 parts = pending.setdefault(owner, {})
                 parts[leaf] = tensor
                 if len(parts) == len(STORED_TENSORS[spec.method]):
                     placed[owner].load_stored(pending.pop(owner), dtype, device)
+                    release_free_memory()
                 continue
             target = model.get_submodule(owner)
             target._parameters[leaf] = nn.Parameter(tensor.to(device, dtype), requires_grad=False)

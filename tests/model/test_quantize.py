@@ -64,7 +64,10 @@ def test_every_kernel_multiplies_by_the_dequantized_weight(kernel, dtype, shape,
     monkeypatch.setattr(quantize, "DEQUANT_BLOCK_BYTES", in_features * 4 * 96)  # blocks of 96 rows (64 packed)
     generator = torch.Generator().manual_seed(1)
     stored = quantize_weight(torch.randn(out_features, in_features, generator=generator), QuantSpec(layout.method, 32))
-    tensors = layout.prepare(stored, dtype, torch.device("cpu"), 32)
+    try:
+        tensors = layout.prepare(stored, dtype, torch.device("cpu"), 32)
+    except NotImplementedError as why:  # e.g. int8_vnni_mm: 16-bit activations only, and a CPU with VNNI
+        pytest.skip(f"{layout.name} does not hold weights for {dtype} activations here: {why}")
     for rows in (1, 2, quantize.DECODE_ROWS, quantize.DECODE_ROWS + 1, 34, 64):  # decode, prefill, a pipelined pass
         x = torch.randn(rows, in_features, generator=generator).to(dtype)
         got = kernel.run(x, *tensors, 32)
@@ -175,6 +178,31 @@ def test_loading_leaves_no_checkpoint_page_in_memory(tmp_path, stored):
     model = AutoModelForCausalLM.from_pretrained(path, quantize=None if stored else "int8", dtype=torch.bfloat16)
     assert _mapped_bytes(path) == 0
     assert model.model.embed_tokens.weight.untyped_storage().nbytes() == model.model.embed_tokens.weight.nbytes
+
+
+PEAK_OF_QUANTIZING = """
+import sys, torch
+from loopcoder.model.quantize import QuantSpec, quantize_weight
+def peak():
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM"))
+weight = torch.empty(16384, 4096, dtype=torch.bfloat16).normal_()  # a 64M-weight lm_head-like matrix
+before = peak()
+stored = quantize_weight(weight, QuantSpec(sys.argv[1], 128))
+print((peak() - before) / stored["weight"].nbytes)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads Linux's VmHWM")
+@pytest.mark.parametrize("method", ["int8", "int4"])
+def test_quantizing_a_weight_needs_little_more_memory_than_its_result(method):
+    """The 7B's lm_head is quantized last, on top of everything else loaded: its blocks are written into the
+    result in place (a list of blocks concatenated at the end raised a 7B's int8 load peak by ~0.5 GB).
+    In a fresh process, so the peak is this call's."""
+    done = subprocess.run([sys.executable, "-c", PEAK_OF_QUANTIZING, method], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    ratio = float(done.stdout)
+    # measured: int8 1.5-1.7x, int4 2.3x (a float32 block and its codes on top); before, 5.0x and 3.8x
+    assert ratio < (2.5 if method == "int8" else 3.0), f"peak {ratio:.2f}x the quantized weight"
 
 
 def test_quantized_checkpoint_errors_name_the_problem(dense_dir, tmp_path):
