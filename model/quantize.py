@@ -14,11 +14,11 @@ A checkpoint stores them device-neutrally (`X.weight` int8 [N, K] or uint8
 `X.weight_zero` in float32); at load each layer is converted to the layout of
 the kernel that measured fastest on this device for its shape for decode
 (up to 8 rows), and for more rows the kernel fitted cheapest at that row
-count: on a CPU torch's `_weight_int8pack_mm` wins a decode step, but its
-cost grows with every row (64 rows cost 20x one), so a long prefill
-dequantizes a block of output rows at a time into one small scratch buffer,
-then runs a GEMM (the whole weight dequantized at once costs 5x more, in
-fresh pages).
+count. On a CPU a decode step goes to our AVX-512 VNNI kernel (int8,
+bf16/fp16 activations; native.py) or to torch's packed kernels, whose cost
+grows with every row (64 rows cost 20x one), so a long prefill dequantizes a
+block of output rows at a time into one small scratch buffer, then runs a
+GEMM (the whole weight dequantized at once costs 5x more, in fresh pages).
 """
 from __future__ import annotations
 

@@ -25,9 +25,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .configuration_plt import IQuestPLTCoderConfig
-from .native import release_free_memory
 from .loading import (IGNORED_SUFFIX, INDEX_FILE, SINGLE_FILE, CheckpointError, canonical_key, check_checkpoint,
                       expected_shapes, read_headers)
+from .native import release_free_memory
 from .quantize import STORED_TENSORS, QuantSpec, install_placeholders, quantize_weight, stored_shapes, target_modules
 
 CONFIG_FILE = "config.json"
