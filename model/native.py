@@ -13,7 +13,9 @@ import functools
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,6 +27,21 @@ CPU_FLAGS = ("avx512f", "avx512bw", "avx512_vnni")  # as /proc/cpuinfo spells th
 COMPILE_FLAGS = ("-O3", "-std=gnu11", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-fopenmp", "-shared", "-fPIC")
 BUILD_TIMEOUT_S = 120
 DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1}  # int8_vnni.c's DTYPE_*
+# Run on a fresh build in a child process before it is cached or loaded here: a library that dies with
+# SIGILL (a CPU or hypervisor that reports VNNI but faults on it) or computes wrong would otherwise kill or
+# mislead the user's process. x on the 16-bit grid (peak 32767, so its scale is 1): the products are exact.
+SELF_TEST = """
+import ctypes, sys
+K, N = 70, 5
+library = ctypes.CDLL(sys.argv[1])
+x = (ctypes.c_float * K)(*([32767.0] + [float(k % 7 - 3) for k in range(1, K)]))
+w = (ctypes.c_int8 * (N * K))(*[(i * 29) % 255 - 127 for i in range(N * K)])
+scale, sums, out = (ctypes.c_float * N)(*[1.0] * N), (ctypes.c_int32 * N)(), (ctypes.c_float * N)()
+library.loopcoder_int8_row_sums(w, N, K, sums)
+status = library.loopcoder_int8_vnni_mm(x, 0, 1, K, w, scale, sums, out, N, 1)
+want = [sum(x[k] * w[n * K + k] for k in range(K)) for n in range(N)]
+sys.exit(0 if status == 0 and list(out) == want else 3)
+"""
 
 
 def _missing_cpu_flags() -> list[str]:
@@ -56,11 +73,22 @@ def _build(compiler: str) -> Path:
                               capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
         if done.returncode:
             raise OSError(f"{compiler} failed: {done.stderr.strip()[-800:]}")
+        _self_test(partial)
         os.replace(partial, library)
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
     return library
+
+
+def _self_test(library: str) -> None:
+    done = subprocess.run([sys.executable, "-c", SELF_TEST, library], capture_output=True, text=True,
+                          timeout=BUILD_TIMEOUT_S)
+    if done.returncode < 0:
+        raise OSError(f"the built kernel died with {signal.Signals(-done.returncode).name} in its self-test "
+                      "(this CPU or its hypervisor does not run AVX-512 VNNI)")
+    if done.returncode:
+        raise OSError(f"the built kernel gave wrong products in its self-test: {done.stderr.strip()[-300:]}")
 
 
 @functools.cache

@@ -110,6 +110,29 @@ def test_without_a_compiler_the_kernel_is_unavailable_and_torch_kernels_are_chos
         quantize.choose_kernels.cache_clear()
 
 
+BROKEN_BUILDS = {  # the kernel's two functions, built fine, but dying on the CPU or computing something else
+    "SIGILL": "void loopcoder_int8_vnni_mm(void) { __builtin_trap(); }",
+    "wrong products": "int loopcoder_int8_vnni_mm(void) { return 0; }",
+}
+
+
+@pytest.mark.skipif(native._compiler() is None, reason="no C compiler on PATH")
+@pytest.mark.parametrize("failure", BROKEN_BUILDS)
+def test_a_build_that_fails_its_self_test_is_neither_cached_nor_loaded(failure, monkeypatch, tmp_path):
+    source = tmp_path / "int8_vnni.c"
+    source.write_text("void loopcoder_int8_row_sums(void) {}\n" + BROKEN_BUILDS[failure] + "\n")
+    monkeypatch.setattr(native, "SOURCE", source)
+    monkeypatch.setattr(native, "CACHE_DIR", tmp_path / "kernels")
+    monkeypatch.setattr(native, "_missing_cpu_flags", lambda: [])  # as if the CPU said it had VNNI
+    native._library.cache_clear()
+    try:
+        why = native.int8_vnni_unavailable()
+        assert "self-test" in why and failure in why, why
+        assert not list((tmp_path / "kernels").iterdir())  # nothing cached: the next process tries again
+    finally:
+        native._library.cache_clear()
+
+
 @needs_vnni
 def test_the_kernel_choice_measures_the_vnni_kernel_for_16_bit_activations_only():
     quantize.choose_kernels.cache_clear()

@@ -185,7 +185,8 @@ import sys, torch
 from loopcoder.model.quantize import QuantSpec, quantize_weight
 def peak():
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM"))
-weight = torch.empty(16384, 4096, dtype=torch.bfloat16).normal_()  # a 64M-weight lm_head-like matrix
+torch.set_num_threads(1)
+weight = torch.empty(65536, 4096, dtype=torch.bfloat16).normal_()  # 256M weights: the allocator's spread stays small
 before = peak()
 stored = quantize_weight(weight, QuantSpec(sys.argv[1], 128))
 print((peak() - before) / stored["weight"].nbytes)
@@ -201,8 +202,9 @@ def test_quantizing_a_weight_needs_little_more_memory_than_its_result(method):
     done = subprocess.run([sys.executable, "-c", PEAK_OF_QUANTIZING, method], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     ratio = float(done.stdout)
-    # measured: int8 1.5-1.7x, int4 2.3x (a float32 block and its codes on top); before, 5.0x and 3.8x
-    assert ratio < (2.5 if method == "int8" else 3.0), f"peak {ratio:.2f}x the quantized weight"
+    # measured: int8 1.13-1.29x, int4 1.41-1.56x (a float32 block and its codes on top); before, 2.4-3.5x
+    # and 3.2-3.6x (at 64M weights the allocator's spread reached 0.9x of the result)
+    assert ratio < 1.9, f"peak {ratio:.2f}x the quantized weight"
 
 
 def test_quantized_checkpoint_errors_name_the_problem(dense_dir, tmp_path):
