@@ -136,12 +136,17 @@ def int8_vnni_unavailable() -> str:
     return _library()[1]
 
 
+def _loaded(caller: str) -> ctypes.CDLL:
+    library, why = _library()
+    if library is None:
+        raise RuntimeError(f"{caller} is not available: {why}")
+    return library
+
+
 def int8_row_sums(weight: torch.Tensor) -> torch.Tensor:
     """weight [N, K] int8 (contiguous) -> each row's sum [N] int32, without widening the whole weight first
     (torch's sum(dtype=int32) does, and a 7B's lm_head then costs 1.6 GB at load)."""
-    library, why = _library()
-    if library is None:
-        raise RuntimeError(f"int8_row_sums is not available: {why}")
+    library = _loaded("int8_row_sums")
     sums = torch.empty(weight.shape[0], dtype=torch.int32)
     library.loopcoder_int8_row_sums(weight.data_ptr(), weight.shape[0], weight.shape[1], sums.data_ptr())
     return sums
@@ -151,9 +156,7 @@ def int8_row_sums(weight: torch.Tensor) -> torch.Tensor:
 def int8_vnni_mm(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, rowsum: torch.Tensor) -> torch.Tensor:
     """x [M, K] (bf16 or float32, contiguous) @ (weight [N, K] int8 * scale [N] float32)^T -> [M, N] in x's dtype;
     rowsum [N] int32 is each weight row's sum."""
-    library, why = _library()
-    if library is None:
-        raise RuntimeError(f"int8_vnni_mm is not available: {why}")
+    library = _loaded("int8_vnni_mm")
     x = x.contiguous()
     rows, in_features = x.shape
     out = torch.empty(rows, weight.shape[0], dtype=x.dtype)

@@ -91,7 +91,6 @@ def load_quantized(cls, path, quantize=None, config: IQuestPLTCoderConfig | None
             if owner in placed and leaf != "bias":
                 if stored is None:
                     placed[owner].load_stored(quantize_weight(tensor, spec), dtype, device)
-                    del tensor
                     release_free_memory()
                     continue
                 parts = pending.setdefault(owner, {})

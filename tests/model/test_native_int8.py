@@ -90,11 +90,18 @@ def test_a_layer_on_the_vnni_kernel_compiles_into_one_graph():
     assert torch.equal(layer(x), native.int8_vnni_mm(x, layer.qweight, layer.qscale, layer.qzero))
 
 
-def test_without_a_compiler_the_kernel_is_unavailable_and_torch_kernels_are_chosen(monkeypatch, tmp_path):
-    """A machine with no working C compiler: no crash, a reason, and int8 still loads on torch's kernels."""
-    monkeypatch.setenv("CC", "false")  # a compiler that always fails
+@pytest.fixture
+def fresh_build(monkeypatch, tmp_path):
+    """The kernel built anew into an empty cache directory (returned), forgotten again afterwards."""
     monkeypatch.setattr(native, "CACHE_DIR", tmp_path / "kernels")
     native._library.cache_clear()
+    yield tmp_path / "kernels"
+    native._library.cache_clear()
+
+
+def test_without_a_compiler_the_kernel_is_unavailable_and_torch_kernels_are_chosen(monkeypatch, fresh_build):
+    """A machine with no working C compiler: no crash, a reason, and int8 still loads on torch's kernels."""
+    monkeypatch.setenv("CC", "false")  # a compiler that always fails
     quantize.choose_kernels.cache_clear()
     try:
         why = native.int8_vnni_unavailable()
@@ -104,9 +111,8 @@ def test_without_a_compiler_the_kernel_is_unavailable_and_torch_kernels_are_chos
                                                  torch.bfloat16, torch.device("cpu"), 128)
         choice = quantize.choose_kernels("int8", 64, 128, 128, torch.bfloat16, "cpu")
         assert choice.layout == "int8" and "vnni" not in choice.describe()
-        assert not list((tmp_path / "kernels").glob("*.partial"))  # a failed build leaves nothing behind
+        assert not list(fresh_build.glob("*.partial"))  # a failed build leaves nothing behind
     finally:
-        native._library.cache_clear()
         quantize.choose_kernels.cache_clear()
 
 
@@ -118,19 +124,14 @@ BROKEN_BUILDS = {  # the kernel's two functions, built fine, but dying on the CP
 
 @pytest.mark.skipif(native._compiler() is None, reason="no C compiler on PATH")
 @pytest.mark.parametrize("failure", BROKEN_BUILDS)
-def test_a_build_that_fails_its_self_test_is_neither_cached_nor_loaded(failure, monkeypatch, tmp_path):
+def test_a_build_that_fails_its_self_test_is_neither_cached_nor_loaded(failure, monkeypatch, tmp_path, fresh_build):
     source = tmp_path / "int8_vnni.c"
     source.write_text("void loopcoder_int8_row_sums(void) {}\n" + BROKEN_BUILDS[failure] + "\n")
     monkeypatch.setattr(native, "SOURCE", source)
-    monkeypatch.setattr(native, "CACHE_DIR", tmp_path / "kernels")
     monkeypatch.setattr(native, "_missing_cpu_flags", lambda: [])  # as if the CPU said it had VNNI
-    native._library.cache_clear()
-    try:
-        why = native.int8_vnni_unavailable()
-        assert "self-test" in why and failure in why, why
-        assert not list((tmp_path / "kernels").iterdir())  # nothing cached: the next process tries again
-    finally:
-        native._library.cache_clear()
+    why = native.int8_vnni_unavailable()
+    assert "self-test" in why and failure in why, why
+    assert not list(fresh_build.iterdir())  # nothing cached: the next process tries again
 
 
 @needs_vnni
