@@ -97,8 +97,10 @@ def weight_bytes_read(model, loops_read: int = 1) -> int:
     return size(model, skip=("model.embed_tokens.",)) + (loops_read - 1) * layers
 
 
-def probe(variant: str, device: str, megabytes: int):
-    """A 1-row product with a weight of about `megabytes` in the variant's format -> (fn, weight bytes)."""
+def probe(variant: str, device: str, megabytes: int, native: bool):
+    """A 1-row product with a weight of about `megabytes` in the variant's format -> (fn, weight bytes);
+    `native`: bf16 through model/dense.py's measured kernel choice, as the model's linears are."""
+    from loopcoder.model.dense import use_native_linears
     from loopcoder.model.quantize import QuantizedLinear, QuantSpec, quantize_weight
 
     cols = 8192
@@ -107,8 +109,11 @@ def probe(variant: str, device: str, megabytes: int):
     weight = torch.randn(rows, cols, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
     x = torch.randn(1, cols, dtype=torch.bfloat16, device=device)
     if variant == "bf16":
-        weight = weight.to(device)
-        return (lambda: torch.nn.functional.linear(x, weight)), weight.numel() * weight.element_size()
+        linear = torch.nn.Linear(cols, rows, bias=False, device="meta")
+        linear.weight = torch.nn.Parameter(weight.to(device), requires_grad=False)
+        if native:
+            use_native_linears(linear)
+        return (lambda: linear(x)), weight.numel() * weight.element_size()
     layer = QuantizedLinear(cols, rows, QuantSpec(variant))
     layer.load_stored(quantize_weight(weight, layer.spec), torch.bfloat16, device)
     del weight
@@ -121,12 +126,15 @@ def child(args) -> dict:
     import loopcoder.model as model  # noqa: F401  registers the PLT
     from transformers import AutoModelForCausalLM
 
+    from loopcoder.model.dense import use_native_linears
     from loopcoder.model.quantize import kernel_report
 
     device = args.device
     start = time.perf_counter()
     kwargs = {"dtype": torch.bfloat16, **({} if device == "cpu" else {"device_map": device})}
     plt = AutoModelForCausalLM.from_pretrained(args.dir, **kwargs, **({} if args.child == "bf16" else {"quantize": args.child}))
+    native = device == "cpu" and not args.torch_kernels  # as the in-process backends load it
+    dense_kernels = use_native_linears(plt) if native else {}
     sync(device)
     load_s, rss_loaded = time.perf_counter() - start, peak_rss_bytes()
     config = plt.config
@@ -157,7 +165,7 @@ def child(args) -> dict:
             decode[path] = median(samples[1:] or samples)
         rss_peak, rss_split = peak_rss_bytes(), rss_split_bytes()  # before the probe's own weight
         logit_error = compare_logits(torch.stack(kept), args.logits, save=reference is None)
-        fn, probe_bytes = probe(args.child, device, args.probe_mb)
+        fn, probe_bytes = probe(args.child, device, args.probe_mb, native)
         probe_s = median([seconds(fn, device) for _ in range(9)])
     read = {"one-pass": weight_bytes_read(plt), "loop-after-loop": weight_bytes_read(plt, config.plt_num_loops)}
     if args.compile:
@@ -174,7 +182,7 @@ def child(args) -> dict:
         "bandwidth_fraction": {k: read[k] / decode[k] / bandwidth for k in decode},
         "tokens": tokens, "agreement_with_bf16": hits / len(reference) if reference else None,
         "logit_error_vs_bf16": logit_error,
-        "kernels": kernel_report(plt), "compile_warmup_s": warmup_s if args.compile else None,
+        "kernels": {**kernel_report(plt), **dense_kernels}, "compile_warmup_s": warmup_s if args.compile else None,
     }
 
 
@@ -221,7 +229,8 @@ def parent(args) -> dict:
         command = [sys.executable, __file__, "--child", variant, "--dir", args.dir, "--device", args.device,
                    "--prompt", str(args.prompt), "--tokens", str(args.tokens), "--threads", str(args.threads),
                    "--probe-mb", str(args.probe_mb), "--logits", str(Path(logits.name) / "bf16.pt")] \
-            + (["--reference", json.dumps(reference)] if reference else []) + (["--compile"] if args.compile else [])
+            + (["--reference", json.dumps(reference)] if reference else []) + (["--compile"] if args.compile else []) \
+            + (["--torch-kernels"] if args.torch_kernels else [])
         print(f"=== {variant} ===", flush=True)
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
@@ -297,6 +306,8 @@ def parse_args(argv=None):
     parser.add_argument("--tokens", type=int, default=32, help="decode steps per path")
     parser.add_argument("--probe-mb", type=int, default=512, help="weight size of the bandwidth probe")
     parser.add_argument("--compile", action="store_true", help="also decode through the compiled step (model/compiled.py)")
+    parser.add_argument("--torch-kernels", action="store_true",
+                        help="bf16 linears through F.linear (default: as the backends load it, model/dense.py's choice)")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--reference", help=argparse.SUPPRESS)
     parser.add_argument("--logits", help=argparse.SUPPRESS)

@@ -35,19 +35,27 @@ def timed(fn, repeats: int, warmup: int = 1, device: str = "cuda" if torch.cuda.
     return median([seconds(fn, device) for _ in range(repeats)])
 
 
-def matvec_probe(device: str, dtype: torch.dtype, megabytes: int = 512, rows: int = 1) -> tuple[Callable[[], object], int]:
+def matvec_probe(device: str, dtype: torch.dtype, megabytes: int = 512, rows: int = 1,
+                 native: bool = False) -> tuple[Callable[[], object], int]:
     """A `rows`-row matmul streaming a weight far larger than cache, and the weight's bytes.
 
     rows=1 is the ceiling of memory-bound decoding on this machine: every decode
     step is a chain of such products over the weights. rows=2 is what a
     cross-loop-parallel PLT step does (two loops share each weight read); on a
-    good BLAS it costs the same as rows=1.
+    good BLAS it costs the same as rows=1. `native`: through model/dense.py's measured kernel choice,
+    as the models' own linears are.
     """
     cols = 8192
     out_features = megabytes * 2**20 // (cols * torch.finfo(dtype).bits // 8)
-    weight = torch.randn(out_features, cols, device=device, dtype=dtype)
+    with torch.device(device):
+        linear = torch.nn.Linear(cols, out_features, bias=False, dtype=dtype).requires_grad_(False)
+    torch.nn.init.normal_(linear.weight)
+    if native:
+        from loopcoder.model.dense import use_native_linears
+
+        use_native_linears(linear)
     x = torch.randn(rows, cols, device=device, dtype=dtype)
-    return (lambda: torch.nn.functional.linear(x, weight)), weight.numel() * weight.element_size()
+    return (lambda: linear(x)), linear.weight.numel() * linear.weight.element_size()
 
 
 def matvec_bandwidth(device: str, dtype: torch.dtype, megabytes: int = 512, rows: int = 1) -> float:

@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from benchmarks.common import cache_bytes, matvec_probe, median, module_bytes, seconds, weight_bytes  # noqa: E402
 from loopcoder.model.compat import CACHE_KWARG  # noqa: E402 - the KV cache keyword of the installed transformers
+from loopcoder.model.dense import use_native_linears  # noqa: E402
 
 # 7B proportions (head dim 128, 5 query heads per KV head, FFN/width 5.4, vocab/width 15) at 1/4 width.
 SCALED = dict(hidden_size=1280, num_attention_heads=10, num_key_value_heads=2, head_dim=128,
@@ -158,6 +159,10 @@ def run(args) -> dict:
                                   attn_implementation="sdpa")
               for n in (config.num_hidden_layers, 2 * config.num_hidden_layers)}
     models = {"PLT": (plt, plt.new_cache), **{name: (m, DynamicCache) for name, m in llamas.items()}}
+    kernels = {}
+    if not args.torch_kernels:  # what the in-process backends do on a CPU: each model alike
+        for m, _ in models.values():
+            kernels.update(use_native_linears(m))
     n = args.prompt
     ids = torch.randint(0, config.vocab_size, (1, 2 * n), device=device,
                         generator=torch.Generator(device=device).manual_seed(0))
@@ -192,7 +197,8 @@ def run(args) -> dict:
     if args.compile:
         compiled, warmup_s = compiled_decoder(plt, ids, args.warmup + args.steps, start)
         decoders.insert(1, compiled)
-    probes = [Probe(f"matmul {rows} row", *matvec_probe(device, dtype, args.probe_mb, rows)) for rows in (1, 2)]
+    probes = [Probe(f"matmul {rows} row", *matvec_probe(device, dtype, args.probe_mb, rows, not args.torch_kernels))
+              for rows in (1, 2)]
     if loops == 2:  # checking a prompt-lookup draft: pipelined (one pass) and loop after loop (two)
         probes += [Probe(f"verify {VERIFY_DRAFT} {how}", verify_step(plt, caches_2n["PLT"], ids[:, :VERIFY_DRAFT + 1],
                                                                      how == "pipelined"), 0)
@@ -204,7 +210,7 @@ def run(args) -> dict:
                 item.samples.append(elapsed)
     if args.profile:
         profile_decoders(decoders, args.profile, device)
-    return report(args, config, decoders, probes, prefill_s, kv, warmup_s)
+    return report(args, config, decoders, probes, prefill_s, kv, warmup_s, kernels)
 
 
 def compiled_decoder(plt, ids: torch.Tensor, steps: int, start: torch.Tensor) -> tuple[Decoder, float]:
@@ -238,7 +244,8 @@ def profile_decoders(decoders: list[Decoder], steps: int, device: str) -> None:
         print(prof.key_averages().table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=14))
 
 
-def report(args, config, decoders, probes, prefill_s, kv, warmup_s: float | None = None) -> dict:
+def report(args, config, decoders, probes, prefill_s, kv, warmup_s: float | None = None,
+           kernels: dict | None = None) -> dict:
     """Ratios from medians (the figures judged against the targets) and, alongside, from the fastest
     sample: on a shared machine the minimum is the uncontended cost, the median what a user sees."""
     single, double = (f"Llama-{n}" for n in (config.num_hidden_layers, 2 * config.num_hidden_layers))
@@ -299,6 +306,7 @@ def report(args, config, decoders, probes, prefill_s, kv, warmup_s: float | None
         "prompt": args.prompt, "steps": args.steps, "warmup": args.warmup, "prefill_repeats": args.prefill_repeats,
         "matvec_bytes_per_s": bandwidth, "matvec_2row_bytes_per_s": probes[1].bandwidth, "peak_bytes_per_s": peak,
         "load_average": list(os.getloadavg()), "compile_warmup_s": warmup_s,
+        "kernels": "torch" if args.torch_kernels else (kernels or "torch (dense_mm won nowhere or is unavailable)"),
         "models": rows, "ratios": ratios, "ratios_from_min": dict(decode_ratios(*by["min"])), "targets": targets,
     }
 
@@ -331,6 +339,7 @@ def print_tables(result: dict) -> None:
         best = result["ratios_from_min"].get(name)
         ratios.add_row(name, f"{value:.3f}", bound, met, "" if best is None else f"{best:.3f}")
     console.print(ratios)
+    console.print(f"dense kernels: {result['kernels']}")
     if result["compile_warmup_s"] is not None:
         console.print(f"compiled decode warm-up (compile{', CUDA graph capture' if result['device'].startswith('cuda') else ''}): "
                       f"{result['compile_warmup_s']:.1f}s, not timed in")
@@ -352,6 +361,8 @@ def parse_args(argv=None):
     parser.add_argument("--peak-bandwidth", type=float, metavar="GB/S",
                         help="nominal memory bandwidth (e.g. 4800 for an H200's HBM): adds the tokens/s ceiling")
     parser.add_argument("--probe-mb", type=int, help="weight size of the bandwidth probe; default 512 CPU, 4096 CUDA")
+    parser.add_argument("--torch-kernels", action="store_true",
+                        help="every linear through F.linear (default: as the backends do, model/dense.py's measured choice)")
     parser.add_argument("--compile", action="store_true",
                         help="also time the PLT's compiled decode step (CUDA graphs on CUDA), from a static cache")
     args = parser.parse_args(argv)

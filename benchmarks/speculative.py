@@ -335,6 +335,7 @@ def measure(name: str, make_session, conversations, stop_ids, max_new: int, repe
 def run(args) -> dict:
     from benchmarks.decode import build, llama_config, plt_config
     from loopcoder.model import IQuestPLTCoderForCausalLM
+    from loopcoder.model.dense import use_native_linears
     from loopcoder.runtime.session import Session
 
     torch.set_num_threads(args.threads)
@@ -374,6 +375,10 @@ def run(args) -> dict:
         llama = Scripted(build(LlamaForCausalLM, llama_config(config, 14), "cpu", dtype))
         llama.new_cache = DynamicCache
         scaled["scaled Llama-14"] = llama
+    if not args.torch_kernels:  # as the in-process backends load a model on the CPU
+        for model in scaled.values():
+            results.setdefault("dense_kernels", {}).update(use_native_linears(model.model))
+    print("dense kernels:", results.get("dense_kernels") or "torch", flush=True)
     picked = edits[: args.scaled_edits] + own[: args.scaled_own]
     for name, model in scaled.items():
         def before(turn: Turn, model=model) -> None:
@@ -408,6 +413,8 @@ def main() -> None:
                         help="the scaled models' dtype: bfloat16, the model's own (on a CPU with AMX a 1-32-row "
                              "product costs about what a 1-row one does; float32's small GEMMs cost 3x at 8 rows)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--torch-kernels", action="store_true",
+                        help="the scaled models' linears through F.linear (default: model/dense.py's choice, as loaded)")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()
     results = run(args)

@@ -553,8 +553,9 @@ class IQuestPLTCoderForCausalLM(IQuestPLTCoderPreTrainedModel, GenerationMixin):
     def rows_are_cheap(self, rows: int = 8, limit: float = 1.5) -> bool:
         """Whether this model's largest shared linear costs at most `limit` x a 1-row product for `rows`
         rows, on its device and in its dtype (or quantized format): measured once, best of 3. Then a
-        pipelined pass with a rejected draft costs about what a decode step does (bf16 on a CPU with AMX,
-        a GPU: yes; float32 through MKL's small GEMMs on a CPU: 3x at 8 rows, no)."""
+        pipelined pass with a rejected draft costs about what a decode step does (a GPU; a CPU where the
+        few-row products of model/dense.py read each weight once: yes; float32 through MKL's small GEMMs:
+        3x at 8 rows, no)."""
         if self.pipelined_rows_cheap is None:
             mlp = self.model.layers[0].mlp
             linear = max((mlp.gate_proj, mlp.down_proj), key=lambda m: m.in_features * m.out_features)

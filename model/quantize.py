@@ -31,16 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import native
-from .timing import best_seconds
+from .timing import MEASURE_WEIGHTS, best_seconds
 
 METHODS = ("int8", "int4")
 DEFAULT_GROUP_SIZE = 128
 DECODE_ROWS = 8  # a call with at most this many rows is a decode step (one row per loop and sequence)
 MEASURE_ROWS = {"decode": (1, 2), "prefill": (16, 128)}  # prefill: two row counts, to fit a line
 PREFILL_ROWS_FITTED = 4096  # the prefill kernel is chosen per row count up to this; the last one beyond
-MEASURE_WEIGHTS = 32 << 20  # time a slice of big layers (the cost is linear in output features) of this many
-# weights (32 MB in int8): a few MB stay in the CPU's cache between calls, which ranks decode kernels by their
-# per-call overhead and by noise rather than by how fast they stream the weight from memory
 CHECK_FEATURES = 256  # the slice each kernel's product is checked on
 DEQUANT_BLOCK_BYTES = 4 << 20  # blocked dequantization: the scratch block of weight rows, in the activations' dtype
 MAX_RELATIVE_ERROR = 0.02  # a kernel's product vs the dequantized weight's (bf16 rounding gives ~0.003)

@@ -6,6 +6,10 @@ from typing import Any, Callable
 
 import torch
 
+MEASURE_WEIGHTS = 32 << 20  # time a slice of big layers (the cost is linear in output features) of this many
+# weights: a slice of a few MB stays in the CPU's cache between calls, which ranks decode kernels by their
+# per-call overhead and by noise rather than by how fast they stream the weight from memory
+
 
 def best_seconds(run: Callable[[torch.Tensor], Any], x: torch.Tensor, repeats: int = 3) -> float:
     """The fastest of `repeats` calls of run(x) after one warm-up (which also raises if it cannot run),

@@ -208,6 +208,8 @@ def _load(name: str, path: Path, device: str | None = None, dtype: str | None = 
     backend's one-token step through torch.compile (model/compiled.py)."""
     from transformers import AutoModelForCausalLM
 
+    from loopcoder.model.dense import use_native_linears
+
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype is not None and dtype not in DTYPES:
         raise BackendError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
@@ -231,6 +233,8 @@ def _load(name: str, path: Path, device: str | None = None, dtype: str | None = 
         # Products this narrow gain nothing from a second thread, and OpenMP's waiting threads make decoding
         # ~10x slower whenever another process is busy (loopcoder-nano: 3 tok/s on 2 threads, 40 on one).
         torch.set_num_threads(1)
+    if on_cpu:  # few-row products (decode, draft checks) on the native kernel where it was measured faster
+        use_native_linears(model)
     window = context_window or getattr(model.config, "max_position_embeddings", None) or 4096
     return InProcessBackend(name, model, tokenizer, stop_token_ids(tokenizer, path), window, prefill_chunk,
                             compile_decode=compile)

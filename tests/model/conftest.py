@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loopcoder.model import IQuestPLTCoderConfig, IQuestPLTCoderForCausalLM
+from loopcoder.model import IQuestPLTCoderConfig, IQuestPLTCoderForCausalLM, native
 
 TINY = dict(
     vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -40,3 +40,12 @@ def unit_scale(model: IQuestPLTCoderForCausalLM) -> IQuestPLTCoderForCausalLM:
 @pytest.fixture
 def model32():
     return tiny_model()
+
+
+@pytest.fixture
+def fresh_build(monkeypatch, tmp_path):
+    """The native kernels built anew into an empty cache directory (returned), forgotten again afterwards."""
+    monkeypatch.setattr(native, "CACHE_DIR", tmp_path / "kernels")
+    native._library.cache_clear()
+    yield tmp_path / "kernels"
+    native._library.cache_clear()

@@ -1,6 +1,8 @@
 """Issue 21: the AVX-512 VNNI int8 kernel (model/int8_vnni.c via model/native.py), built from source here."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -90,15 +92,6 @@ def test_a_layer_on_the_vnni_kernel_compiles_into_one_graph():
     assert torch.equal(layer(x), native.int8_vnni_mm(x, layer.qweight, layer.qscale, layer.qzero))
 
 
-@pytest.fixture
-def fresh_build(monkeypatch, tmp_path):
-    """The kernel built anew into an empty cache directory (returned), forgotten again afterwards."""
-    monkeypatch.setattr(native, "CACHE_DIR", tmp_path / "kernels")
-    native._library.cache_clear()
-    yield tmp_path / "kernels"
-    native._library.cache_clear()
-
-
 def test_without_a_compiler_the_kernel_is_unavailable_and_torch_kernels_are_chosen(monkeypatch, fresh_build):
     """A machine with no working C compiler: no crash, a reason, and int8 still loads on torch's kernels."""
     monkeypatch.setenv("CC", "false")  # a compiler that always fails
@@ -127,8 +120,8 @@ BROKEN_BUILDS = {  # the kernel's two functions, built fine, but dying on the CP
 def test_a_build_that_fails_its_self_test_is_neither_cached_nor_loaded(failure, monkeypatch, tmp_path, fresh_build):
     source = tmp_path / "int8_vnni.c"
     source.write_text("void loopcoder_int8_row_sums(void) {}\n" + BROKEN_BUILDS[failure] + "\n")
-    monkeypatch.setattr(native, "SOURCE", source)
-    monkeypatch.setattr(native, "_missing_cpu_flags", lambda: [])  # as if the CPU said it had VNNI
+    monkeypatch.setattr(native, "INT8_VNNI", dataclasses.replace(native.INT8_VNNI, source=source))
+    monkeypatch.setattr(native, "_missing_cpu_flags", lambda wanted: [])  # as if the CPU said it had VNNI
     why = native.int8_vnni_unavailable()
     assert "self-test" in why and failure in why, why
     assert not list(fresh_build.iterdir())  # nothing cached: the next process tries again
