@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import native
-from .timing import MEASURE_WEIGHTS, best_seconds
+from .timing import MEASURE_WEIGHTS, best_seconds, relative_error
 
 METHODS = ("int8", "int4")
 DEFAULT_GROUP_SIZE = 128
@@ -323,7 +323,7 @@ def choose_kernels(method: str, out_features: int, in_features: int, group_size:
             continue
         for kernel in (k for k in KERNELS if k.layout == layout.name and k.supports(out_features, in_features)):
             try:
-                if _relative_error(kernel.run(check_x, *checked, group_size), reference) > MAX_RELATIVE_ERROR:
+                if relative_error(kernel.run(check_x, *checked, group_size), reference) > MAX_RELATIVE_ERROR:
                     continue
                 seconds.update({(kernel.name, n): _time(kernel, inputs[n], tensors, group_size) for n in counts})
             except (RuntimeError, NotImplementedError):
@@ -369,10 +369,6 @@ def _prefill_steps(names: list[str], seconds: dict) -> tuple[tuple[int, str], ..
         else:
             steps.append((rows, best))
     return tuple(steps)
-
-
-def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    return ((got.float() - want).norm() / want.norm().clamp(min=1e-30)).item()
 
 
 def _time(kernel: Kernel, x: torch.Tensor, tensors, group_size: int) -> float:

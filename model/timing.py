@@ -1,4 +1,5 @@
-"""Timing a product on its device, for the choices made by measuring (quantized kernels, draft rows)."""
+"""Timing and checking a product on its device, for the choices made by measuring (quantized and dense
+kernels, draft rows)."""
 from __future__ import annotations
 
 import time
@@ -25,3 +26,8 @@ def best_seconds(run: Callable[[torch.Tensor], Any], x: torch.Tensor, repeats: i
             torch.cuda.synchronize(x.device)
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """|got - want| / |want| (Frobenius norms), in want's dtype: how far a kernel's product is from a reference."""
+    return ((got.to(want.dtype) - want).norm() / want.norm().clamp(min=1e-30)).item()
