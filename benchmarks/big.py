@@ -34,7 +34,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import median, seconds, sync  # noqa: E402
+from benchmarks.common import as_loaded, median, seconds, sync  # noqa: E402
 from loopcoder.model.compat import CACHE_KWARG  # noqa: E402 - the KV cache keyword of the installed transformers
 
 VARIANTS = ("bf16", "int8", "int4")
@@ -100,7 +100,6 @@ def weight_bytes_read(model, loops_read: int = 1) -> int:
 def probe(variant: str, device: str, megabytes: int, native: bool):
     """A 1-row product with a weight of about `megabytes` in the variant's format -> (fn, weight bytes);
     `native`: bf16 through model/dense.py's measured kernel choice, as the model's linears are."""
-    from loopcoder.model.dense import use_native_linears
     from loopcoder.model.quantize import QuantizedLinear, QuantSpec, quantize_weight
 
     cols = 8192
@@ -111,8 +110,7 @@ def probe(variant: str, device: str, megabytes: int, native: bool):
     if variant == "bf16":
         linear = torch.nn.Linear(cols, rows, bias=False, device="meta")
         linear.weight = torch.nn.Parameter(weight.to(device), requires_grad=False)
-        if native:
-            use_native_linears(linear)
+        as_loaded(linear, torch_kernels=not native)
         return (lambda: linear(x)), weight.numel() * weight.element_size()
     layer = QuantizedLinear(cols, rows, QuantSpec(variant))
     layer.load_stored(quantize_weight(weight, layer.spec), torch.bfloat16, device)
@@ -126,15 +124,13 @@ def child(args) -> dict:
     import loopcoder.model as model  # noqa: F401  registers the PLT
     from transformers import AutoModelForCausalLM
 
-    from loopcoder.model.dense import use_native_linears
     from loopcoder.model.quantize import kernel_report
 
     device = args.device
     start = time.perf_counter()
     kwargs = {"dtype": torch.bfloat16, **({} if device == "cpu" else {"device_map": device})}
     plt = AutoModelForCausalLM.from_pretrained(args.dir, **kwargs, **({} if args.child == "bf16" else {"quantize": args.child}))
-    native = device == "cpu" and not args.torch_kernels  # as the in-process backends load it
-    dense_kernels = use_native_linears(plt) if native else {}
+    dense_kernels = as_loaded(plt, torch_kernels=args.torch_kernels)
     sync(device)
     load_s, rss_loaded = time.perf_counter() - start, peak_rss_bytes()
     config = plt.config
@@ -165,7 +161,7 @@ def child(args) -> dict:
             decode[path] = median(samples[1:] or samples)
         rss_peak, rss_split = peak_rss_bytes(), rss_split_bytes()  # before the probe's own weight
         logit_error = compare_logits(torch.stack(kept), args.logits, save=reference is None)
-        fn, probe_bytes = probe(args.child, device, args.probe_mb, native)
+        fn, probe_bytes = probe(args.child, device, args.probe_mb, not args.torch_kernels)
         probe_s = median([seconds(fn, device) for _ in range(9)])
     read = {"one-pass": weight_bytes_read(plt), "loop-after-loop": weight_bytes_read(plt, config.plt_num_loops)}
     if args.compile:

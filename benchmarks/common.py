@@ -35,6 +35,20 @@ def timed(fn, repeats: int, warmup: int = 1, device: str = "cuda" if torch.cuda.
     return median([seconds(fn, device) for _ in range(repeats)])
 
 
+def as_loaded(*models: torch.nn.Module, torch_kernels: bool = False) -> dict[str, str]:
+    """Each model's linears as the in-process backends load them (model/dense.py's measured choice on a
+    CPU, `runtime/backends/inprocess._load`); with `torch_kernels` left on F.linear, for the comparison.
+    Returns the shapes that run on the native kernel."""
+    if torch_kernels:
+        return {}
+    from loopcoder.model.dense import use_native_linears
+
+    report = {}
+    for model in models:
+        report.update(use_native_linears(model))
+    return report
+
+
 def matvec_probe(device: str, dtype: torch.dtype, megabytes: int = 512, rows: int = 1,
                  native: bool = False) -> tuple[Callable[[], object], int]:
     """A `rows`-row matmul streaming a weight far larger than cache, and the weight's bytes.
@@ -50,10 +64,7 @@ def matvec_probe(device: str, dtype: torch.dtype, megabytes: int = 512, rows: in
     with torch.device(device):
         linear = torch.nn.Linear(cols, out_features, bias=False, dtype=dtype).requires_grad_(False)
     torch.nn.init.normal_(linear.weight)
-    if native:
-        from loopcoder.model.dense import use_native_linears
-
-        use_native_linears(linear)
+    as_loaded(linear, torch_kernels=not native)
     x = torch.randn(rows, cols, device=device, dtype=dtype)
     return (lambda: linear(x)), linear.weight.numel() * linear.weight.element_size()
 

@@ -34,9 +34,8 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import cache_bytes, matvec_probe, median, module_bytes, seconds, weight_bytes  # noqa: E402
+from benchmarks.common import as_loaded, cache_bytes, matvec_probe, median, module_bytes, seconds, weight_bytes  # noqa: E402
 from loopcoder.model.compat import CACHE_KWARG  # noqa: E402 - the KV cache keyword of the installed transformers
-from loopcoder.model.dense import use_native_linears  # noqa: E402
 
 # 7B proportions (head dim 128, 5 query heads per KV head, FFN/width 5.4, vocab/width 15) at 1/4 width.
 SCALED = dict(hidden_size=1280, num_attention_heads=10, num_key_value_heads=2, head_dim=128,
@@ -159,10 +158,7 @@ def run(args) -> dict:
                                   attn_implementation="sdpa")
               for n in (config.num_hidden_layers, 2 * config.num_hidden_layers)}
     models = {"PLT": (plt, plt.new_cache), **{name: (m, DynamicCache) for name, m in llamas.items()}}
-    kernels = {}
-    if not args.torch_kernels:  # what the in-process backends do on a CPU: each model alike
-        for m, _ in models.values():
-            kernels.update(use_native_linears(m))
+    kernels = as_loaded(*(m for m, _ in models.values()), torch_kernels=args.torch_kernels)
     n = args.prompt
     ids = torch.randint(0, config.vocab_size, (1, 2 * n), device=device,
                         generator=torch.Generator(device=device).manual_seed(0))

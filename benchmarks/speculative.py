@@ -47,7 +47,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import median  # noqa: E402
+from benchmarks.common import as_loaded, median  # noqa: E402
 from loopcoder.model.compat import CACHE_KWARG  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -335,7 +335,6 @@ def measure(name: str, make_session, conversations, stop_ids, max_new: int, repe
 def run(args) -> dict:
     from benchmarks.decode import build, llama_config, plt_config
     from loopcoder.model import IQuestPLTCoderForCausalLM
-    from loopcoder.model.dense import use_native_linears
     from loopcoder.runtime.session import Session
 
     torch.set_num_threads(args.threads)
@@ -375,10 +374,13 @@ def run(args) -> dict:
         llama = Scripted(build(LlamaForCausalLM, llama_config(config, 14), "cpu", dtype))
         llama.new_cache = DynamicCache
         scaled["scaled Llama-14"] = llama
-    if not args.torch_kernels:  # as the in-process backends load a model on the CPU
-        for model in scaled.values():
-            results.setdefault("dense_kernels", {}).update(use_native_linears(model.model))
+    results["dense_kernels"] = as_loaded(*(m.model for m in scaled.values()), torch_kernels=args.torch_kernels)
     print("dense kernels:", results.get("dense_kernels") or "torch", flush=True)
+    plt = scaled["scaled PLT"].model
+    if args.cheap_rows != "measured":  # what `rows_are_cheap` would measure on another device
+        plt.pipelined_rows_cheap = args.cheap_rows == "yes"
+    results["rows_are_cheap"] = f"{plt.rows_are_cheap()} ({args.cheap_rows})"
+    print("scaled PLT rows_are_cheap:", results["rows_are_cheap"], flush=True)
     picked = edits[: args.scaled_edits] + own[: args.scaled_own]
     for name, model in scaled.items():
         def before(turn: Turn, model=model) -> None:
@@ -415,6 +417,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--torch-kernels", action="store_true",
                         help="the scaled models' linears through F.linear (default: model/dense.py's choice, as loaded)")
+    parser.add_argument("--cheap-rows", default="measured", choices=("measured", "yes", "no"),
+                        help="the scaled PLT's `rows_are_cheap` (a draft floor of 2): as measured here, or set "
+                             "as another device would measure it")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()
     results = run(args)
