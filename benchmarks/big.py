@@ -97,9 +97,9 @@ def weight_bytes_read(model, loops_read: int = 1) -> int:
     return size(model, skip=("model.embed_tokens.",)) + (loops_read - 1) * layers
 
 
-def probe(variant: str, device: str, megabytes: int, native: bool):
+def probe(variant: str, device: str, megabytes: int, torch_kernels: bool):
     """A 1-row product with a weight of about `megabytes` in the variant's format -> (fn, weight bytes);
-    `native`: bf16 through model/dense.py's measured kernel choice, as the model's linears are."""
+    bf16 loaded as the model's linears are (`as_loaded`: F.linear with `torch_kernels`)."""
     from loopcoder.model.quantize import QuantizedLinear, QuantSpec, quantize_weight
 
     cols = 8192
@@ -110,7 +110,7 @@ def probe(variant: str, device: str, megabytes: int, native: bool):
     if variant == "bf16":
         linear = torch.nn.Linear(cols, rows, bias=False, device="meta")
         linear.weight = torch.nn.Parameter(weight.to(device), requires_grad=False)
-        as_loaded(linear, torch_kernels=not native)
+        as_loaded(linear, torch_kernels=torch_kernels)
         return (lambda: linear(x)), weight.numel() * weight.element_size()
     layer = QuantizedLinear(cols, rows, QuantSpec(variant))
     layer.load_stored(quantize_weight(weight, layer.spec), torch.bfloat16, device)
@@ -161,7 +161,7 @@ def child(args) -> dict:
             decode[path] = median(samples[1:] or samples)
         rss_peak, rss_split = peak_rss_bytes(), rss_split_bytes()  # before the probe's own weight
         logit_error = compare_logits(torch.stack(kept), args.logits, save=reference is None)
-        fn, probe_bytes = probe(args.child, device, args.probe_mb, not args.torch_kernels)
+        fn, probe_bytes = probe(args.child, device, args.probe_mb, args.torch_kernels)
         probe_s = median([seconds(fn, device) for _ in range(9)])
     read = {"one-pass": weight_bytes_read(plt), "loop-after-loop": weight_bytes_read(plt, config.plt_num_loops)}
     if args.compile:

@@ -375,7 +375,7 @@ def run(args) -> dict:
         llama.new_cache = DynamicCache
         scaled["scaled Llama-14"] = llama
     results["dense_kernels"] = as_loaded(*(m.model for m in scaled.values()), torch_kernels=args.torch_kernels)
-    print("dense kernels:", results.get("dense_kernels") or "torch", flush=True)
+    print("dense kernels:", results["dense_kernels"] or "torch", flush=True)
     plt = scaled["scaled PLT"].model
     if args.cheap_rows != "measured":  # what `rows_are_cheap` would measure on another device
         plt.pipelined_rows_cheap = args.cheap_rows == "yes"
