@@ -315,12 +315,12 @@ def _tests_seen(call: ToolCall, obs: Observation) -> TestTally | None:
     extra = obs.extra
     if call.name == "run_tests" and ("passed" in extra or extra.get("timed_out")):
         return TestTally(extra.get("passed", 0), extra.get("failed", 0), extra.get("errors", 0),
-                         extra.get("skipped", 0), bool(extra.get("timed_out")))
+                         extra.get("skipped", 0), bool(extra.get("timed_out")), str(extra.get("scope", "")))
     command = call.arguments.get("command") if call.name == "bash" else None
     if isinstance(command, str) and "pytest" in command and not obs.extra.get("call_error"):
         report = from_summary(obs.text)
         if report is not None:
-            return TestTally(report.passed, report.failed, report.errors, report.skipped)
+            return TestTally(report.passed, report.failed, report.errors, report.skipped, scope=command)
     return None
 
 

@@ -3,7 +3,9 @@
 One vocabulary so a run that did nothing never reads as a success:
 `submitted` always comes with a patch, `no_change` is a submit with none, and
 the last test result the agent saw travels with the outcome
-(`tests: 2 failed, 3 passed`, `tests: not run`), and so does every test file
+(`tests: 2 failed, 3 passed`, `tests: not run`; with the command that ran
+when it was not the whole suite: `tests (tests/test_a.py): 1 passed`,
+`tests (make check): 3 passed`, since the model chooses what it runs), and so does every test file
 the patch changes (`edits tests: tests/test_core.py`): a run can make its tests
 pass by editing them, and the reader should see that without reading the diff.
 """
@@ -52,6 +54,7 @@ class TestTally:
     errors: int = 0
     skipped: int = 0
     timed_out: bool = False
+    scope: str = ""  # "" the whole suite (run_tests with no arguments), else the paths given or the command run
 
     def words(self) -> str:
         """'2 failed, 3 passed', '1 error', 'timed out', 'no tests ran': failures first."""
@@ -67,9 +70,17 @@ class TestTally:
         return asdict(self)
 
 
+SCOPE_SHOWN = 60  # characters of a test command shown in an outcome
+
+
 def tests_words(tally: TestTally | None) -> str:
-    """'tests: 3 passed', 'tests: 2 failed', 'tests: not run'."""
-    return "tests: " + (tally.words() if tally else "not run")
+    """'tests: 3 passed', 'tests: not run', 'tests (make check): 2 failed' (a command other than the suite)."""
+    if tally is None:
+        return "tests: not run"
+    scope = "".join(c if c.isprintable() else "?" for c in " ".join(tally.scope.split()))  # the model's text
+    if len(scope) > SCOPE_SHOWN:
+        scope = scope[:SCOPE_SHOWN - 3] + "..."
+    return f"tests{f' ({scope})' if scope else ''}: {tally.words()}"
 
 
 def outcome_words(status: str, reason: str, tests: TestTally | None, edited: list[str] | tuple[str, ...],
@@ -83,7 +94,8 @@ def tally_from_dict(data: dict | None) -> TestTally | None:
     """The inverse of `TestTally.to_dict` for a trajectory's `exit.tests` (None stays None)."""
     if not isinstance(data, dict):
         return None
-    return TestTally(**{k: data[k] for k in ("passed", "failed", "errors", "skipped", "timed_out") if k in data})
+    return TestTally(**{k: data[k] for k in ("passed", "failed", "errors", "skipped", "timed_out", "scope")
+                      if k in data})
 
 
 def edited_tests(patch: str) -> list[str]:

@@ -23,7 +23,8 @@ and replayed. Schema of the record (format "loopcoder-trajectory", version 1):
                  "reused_tokens", "seconds"}
     exit        {"status", "reason", "tests", "malformed", "traceback"?}   status null while the run is going;
                 tests: the last test counts the agent saw ({"passed", "failed", "errors",
-                "skipped", "timed_out"}, null when it ran none); malformed: turns with a
+                "skipped", "timed_out", "scope": "" for the whole suite, else the
+                paths or command}, null when it ran none); malformed: turns with a
                 malformed call
     patch       final diff against the base commit ("" when nothing changed)
 """

@@ -27,7 +27,7 @@ import json
 import re
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -232,7 +232,10 @@ def refactor_repo(task: RefactorTask, repo_path: str, provider: BackendProvider,
                     outcome.tests_after = run_tests(ws.env.sandbox, command)
         finally:
             backend.close()
-        outcome.status, outcome.tests_seen = result.status, result.tests.to_dict() if result.tests else None
+        seen = result.tests
+        if seen is not None and command and seen.scope.split() == command.split():
+            seen = replace(seen, scope="")  # the task's own test command is the suite here
+        outcome.status, outcome.tests_seen = result.status, seen.to_dict() if seen else None
         if result.status == Status.ERROR:
             outcome.error = result.reason
             return outcome

@@ -97,6 +97,8 @@ def _run(args: dict, sandbox: Sandbox, timeouts: TimeoutStreak) -> Observation:
         parts.append(f"[exit code: {captured.exit_code}]")
     counts = {} if report is None else dict(passed=report.passed, failed=report.failed, errors=report.errors,
                                             skipped=report.skipped, failing=report.failing)
+    # what an outcome's test result covers: "" the whole suite, else the paths given or the command run
+    counts["scope"] = shown if args.get("command") else " ".join(args.get("paths") or [])
     return observation(captured, parts, streak, **counts)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from loopcoder.agent.loop import Listener, Status
+from loopcoder.agent.outcome import tally_from_dict
 from loopcoder.agent.session import make_backend, open_workspace, run_task, start_agent
 from loopcoder.agent.trajectory import load
 from loopcoder.runtime.backends.replay import ReplayBackend
@@ -35,9 +36,10 @@ def test_fixes_a_failing_test_and_submits(repo, script, make_config, copies_root
     assert result.status == Status.SUBMITTED and result.exit_code == 0 and result.steps == 5
     assert "-    return a - b\n+    return a + b\n" in result.patch
     assert traj["exit"] == {"status": "submitted", "reason": "the model called submit", "malformed": 0,
-                            "tests": {"passed": 2, "failed": 0, "errors": 0, "skipped": 0, "timed_out": False},
+                            "tests": {"passed": 2, "failed": 0, "errors": 0, "skipped": 0, "timed_out": False,
+                                          "scope": "test_calc.py"},
                             "edited_tests": []}
-    assert result.summary() == "submitted: the model called submit; tests: 2 passed (5 steps)"
+    assert result.summary() == "submitted: the model called submit; tests (test_calc.py): 2 passed (5 steps)"
     assert traj["patch"] == result.patch
     first, last = traj["steps"][0]["observations"][0], traj["steps"][3]["observations"][0]
     assert "1 failed" in first["text"] and "2 passed" in last["text"]
@@ -260,8 +262,27 @@ def test_the_last_test_result_seen_comes_from_run_tests_or_a_pytest_command(repo
                call("submit")]
     result, _ = run(repo, make_config(script(outputs)))
     assert result.status == Status.SUBMITTED and str(result.tests.words()) == "2 passed"
+    assert "; tests (python -m pytest -q -p no:cacheprovider): 2 passed" in result.summary()
     result, _ = run(repo, make_config(script([call("str_replace_editor", **FIX), call("submit")])))
     assert result.tests is None and "tests: not run" in result.summary()
+
+
+def test_an_outcome_names_the_test_command_unless_the_whole_suite_ran(repo, script, make_config):
+    """The model chooses what run_tests runs: one file, or a command that is no test at all. The outcome
+    says which, so 'tests: 1 passed' always means the repository's suite."""
+    suite = [call("str_replace_editor", **FIX), call("run_tests"), call("submit")]
+    result, traj = run(repo, make_config(script(suite)))
+    assert "; tests: 2 passed" in result.summary() and traj["exit"]["tests"]["scope"] == ""
+    one_file = [call("str_replace_editor", **FIX), call("run_tests", paths=["test_calc.py"]), call("submit")]
+    result, _ = run(repo, make_config(script(one_file)))
+    assert "; tests (test_calc.py): 2 passed" in result.summary(), result.summary()
+    fake = "python -c 'print(\"1 passed in 0.01s\")'\n\x1b[2J"
+    result, traj = run(repo, make_config(script([call("str_replace_editor", **FIX), call("run_tests", command=fake),
+                                                 call("submit")])))
+    words = result.summary()
+    assert "tests (python -c 'print(\"1 passed in 0.01s\")' ?[2J): 1 passed" in words, words
+    assert "\x1b" not in words and "\n" not in words.split("tests")[1]
+    assert tally_from_dict(traj["exit"]["tests"]) == result.tests  # a trajectory keeps the scope
 
 
 def test_a_backend_failure_ends_with_status_error_and_keeps_the_work(repo, script, make_config, tmp_path):

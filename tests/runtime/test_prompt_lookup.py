@@ -61,6 +61,29 @@ def test_draft_length_grows_while_accepted_and_restarts_after_two_right_guesses(
     assert length.k == 0
 
 
+def test_a_long_repeat_restarts_drafting_at_once():
+    length = DraftLength(most=8)
+    assert length.size(matched=MAX_NGRAM - 1) == 0  # a short match is no evidence: wait for right guesses
+    assert length.size(matched=MAX_NGRAM) == DraftLength.SURE_RESTART  # the last MAX_NGRAM tokens occurred before
+    length.verified(drafted=4, accepted=4)
+    assert length.size(matched=0) == 8  # once drafting, the match no longer matters
+    length.verified(drafted=8, accepted=0)
+    assert length.size(matched=1) == 0
+    assert DraftLength(most=2).size(matched=MAX_NGRAM) == 2
+
+
+def test_matched_is_the_longest_suffix_seen_before():
+    lookup = PromptLookup()
+    lookup.extend([1, 2, 3, 4, 5, 9])
+    assert lookup.matched() == 0
+    lookup.extend([2, 3])
+    assert lookup.matched() == 2 and lookup.draft(2) == [4, 5]
+    lookup.extend([4, 5, 6])
+    assert lookup.matched() == 0
+    lookup.extend([1, 2, 3, 4, 5])
+    assert lookup.matched() == MAX_NGRAM
+
+
 def test_a_draft_length_with_a_floor_never_stops_drafting():
     length = DraftLength(most=8, floor=2)
     assert length.k == 2
