@@ -24,7 +24,9 @@ next token, so a forward costs what it costs a model that writes that reply).
 The scaled PLT also runs with its drafts verified loop after loop (two passes
 over the weights) instead of pipelined (one pass; docs/plt.md §4).
 Prints per model and class: tokens/s off and on, their ratio, the acceptance
-rate (accepted / drafted) and the tokens accepted per verifying forward;
+rate (accepted / drafted), the tokens accepted per verifying forward and the
+forwards decoding took off and on (exact under greedy decoding, so a change of
+drafting policy shows there without timing noise);
 `uptime` before and after.
 
     .venv/bin/python benchmarks/speculative.py --out speculative.json   # ~25 min on 2 busy cores
@@ -84,6 +86,7 @@ class Tally:
     drafted: int = 0
     accepted: int = 0
     verifications: int = 0
+    forwards: int = 0
 
     def add(self, gen, seconds: float) -> None:
         self.tokens += len(gen.ids)
@@ -91,6 +94,7 @@ class Tally:
         self.drafted += gen.drafted_tokens
         self.accepted += gen.accepted_tokens
         self.verifications += gen.verifications
+        self.forwards += gen.decode_forwards
 
 
 class Recorder:
@@ -316,19 +320,21 @@ def measure(name: str, make_session, conversations, stop_ids, max_new: int, repe
             "ratio": round((on.tokens / on.seconds) / (off.tokens / off.seconds), 2),
             "acceptance": round(on.accepted / max(1, on.drafted), 2),
             "mean_accepted": round(on.accepted / max(1, on.verifications), 2),
+            "forwards_off": off.forwards,  # exact under greedy decoding: the policy's effect without timing noise
+            "forwards_on": on.forwards,
         }
         if chunked:
             loop_after_loop = tallies[cls, "chunked"]
             rows[cls]["ratio_chunked"] = round((loop_after_loop.tokens / loop_after_loop.seconds)
                                                / (off.tokens / off.seconds), 2)
     print(f"\n{name}: greedy outputs differing between off and on: {mismatched}")
-    print("| turns | n | tokens | tok/s off | tok/s on | on/off | acceptance | accepted per verify |"
+    print("| turns | n | tokens | tok/s off | tok/s on | on/off | acceptance | accepted per verify | forwards off, on |"
           + (" on/off, verified loop after loop |" if chunked else ""))
-    print("|---|---|---|---|---|---|---|---|" + ("---|" if chunked else ""))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if chunked else ""))
     for cls, row in rows.items():
         print(f"| {cls} | {row['turns']} | {row['tokens']} | {row['tok_s_off']} | {row['tok_s_on']} | "
-              f"**{row['ratio']}** | {row['acceptance']} | {row['mean_accepted']} |"
-              + (f" {row['ratio_chunked']} |" if chunked else ""))
+              f"**{row['ratio']}** | {row['acceptance']} | {row['mean_accepted']} | "
+              f"{row['forwards_off']}, {row['forwards_on']} |" + (f" {row['ratio_chunked']} |" if chunked else ""))
     return {"mismatched": mismatched, **rows}
 
 

@@ -47,6 +47,7 @@ class Generation:
     accepted_tokens: int = 0  # of those, the ones the model agreed with
     verifications: int = 0  # forwards that verified a draft
     compile_seconds: float = 0.0  # of decode_seconds, the compiled step's warm-up (compiling, capturing graphs)
+    decode_forwards: int = 0  # forwards after the prefill: one-token steps and draft-verifying passes
 
 
 class Session:
@@ -113,7 +114,7 @@ class Session:
             unverified: list[int] = []  # drafts after `out`, in the cache (the lookup holds them too)
             checked: list[int] = []  # what the rows of `logits` are checked against: the next unverified drafts
             guess = None
-            drafted = accepted = verifications = 0
+            drafted = accepted = verifications = forwards = 0
             finish = None
             while True:
                 emitted = _choose(logits, checked, params, generator, constraint)  # agreed drafts, then maybe one more token
@@ -165,6 +166,7 @@ class Session:
                     logits = self._pipelined(feed)
                 else:
                     logits = self._forward(feed)
+                forwards += 1
                 checked = unverified[:len(logits)]
             self._truncate(min(len(prompt) + len(out), len(self.tokens)))  # drafts past a stop leave, and loop 0's lead
         except BaseException:  # a half-written cache cannot be trusted
@@ -172,7 +174,7 @@ class Session:
             raise
         compiling = self.decoder.warmup_seconds - warmed if self.decoder is not None else 0.0
         return Generation(out, finish, len(prompt), len(prompt) - reused, reused, prefill_seconds, self._elapsed(start),
-                          drafted, accepted, verifications, compiling)
+                          drafted, accepted, verifications, compiling, forwards)
 
     def _finished(self, position: int, token: int, stop_ids) -> str | None:
         """Why `token` at `position` ends the reply instead of joining it (None: it joins)."""
