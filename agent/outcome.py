@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from loopcoder.tools.output import replace_unprintable
 from loopcoder.workspace.patching import looks_like_test, patch_files
 
 
@@ -77,7 +78,7 @@ def tests_words(tally: TestTally | None) -> str:
     """'tests: 3 passed', 'tests: not run', 'tests (make check): 2 failed' (a command other than the suite)."""
     if tally is None:
         return "tests: not run"
-    scope = "".join(c if c.isprintable() else "?" for c in " ".join(tally.scope.split()))  # the model's text
+    scope = replace_unprintable(" ".join(tally.scope.split()))  # the model's text
     if len(scope) > SCOPE_SHOWN:
         scope = scope[:SCOPE_SHOWN - 3] + "..."
     return f"tests{f' ({scope})' if scope else ''}: {tally.words()}"

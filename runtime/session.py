@@ -154,8 +154,9 @@ class Session:
                 room -= len(unverified)
                 if pipelined:  # loop 0 may run at most slack + 1 tokens ahead of loop 1's frontier
                     room = min(room, self.cache.slack + 1 - len(self.ahead) - len(feed))
-                size = length.size(self.lookup.matched()) if drafting else 0
-                proposal = self.lookup.draft(min(max(size, 1), room)) if drafting else []
+                match = self.lookup.longest_match() if drafting else (0, 0)  # one index lookup per step
+                size = length.size(match[0]) if drafting else 0
+                proposal = self.lookup.draft(min(max(size, 1), room), match) if drafting else []
                 drafts = proposal if size else []
                 guess = proposal[0] if proposal else None
                 if drafts:

@@ -65,16 +65,17 @@ class PromptLookup:
                     self._after[key] = previous
         del self.tokens[length:], self._before[length:]
 
-    def draft(self, k: int) -> list[int]:
-        """Up to k tokens that followed the longest context suffix (<= MAX_NGRAM tokens) last time."""
-        matched, start = self._longest_match()
+    def draft(self, k: int, match: tuple[int, int] | None = None) -> list[int]:
+        """Up to k tokens that followed the longest context suffix (<= MAX_NGRAM tokens) last time;
+        `match`: `longest_match()` of the context as it is, when the caller has it already."""
+        matched, start = match or self.longest_match()
         return self.tokens[start:start + k] if matched and k > 0 else []
 
     def matched(self) -> int:
         """How long the longest context suffix (<= MAX_NGRAM tokens) that occurred earlier is; 0: none."""
-        return self._longest_match()[0]
+        return self.longest_match()[0]
 
-    def _longest_match(self) -> tuple[int, int]:
+    def longest_match(self) -> tuple[int, int]:
         """(n, where what followed its latest earlier occurrence starts) for the longest suffix; (0, 0): none."""
         tokens = self.tokens
         for n in range(min(MAX_NGRAM, len(tokens)), 0, -1):
@@ -116,7 +117,7 @@ class DraftLength:
         self._hits = 0  # consecutive right guesses while k == 0
 
     def size(self, matched: int) -> int:
-        """The tokens to draft now, given `matched` = PromptLookup.matched() of the context as it is."""
+        """The tokens to draft now, given `matched` = the length of PromptLookup.longest_match() now."""
         if self.k == 0 and matched >= self.SURE:
             self.k, self._hits = min(self.SURE_RESTART, self.most), 0
         return self.k

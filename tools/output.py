@@ -20,6 +20,12 @@ def printable(text: str) -> str:
     return _CONTROL.sub("\ufffd", _ANSI.sub("", text))
 
 
+def replace_unprintable(text: str) -> str:
+    """Every character a terminal would not print as itself (escapes, newlines, tabs) as `?`: for one line
+    of someone else's text inside ours (a log line, a test command in an outcome)."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def elide(head: str, tail: str, cut: str, hint: str = "") -> str:
     """Join a kept head and tail around one note saying what was cut (`cut`) and how to see it (`hint`)."""
     note = f"[... {cut} cut from the middle ...]" if not hint else f"[... {cut} cut from the middle; {hint} ...]"
