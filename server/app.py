@@ -30,7 +30,6 @@ from loopcoder.server.chat_request import ChatRequest, parse_chat_request
 from loopcoder.server.engine import Engine, Generated
 from loopcoder.server.errors import ApiError
 from loopcoder.server.worker import ModelWorker
-from loopcoder.tools.output import replace_unprintable
 
 log = logging.getLogger("loopcoder.serve")
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -293,6 +292,6 @@ class Guard:
         query = scope.get("query_string", b"")
         target = scope.get("path", "") + ("?" + query.decode("latin-1") if query else "")
         line = f'{scope["method"]} {target[:200]} HTTP/{scope.get("http_version", "1.1")}'
-        line = replace_unprintable(line)
+        line = "".join(c if c.isprintable() else "?" for c in line)
         client = (scope.get("client") or ("-",))[0]
         log.info('%s "%s" %d %.2fs %s', client, line, status, seconds, detail)
